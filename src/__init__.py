@@ -1,0 +1,1 @@
+"""Smoothie: label-free routing among language-model generations (Guha et al., NeurIPS 2024)."""

