@@ -1,0 +1,74 @@
+"""Vectorised Smoothie against the loop-by-definition estimator, in one process.
+
+The baseline is the paper's algorithm as its code runs it: one fit per sample (Local) or one
+fit over all samples (Global), every triplet's three mean squared distances recomputed. Local
+baselines fit each sample independently at the same cost, so by default they are timed on a
+subset of samples and scaled to N (printed as such); --full times every sample.
+
+    python benchmarks/bench_estimator.py [--full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from reference_smoothie import fit_theta  # noqa: E402
+from sklearn.neighbors import NearestNeighbors  # noqa: E402
+
+from src.smoothie import smoothie_weights  # noqa: E402
+
+CASES = [(1000, 5, 768, None), (1000, 5, 768, 1), (2000, 10, 768, None), (2000, 10, 768, 20)]
+
+
+def best_of(fn, repeat=3):
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), out
+
+
+def loop_local(emb, inputs, k, samples):
+    nbrs = (np.arange(len(emb))[:, None] if k == 1 else
+            NearestNeighbors(n_neighbors=k).fit(inputs).kneighbors(inputs, return_distance=False))
+    return np.stack([fit_theta(emb[nbrs[i]].reshape(-1, *emb.shape[1:])) for i in samples])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--full", action="store_true", help="time the Local baseline on every sample")
+    ap.add_argument("--subset", type=int, default=100, help="samples timed for the Local baseline")
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    print("| N | m | d | mode | vectorised (s) | loop by definition (s) | speed-up |")
+    print("|---|---|---|---|---|---|---|")
+    for n, m, d, k in CASES:
+        emb = rng.normal(size=(n, 1, d)) + rng.uniform(0.3, 1.2, size=(1, m, 1)) * rng.normal(size=(n, m, d))
+        emb = (emb / np.linalg.norm(emb, axis=-1, keepdims=True)).astype(np.float32)  # like sentence embeddings
+        inputs = rng.normal(size=(n, d)).astype(np.float32)
+        fast_t, fast = best_of(lambda: smoothie_weights(emb, inputs if k else None, k=k))
+        if k is None:
+            slow_t, slow = best_of(lambda: fit_theta(emb), repeat=1)
+            np.testing.assert_allclose(fast[0], slow, rtol=1e-5)
+            note = ""
+        else:
+            samples = np.arange(n) if args.full else rng.choice(n, size=min(args.subset, n), replace=False)
+            sub_t, slow = best_of(lambda: loop_local(emb, inputs, k, samples), repeat=1)
+            np.testing.assert_allclose(fast[samples], slow, rtol=1e-5, atol=1e-7)
+            slow_t = sub_t * n / len(samples)
+            note = "" if args.full else f" (timed on {len(samples)} samples, scaled)"
+        mode = "Global" if k is None else f"Local k={k}"
+        print(f"| {n} | {m} | {d} | {mode} | {fast_t:.4f} | {slow_t:.2f}{note} | {slow_t / fast_t:.0f}x |")
+
+
+if __name__ == "__main__":
+    main()
