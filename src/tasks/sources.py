@@ -42,6 +42,7 @@ def load_split(task: Task, split: str, source: Path | None):
     """(datasets.Dataset, where it came from) for one hub split of a task."""
     import datasets
 
+    datasets.disable_progress_bars()  # make_dataset prints one progress line per task instead
     folder = source or task.builtin_source
     if folder is not None:
         if not Path(folder).is_dir():
