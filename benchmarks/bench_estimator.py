@@ -28,11 +28,11 @@ from src.smoothie import smoothie_weights  # noqa: E402
 CASES = [(1000, 5, 768, None), (1000, 5, 768, 1), (2000, 10, 768, None), (2000, 10, 768, 20)]
 
 
-def best_of(fn, repeat=3):
+def best_of(fn, *args, repeat=3, **kwargs):
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
-        out = fn()
+        out = fn(*args, **kwargs)
         times.append(time.perf_counter() - t)
     return min(times), out
 
@@ -55,14 +55,14 @@ def main() -> None:
         emb = rng.normal(size=(n, 1, d)) + rng.uniform(0.3, 1.2, size=(1, m, 1)) * rng.normal(size=(n, m, d))
         emb = (emb / np.linalg.norm(emb, axis=-1, keepdims=True)).astype(np.float32)  # like sentence embeddings
         inputs = rng.normal(size=(n, d)).astype(np.float32)
-        fast_t, fast = best_of(lambda: smoothie_weights(emb, inputs if k else None, k=k))
+        fast_t, fast = best_of(smoothie_weights, emb, inputs if k else None, k=k)
         if k is None:
-            slow_t, slow = best_of(lambda: fit_theta(emb), repeat=1)
+            slow_t, slow = best_of(fit_theta, emb, repeat=1)
             np.testing.assert_allclose(fast[0], slow, rtol=1e-5)
             note = ""
         else:
             samples = np.arange(n) if args.full else rng.choice(n, size=min(args.subset, n), replace=False)
-            sub_t, slow = best_of(lambda: loop_local(emb, inputs, k, samples), repeat=1)
+            sub_t, slow = best_of(loop_local, emb, inputs, k, samples, repeat=1)
             np.testing.assert_allclose(fast[samples], slow, rtol=1e-5, atol=1e-7)
             slow_t = sub_t * n / len(samples)
             note = "" if args.full else f" (timed on {len(samples)} samples, scaled)"

@@ -1,0 +1,131 @@
+"""Step 2 of the pipeline: every generator's outputs on the train and test splits (SPEC 3.2).
+
+    python -m src.get_generations --dataset_config dataset_configs/demo.yaml \
+        --model smollm2-135m --multi_prompt
+    python -m src.get_generations --dataset_config dataset_configs/squad.yaml \
+        --model_group 3b --multi_model [--model dolly-3b]
+
+Finished batches are checkpointed beside the output (``*.partial.jsonl``); rerunning the same
+command after an interruption continues where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from src import cli
+from src.constants import MODEL_GROUPS
+from src.generation.models import resolve_model
+from src.generation.runner import Job, run_job
+from src.io import read_dataset, write_json
+from src.paths import SPLITS, Setting, generation_checkpoint, model_slug
+from src.tasks.config import load_config
+
+BACKENDS = ("hf", "vllm")
+
+
+def load_backend(kind: str, ref, device: str | None, dtype: str, chat_template: bool):
+    if kind == "vllm":
+        from src.generation.vllm_backend import VLLMBackend
+
+        return VLLMBackend(ref, device, dtype, chat_template)
+    from src.generation.hf import HFBackend
+
+    return HFBackend(ref, device, dtype, chat_template)
+
+
+def _prompt_fields(rows: list[dict], multi_prompt: bool, path) -> list[str]:
+    if not multi_prompt:
+        return ["multi_model_prompt"]
+    fields = sorted((k for k in rows[0] if k.startswith("multi_prompt_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+    if not fields:
+        raise cli.UserError(f"{path}: no multi_prompt_<i> fields (a group config has none; use --multi_model)")
+    return fields
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = cli.parser("src.get_generations", "Generate every generator's outputs for a dataset config.")
+    cli.add_setting_flags(p)
+    p.add_argument("--n_generations", type=int, default=1, help="sampled generations per prompt (needs --temperature)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--max_samples", type=int, default=None, help="only the first N rows of each split (quick runs)")
+    p.add_argument("--max_new_tokens", type=int, default=None, help="default: the config's")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--backend", choices=BACKENDS, default="hf")
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--dtype", default="auto", help="auto = bfloat16 on GPU, float32 on CPU")
+    p.add_argument("--chat_template", action="store_true", help="wrap prompts in the model's chat template")
+    p.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
+    p.add_argument("--redo", action="store_true", help="regenerate even if outputs exist")
+    args = p.parse_args(argv)
+
+    setting = Setting.from_args(args)
+    if args.n_generations < 1:
+        raise cli.UserError("--n_generations must be at least 1")
+    if args.n_generations > 1 and args.temperature <= 0:
+        raise cli.UserError(f"--n_generations {args.n_generations} needs sampling: give --temperature > 0")
+    if args.batch_size < 1:
+        raise cli.UserError("--batch_size must be at least 1")
+    config = load_config(args.dataset_config)
+    max_new_tokens = args.max_new_tokens or config.max_new_tokens
+
+    if setting.multi_model:
+        if args.model:
+            models = [args.model]
+        elif setting.group in MODEL_GROUPS:
+            models = MODEL_GROUPS[setting.group]
+        else:
+            raise cli.UserError(
+                f"--model_group {setting.group!r} is not registered in src/constants.py: give --model for each "
+                f"of your models, or put your own <model>_test.json files in {setting.folder}"
+            )
+    else:
+        models = [args.model]
+    refs = {m: resolve_model(m) for m in models}  # every name checked before any model loads
+
+    splits = {}
+    for split in args.splits:
+        path = setting.split_file(split)
+        rows = read_dataset(path, required=())
+        if args.max_samples:
+            rows = rows[: args.max_samples]
+        if not rows:
+            raise cli.UserError(f"{path}: no rows")
+        fields = _prompt_fields(rows, not setting.multi_model, path)
+        missing = [f for f in fields if f not in rows[0]]
+        if missing:
+            raise cli.UserError(f"{path}: rows lack {', '.join(missing)}")
+        splits[split] = (rows, fields)
+
+    for model in models:
+        backend = None
+        for split, (rows, fields) in splits.items():
+            out = setting.generations_file(split, model_slug(model) if setting.multi_model else None,
+                                           args.n_generations)
+            checkpoint = generation_checkpoint(out)
+            if out.exists() and not args.redo:
+                print(f"{out} exists; skipping (use --redo to regenerate)")
+                continue
+            if args.redo:
+                checkpoint.unlink(missing_ok=True)
+            prompts = tuple(r[f] for r in rows for f in fields)  # sample-major, prompt order within
+            job = Job(model=model, prompts=prompts, n=args.n_generations, max_new_tokens=max_new_tokens,
+                      temperature=args.temperature, seed=args.seed, batch_size=args.batch_size)
+            if backend is None:
+                print(f"loading {model} ({args.backend} backend)")
+                backend = load_backend(args.backend, refs[model], args.device, args.dtype, args.chat_template)
+            outputs = run_job(backend, job, checkpoint, desc=f"{model_slug(model)} {split}")
+            width = len(fields)
+            generations = []
+            for i in range(len(rows)):
+                per_sample = outputs[i * width:(i + 1) * width]  # width lists of n strings
+                flat = [s for per_prompt in per_sample for s in per_prompt]  # prompt-major
+                generations.append(flat[0] if width == 1 and args.n_generations == 1 else flat)
+            write_json(out, {"generations": generations})
+            checkpoint.unlink(missing_ok=True)
+            print(f"wrote {out} ({len(rows)} samples)")
+
+
+if __name__ == "__main__":
+    cli.run(main)
