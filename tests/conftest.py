@@ -53,26 +53,45 @@ def minilm() -> str:
     return "all-MiniLM-L6-v2"
 
 
-GSM8K_ROWS = 120  # a real slice of GSM8K keeps the embedder's CPU time small in CI
+GSM8K_ROWS = 120  # real slices keep the embedder's CPU time small in CI
+
+
+def real_tree(shared: Path, root: Path, source: str, stem: str, task: str, metric: str, group: str,
+              n_train: int, n_test: int):
+    """Real third-party rows in the pipeline's layout. The source has a test split only, so its
+    first ``n_train`` rows become the labelled train split and the next ``n_test`` the test split.
+    Returns (config path, results dir, data dir, group)."""
+    import json
+
+    from src.paths import Setting
+
+    src_dir = shared / source
+    data_dir, results = root / "data", root / "results"
+    data_dir.mkdir(parents=True)
+    lines = (src_dir / f"{source}_test.jsonl").read_text().splitlines()
+    parts = {"train": slice(0, n_train), "test": slice(n_train, n_train + n_test)}
+    setting = Setting(config=stem, results_dir=results, group=group)
+    for split, part in parts.items():
+        (data_dir / f"{stem}_{split}.jsonl").write_text("\n".join(lines[part]) + "\n")
+        for f in sorted((src_dir / "generations").glob("*_test.json")):
+            gens = json.loads(f.read_text())["generations"][part]
+            out = setting.generations_file(split, f.name[: -len("_test.json")])
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"generations": gens}))
+    config = root / f"{stem}.yaml"
+    config.write_text(f"dataset: {task}\nmetrics: [{metric}]\n")
+    return config, results, data_dir, group
 
 
 @pytest.fixture(scope="session")
 def gsm8k_tree(shared_data, tmp_path_factory):
-    """The first GSM8K rows and the four systems' solutions in the pipeline's layout:
-    returns (config path, results dir, data dir, group name)."""
-    import json
+    """GSM8K with four OpenAI systems' solutions: 60 train rows, then 120 test rows."""
+    return real_tree(shared_data, tmp_path_factory.mktemp("gsm8k"), "gsm8k_solutions", "gsm8k_solutions",
+                     "gsm8k", "gsm8k_acc", "openai", 60, GSM8K_ROWS)
 
-    src_dir = shared_data / "gsm8k_solutions"
-    root = tmp_path_factory.mktemp("gsm8k")
-    data_dir, results = root / "data", root / "results"
-    data_dir.mkdir()
-    lines = (src_dir / "gsm8k_solutions_test.jsonl").read_text().splitlines()[:GSM8K_ROWS]
-    (data_dir / "gsm8k_solutions_test.jsonl").write_text("\n".join(lines) + "\n")
-    group = results / "gsm8k_solutions" / "openai"
-    group.mkdir(parents=True)
-    for f in sorted((src_dir / "generations").glob("*_test.json")):
-        gens = json.loads(f.read_text())["generations"][:GSM8K_ROWS]
-        (group / f.name).write_text(json.dumps({"generations": gens}))
-    config = root / "gsm8k_solutions.yaml"
-    config.write_text("dataset: gsm8k\nmetrics: [gsm8k_acc]\n")
-    return config, results, data_dir, "openai"
+
+@pytest.fixture(scope="session")
+def webnlg_tree(shared_data, tmp_path_factory):
+    """WebNLG 2020 with 16 submitted systems: 60 train rows, then 100 test rows."""
+    return real_tree(shared_data, tmp_path_factory.mktemp("webnlg"), "webnlg2020", "webnlg2020",
+                     "web_nlg", "rouge2", "teams", 60, 100)

@@ -104,6 +104,12 @@ def _load_task(path: Path, data: dict) -> TaskConfig:
     mm = _load_template(data.get("multi_model_prompt_template"), ".txt", path, "multi_model_prompt_template")
     mp = _load_template(data.get("multi_prompt_template"), ".json", path, "multi_prompt_template") or []
     metrics = data.get("metrics") or [task.metric]
+    from src.evaluate.metrics import METRICS
+
+    unknown_metrics = [m for m in metrics if m not in METRICS]
+    if unknown_metrics:
+        raise UserError(f"{path}: unknown metric(s) {', '.join(map(str, unknown_metrics))} "
+                        f"(known: {', '.join(sorted(METRICS))})")
     source = data.get("source")
     return TaskConfig(
         path=path,
