@@ -177,3 +177,40 @@ def cache_dir(cache: str | os.PathLike | None = None) -> Path:
 def generation_checkpoint(final: Path) -> Path:
     """Resumable generation writes finished samples here, beside the final file."""
     return final.with_name(final.name + ".partial.jsonl")
+
+
+# --- Alpaca (SPEC 3.6) ---------------------------------------------------------------------
+ALPACA_DIR = Path("alpaca")
+ALPACA_METHODS = ("pick_random", "smoothie", "smoothie_independent")
+
+
+def alpaca_downloaded_dir(folder: str | os.PathLike | None = None) -> Path:
+    return Path(folder) if folder else ALPACA_DIR / "downloaded_outputs"
+
+
+def alpaca_outputs_dir(folder: str | os.PathLike | None = None) -> Path:
+    return Path(folder) if folder else ALPACA_DIR / "algorithm_outputs"
+
+
+def alpaca_prediction_file(outputs_dir: Path, method: str, trial: int) -> Path:
+    """``pick_random_{i}.json``, ``smoothie_{i}.json`` (Local), ``smoothie_independent_{i}.json`` (Global)."""
+    return outputs_dir / f"{method}_{trial}.json"
+
+
+def alpaca_prediction_files(outputs_dir: Path) -> list[tuple[str, int, Path]]:
+    """(method, trial, path) of every prediction file, in method then trial order."""
+    found = []
+    for method in ALPACA_METHODS:
+        for path in outputs_dir.glob(f"{method}_*.json"):
+            suffix = path.stem[len(method) + 1:]
+            if suffix.isdigit():
+                found.append((method, int(suffix), path))
+    return sorted(found, key=lambda t: (ALPACA_METHODS.index(t[0]), t[1]))
+
+
+def alpaca_leaderboard(folder: str | os.PathLike | None = None) -> Path:
+    return (Path(folder) if folder else ALPACA_DIR) / "leaderboard.csv"
+
+
+def alpaca_trial_summary(folder: str | os.PathLike | None = None) -> Path:
+    return (Path(folder) if folder else ALPACA_DIR) / "trial_summary.csv"

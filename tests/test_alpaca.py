@@ -1,0 +1,133 @@
+"""Alpaca predictions and offline scoring on six real leaderboard models (../shared/data)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+from conftest import minilm, run_cli
+
+from src import alpaca_score, generate_predictions
+
+N_INSTRUCTIONS = 100  # the first 100 of 805: keeps MiniLM's CPU time small in CI
+
+
+@pytest.fixture(scope="module")
+def alpaca(shared_data, tmp_path_factory):
+    src = shared_data / "alpaca_eval_sample"
+    root = tmp_path_factory.mktemp("alpaca")
+    shutil.copytree(src / "downloaded_outputs", root / "downloaded")
+    return src, root
+
+
+def _predict(root, capsys, downloaded, out, *extra):
+    code, stdout, err = run_cli(generate_predictions.main, [
+        "--n_trials", 3, "--k", 5, "--embedding_model", minilm(), "--downloaded_dir", downloaded,
+        "--outputs_dir", out, "--max_instructions", N_INSTRUCTIONS, *extra], capsys)
+    assert code == 0, err
+    return stdout
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.json"))}
+
+
+def test_predictions_are_trial_members_outputs(alpaca, capsys):
+    src, root = alpaca
+    out = root / "out"
+    _predict(root, capsys, root / "downloaded", out)
+    assert sorted(_files(out)) == sorted(f"{m}_{t}.json" for m in ("pick_random", "smoothie", "smoothie_independent")
+                                         for t in range(3))
+    outputs = {}
+    for f in (root / "downloaded").glob("*.json"):
+        outputs[f.stem] = {r["instruction"]: r["output"] for r in json.loads(f.read_text())}
+    for path in out.glob("*.json"):
+        rows = json.loads(path.read_text())
+        assert len(rows) == N_INSTRUCTIONS
+        for row in rows:
+            members = row["models_in_trial"]
+            assert len(members) == 5 and row["selected_model"] in members
+            assert row["output"] == outputs[row["selected_model"]][row["instruction"]]
+            assert row["generator"] == path.stem
+            if "smoothie" in path.stem:
+                assert members[int(np.argmax(row["smoothie_weights"]))] == row["selected_model"]
+                assert sum(row["smoothie_weights"]) == pytest.approx(1.0)
+            else:
+                assert "smoothie_weights" not in row
+        if path.stem.startswith("smoothie_independent"):
+            assert len({r["selected_model"] for r in rows}) == 1  # Global: one model for the whole trial
+
+
+def test_offline_scores_and_trial_summary(alpaca, capsys):
+    src, root = alpaca
+    out, board_dir = root / "out", root / "board"
+    if not out.exists():
+        _predict(root, capsys, root / "downloaded", out)
+    code, stdout, err = run_cli(alpaca_score.main, ["--annotations_dir", src / "preferences", "--downloaded_dir",
+                                                    root / "downloaded", "--outputs_dir", out,
+                                                    "--leaderboard_dir", board_dir], capsys)
+    assert code == 0, err
+    board = {r["name"]: r for r in csv.DictReader((board_dir / "leaderboard.csv").open())}
+    for f in (src / "preferences").glob("*.json"):
+        prefs = np.array(json.loads(f.read_text())["preference"], dtype=float)
+        assert float(board[f.stem]["win_rate"]) == pytest.approx(100 * (prefs - 1).mean(), abs=1e-4)
+    rates = [float(r["win_rate"]) for r in board.values()]
+    assert rates == sorted(rates, reverse=True)
+    summary = list(csv.DictReader((board_dir / "trial_summary.csv").open()))
+    assert [int(s["trial"]) for s in summary] == [0, 1, 2]
+    for s in summary:
+        members = s["models_in_trial"].split()
+        best = max(members, key=lambda m: float(board[m]["win_rate"]))
+        assert s["best_model"] == best
+        assert s["picked_best"] == str(s["smoothie_global_pick"] == best)
+        pick = json.loads((out / f"smoothie_independent_{s['trial']}.json").read_text())[0]["selected_model"]
+        assert s["smoothie_global_pick"] == pick
+    assert "cached judge annotations" in stdout
+
+
+def test_raw_leaderboard_annotations_give_the_stored_preferences(alpaca, tmp_path):
+    src, root = alpaca
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(src / "annotations" / "gemma-7b-it.json", raw / "gemma-7b-it.json")
+    verdicts = alpaca_score.load_verdicts(raw, root / "downloaded")
+    rows = json.loads((root / "downloaded" / "gemma-7b-it.json").read_text())
+    stored = json.loads((src / "preferences" / "gemma-7b-it.json").read_text())["preference"]
+    got = [verdicts[(r["instruction"], r["output"])] for r in rows]
+    np.testing.assert_allclose(got, np.array(stored, dtype=float), atol=1e-9)
+
+
+def test_shuffled_file_gives_the_same_predictions_and_reruns_are_identical(alpaca, capsys, tmp_path):
+    src, root = alpaca
+    out = root / "out"
+    if not out.exists():
+        _predict(root, capsys, root / "downloaded", out)
+    shuffled = tmp_path / "shuffled"
+    shutil.copytree(root / "downloaded", shuffled)
+    victim = sorted(shuffled.glob("*.json"))[3]
+    rows = json.loads(victim.read_text())
+    random.Random(0).shuffle(rows)
+    victim.write_text(json.dumps(rows))
+    _predict(root, capsys, shuffled, tmp_path / "out_shuffled")
+    assert _files(tmp_path / "out_shuffled") == _files(out)
+    _predict(root, capsys, root / "downloaded", tmp_path / "out_again")
+    assert _files(tmp_path / "out_again") == _files(out)
+
+
+@pytest.mark.parametrize("damage,needle", [("drop", "missing"), ("duplicate", "listed twice")])
+def test_missing_or_duplicated_instruction_is_an_error(alpaca, capsys, tmp_path, damage, needle):
+    src, root = alpaca
+    bad = tmp_path / "bad"
+    shutil.copytree(root / "downloaded", bad)
+    victim = sorted(bad.glob("*.json"))[2]
+    rows = json.loads(victim.read_text())
+    rows = rows[1:] if damage == "drop" else rows + [rows[5]]
+    victim.write_text(json.dumps(rows))
+    code, _, err = run_cli(generate_predictions.main, ["--downloaded_dir", bad, "--outputs_dir", tmp_path / "o",
+                                                       "--embedding_model", minilm()], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert victim.name in err and needle in err
