@@ -21,14 +21,31 @@ $(STAMP): requirements.txt requirements-models.txt
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks alpaca
+	$(PY) -m ruff check src tests benchmarks alpaca tutorials
 	$(PY) -m pytest -q
 
+# The demo is the README's pipeline, command for command, on the built-in demo task:
+# SmolLM2-135M-Instruct answers with 4 prompts; Smoothie picks a prompt with no labels.
+DEMO := --dataset_config dataset_configs/demo.yaml --model smollm2-135m --multi_prompt
 demo: $(STAMP)
-	$(PY) -m src.demo
+	@echo "== 1/5 build the demo dataset (offline, from dataset_configs/demo_data)"
+	$(PY) -m src.make_dataset --dataset_config dataset_configs/demo.yaml
+	@echo "== 2/5 generate: SmolLM2-135M-Instruct x 4 prompts, train and test"
+	$(PY) -m src.get_generations $(DEMO) --batch_size 16
+	@echo "== 3/5 route with Smoothie (Global and Local), no labels"
+	$(PY) -m src.run_smoothie $(DEMO) --type sample_independent
+	$(PY) -m src.run_smoothie $(DEMO) --type sample_dependent --k 1
+	@echo "== 4/5 baselines: random, Best-on-Val, labelled kNN, MBR"
+	$(PY) -m src.pick_random_baseline $(DEMO)
+	$(PY) -m src.labeled_oracle $(DEMO)
+	$(PY) -m src.labeled_knn $(DEMO)
+	$(PY) -m src.mbr_baseline $(DEMO)
+	@echo "== 5/5 evaluate and report"
+	$(PY) -m src.evaluate.evaluate $(DEMO)
+	$(PY) -m src.report $(DEMO) --output results/demo/report.md
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_estimator.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks alpaca
+	$(PY) -m ruff check src tests benchmarks alpaca tutorials

@@ -53,3 +53,17 @@ def add_setting_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="one model (multi-prompt setting)")
     p.add_argument("--multi_model", action="store_true", help="route among the models of --model_group")
     p.add_argument("--multi_prompt", action="store_true", help="route among prompt variants of --model")
+
+
+def add_redo_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redo", action="store_true", help="recompute even if the output exists")
+
+
+def already_done(path, redo: bool) -> bool:
+    """True (and says so) when ``path`` exists and --redo was not given: finished work is reused."""
+    from pathlib import Path
+
+    if Path(path).exists() and not redo:
+        print(f"{path} exists; skipping (use --redo to recompute)")
+        return True
+    return False

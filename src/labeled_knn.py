@@ -22,8 +22,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--embedding_model", default=DEFAULT_EMBEDDER)
     p.add_argument("--device", default=None)
+    cli.add_redo_flag(p)
     args = p.parse_args(argv)
     exp = Experiment(Setting.from_args(args), args.dataset_config)
+    if cli.already_done(exp.setting.method_file("labeled_knn"), args.redo):
+        return
     if exp.train_table.names != exp.test_table.names:
         raise cli.UserError(f"{exp.setting.folder}: train and test generations come from different generators")
     embedder = Embedder(args.embedding_model, device=args.device)

@@ -18,8 +18,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--n_trials", type=int, default=10)
     p.add_argument("--n_labels", type=int, default=50, help="labelled train samples drawn per trial")
     p.add_argument("--seed", type=int, default=42)
+    cli.add_redo_flag(p)
     args = p.parse_args(argv)
     exp = Experiment(Setting.from_args(args), args.dataset_config)
+    if cli.already_done(exp.setting.method_file("labeled_oracle"), args.redo):
+        return
     if exp.train_table.names != exp.test_table.names:
         raise cli.UserError(f"{exp.setting.folder}: train and test generations come from different generators")
     picks, draws = labeled_oracle(exp.train_scores, exp.train_metrics, exp.test_table.n_samples, args.n_labels,

@@ -20,8 +20,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="cosine over the embeddings Smoothie uses (default), or ROUGE-2 between texts")
     p.add_argument("--embedding_model", default=DEFAULT_EMBEDDER)
     p.add_argument("--device", default=None)
+    cli.add_redo_flag(p)
     args = p.parse_args(argv)
     exp = Experiment(Setting.from_args(args), args.dataset_config)
+    if cli.already_done(exp.setting.method_file("mbr"), args.redo):
+        return
     table = exp.test_table
     if args.similarity == "cosine":
         emb = embed_table(Embedder(args.embedding_model, device=args.device), table,

@@ -16,8 +16,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = cli.parser("src.pair_rm_baseline", "Select with the PairRM pairwise reward model.")
     cli.add_setting_flags(p)
     p.add_argument("--batch_size", type=int, default=8)
+    cli.add_redo_flag(p)
     args = p.parse_args(argv)
     exp = Experiment(Setting.from_args(args), args.dataset_config)
+    if cli.already_done(exp.setting.method_file("pair_rm"), args.redo):
+        return
     prompts = [r.get("multi_model_prompt") or r["embedding_input"] for r in exp.test_rows]
     picks = pair_rm_select(prompts, exp.test_table.first(), args.batch_size)
     out = exp.setting.method_file("pair_rm")

@@ -16,8 +16,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.add_setting_flags(p)
     p.add_argument("--n_trials", type=int, default=10)
     p.add_argument("--seed", type=int, default=42)
+    cli.add_redo_flag(p)
     args = p.parse_args(argv)
     exp = Experiment(Setting.from_args(args), args.dataset_config)
+    if cli.already_done(exp.setting.method_file("pick_random"), args.redo):
+        return
     table = exp.test_table
     picks = pick_random(table.n_samples, table.n_generators, args.n_trials, args.seed)
     out = exp.setting.method_file("pick_random")

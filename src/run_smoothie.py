@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="estimate on the test generations (default) or on the train split's")
     p.add_argument("--n_generations", type=int, default=1, help="sampled generations per sample")
     p.add_argument("--use_full_text_embeddings", action="store_true", help="embed input + generation")
-    p.add_argument("--redo", action="store_true", help="recompute even if the output exists")
+    cli.add_redo_flag(p)
     args = p.parse_args(argv)
 
     setting = Setting.from_args(args)
@@ -34,8 +34,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = setting.smoothie_file(
         args.type, args.k, args.regime, args.embedding_model, args.n_generations, args.use_full_text_embeddings
     )
-    if out.exists() and not args.redo:
-        print(f"{out} exists; skipping (use --redo to recompute)")
+    if cli.already_done(out, args.redo):
         return
 
     rows = read_dataset(setting.split_file("test"))

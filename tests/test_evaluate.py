@@ -150,7 +150,7 @@ def test_trials_reproducible_for_a_seed_and_differ_across_seeds(gsm8k_tree, caps
         path = out / f"{name}_{group}_test.json"
         seen = []
         for seed in (1, 1, 2):
-            assert run_cli(module.main, base + extra + ["--seed", seed], capsys)[0] == 0
+            assert run_cli(module.main, base + extra + ["--seed", seed, "--redo"], capsys)[0] == 0
             data = json.loads(path.read_text())
             seen.append((data["selected"], data.get("labeled_train_rows")))
         assert seen[0] == seen[1]

@@ -49,6 +49,7 @@ def test_run_smoothie_writes_documented_schema(gsm8k_tree, capsys, kind, k, stem
 
 def test_route_matches_run_smoothie_and_the_estimator(gsm8k_tree, capsys, tmp_path):
     config, results, data_dir, group = gsm8k_tree
+    run_cli(run_smoothie.main, _setting_args(gsm8k_tree) + ["--type", "sample_dependent", "--k", 5], capsys)
     folder = results / "gsm8k_solutions" / group
     files = [folder / f"{g}_test.json" for g in GENERATORS]
     out = tmp_path / "routed.json"
