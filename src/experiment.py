@@ -7,9 +7,10 @@ from functools import cached_property
 
 import numpy as np
 
+from src import cli
 from src.evaluate.scoring import row_metrics, score_table
 from src.generations import GenerationTable, load_generations
-from src.io import read_dataset
+from src.io import read_dataset, write_json
 from src.paths import Setting
 from src.tasks.config import DatasetConfig, load_config
 
@@ -52,7 +53,10 @@ class Experiment:
 
     @cached_property
     def train_table(self) -> GenerationTable:
-        return load_generations(self.setting, "train", len(self.train_rows))
+        table = load_generations(self.setting, "train", len(self.train_rows))
+        if table.names != self.test_table.names:
+            raise cli.UserError(f"{self.setting.folder}: train and test generations come from different generators")
+        return table
 
     @cached_property
     def test_scores(self) -> np.ndarray:
@@ -69,3 +73,22 @@ class Experiment:
         if picks.ndim == 1:
             return [str(first[i, p]) for i, p in enumerate(picks)]
         return [[str(first[i, p]) for i, p in enumerate(trial)] for trial in picks]
+
+    def write_method(self, method: str, picks: np.ndarray, **extra) -> None:
+        """A routing method's output file: selected texts (per trial where picks is 2-D), indices, names."""
+        out = self.setting.method_file(method)
+        write_json(out, {"generations": self.selections_to_texts(picks), "selected": np.asarray(picks).tolist(),
+                         "generators": self.test_table.names, **extra})
+        print(f"wrote {out}")
+
+
+def open_experiment(p, argv, method: str) -> tuple[object, Experiment] | None:
+    """Parse a method command's flags (the shared setting flags and --redo are added here).
+    None when the method's output exists and --redo was not given: finished work is reused."""
+    cli.add_setting_flags(p)
+    cli.add_redo_flag(p)
+    args = p.parse_args(argv)
+    exp = Experiment(Setting.from_args(args), args.dataset_config)
+    if cli.already_done(exp.setting.method_file(method), args.redo):
+        return None
+    return args, exp

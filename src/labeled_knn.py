@@ -7,37 +7,28 @@ from collections.abc import Sequence
 
 from src import cli
 from src.embeddings import Embedder
-from src.experiment import Experiment
-from src.io import write_json
+from src.experiment import open_experiment
 from src.methods.baselines import labeled_knn
-from src.paths import DEFAULT_EMBEDDER, Setting
+from src.paths import DEFAULT_EMBEDDER
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = cli.parser("src.labeled_knn", "Route by the best generator among labelled nearest neighbours.")
-    cli.add_setting_flags(p)
     p.add_argument("--k", type=int, default=20, help="labelled neighbours per test sample")
     p.add_argument("--n_trials", type=int, default=10)
     p.add_argument("--n_labels", type=int, default=50)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--embedding_model", default=DEFAULT_EMBEDDER)
     p.add_argument("--device", default=None)
-    cli.add_redo_flag(p)
-    args = p.parse_args(argv)
-    exp = Experiment(Setting.from_args(args), args.dataset_config)
-    if cli.already_done(exp.setting.method_file("labeled_knn"), args.redo):
+    if (opened := open_experiment(p, argv, "labeled_knn")) is None:
         return
-    if exp.train_table.names != exp.test_table.names:
-        raise cli.UserError(f"{exp.setting.folder}: train and test generations come from different generators")
+    args, exp = opened
     embedder = Embedder(args.embedding_model, device=args.device)
     train_x = embedder.embed([r["embedding_input"] for r in exp.train_rows])
     test_x = embedder.embed([r["embedding_input"] for r in exp.test_rows])
     picks, draws = labeled_knn(exp.train_scores, exp.train_metrics, train_x, test_x, args.k, args.n_labels,
-                        args.n_trials, args.seed)
-    out = exp.setting.method_file("labeled_knn")
-    write_json(out, {"generations": exp.selections_to_texts(picks), "selected": picks.tolist(),
-                     "generators": exp.test_table.names, "labeled_train_rows": draws.tolist()})
-    print(f"wrote {out}")
+                               args.n_trials, args.seed)
+    exp.write_method("labeled_knn", picks, labeled_train_rows=draws.tolist())
 
 
 if __name__ == "__main__":

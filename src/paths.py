@@ -158,12 +158,13 @@ class Setting:
         return self.folder / "scores.json"
 
 
-def method_of(path: Path) -> str:
-    """The method a method file belongs to, e.g. ``labeled_knn`` for ``labeled_knn_3b_test.json``."""
+def method_of(name: str | Path) -> str:
+    """The method a method file (or its stem) belongs to: ``labeled_knn`` for ``labeled_knn_3b_test.json``."""
+    base = Path(name).name
     for prefix in METHOD_PREFIXES:
-        if path.name.startswith(prefix):
+        if base.startswith(prefix):
             return prefix.rstrip("_")
-    raise ValueError(f"{path} is not a method file")
+    raise ValueError(f"{name} is not a method file")
 
 
 def cache_dir(cache: str | os.PathLike | None = None) -> Path:

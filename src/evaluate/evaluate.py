@@ -77,19 +77,13 @@ def evaluate(exp: Experiment) -> dict:
         }
         for stem, scores in sorted(per_sample.items()):
             value = float(scores[idx].mean())
-            method = method_of_stem(stem)
+            method = method_of(stem)
             if method == "smoothie":
                 entry["smoothie"][stem] = value
             else:
                 entry[method] = value
         result[key] = entry
     return result
-
-
-def method_of_stem(stem: str) -> str:
-    from pathlib import Path
-
-    return method_of(Path(stem + "_test.json"))
 
 
 def format_table(result: dict) -> str:
