@@ -19,7 +19,7 @@ from src import cli
 from src.cleaning import clean_for_task
 from src.embeddings import Embedder
 from src.generations import GenerationTable, tables_from_files
-from src.io import read_dataset, write_json
+from src.io import read_dataset, read_generations, write_json
 from src.paths import DEFAULT_EMBEDDER
 from src.smoothie import ON_INVALID, smoothie_weights
 
@@ -155,8 +155,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = read_dataset(args.inputs, required=()) if args.inputs else None
     n_rows = len(rows) if rows is not None else None
     if n_rows is None:
-        from src.io import read_generations
-
         n_rows = len(read_generations(paths[0]))
     table = tables_from_files(paths, n_rows, names)
     routed = route_table(

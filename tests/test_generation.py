@@ -96,6 +96,22 @@ def test_multi_model_one_member_and_n_generations(tiny_model, demo_data, tmp_pat
     mp = _load(tmp_path / "demo" / tiny_model.name / "individual_3_gens_test.json")
     assert all(len(g) == 4 * 3 for g in mp)  # P x n, prompt-major
 
+    # and Smoothie reads them: Local over each sample's 3 sampled sets, selecting the first sample
+    from src import run_smoothie
+
+    cut = demo_data.parent / "demo-6"  # the dataset cut to the 6 generated rows
+    cut.mkdir(exist_ok=True)
+    (cut / "demo_test.jsonl").write_text("".join((demo_data / "demo_test.jsonl").read_text().splitlines(True)[:6]))
+    code, _, err = run_cli(run_smoothie.main, ["--dataset_config", ROOT / "dataset_configs" / "demo.yaml",
+                                               "--data_dir", cut, "--results_dir", tmp_path, "--model", tiny_model,
+                                               "--multi_prompt", "--type", "sample_dependent", "--n_generations", 3,
+                                               "--embedding_model", "all-MiniLM-L6-v2"], capsys)
+    assert code == 0, err
+    routed = json.loads((tmp_path / "demo" / tiny_model.name /
+                         "smoothie_sample_dependent_1_all-MiniLM-L6-v2_3_gens_test.json").read_text())
+    assert len(routed["smoothie_weights"]) == 6 and all(len(w) == 4 for w in routed["smoothie_weights"])
+    assert routed["generations"] == [mp[i][3 * s] for i, s in enumerate(routed["selected"])]
+
 
 def test_batched_equals_one_at_a_time(tiny_model):
     backend = HFBackend(resolve_model(str(tiny_model)))

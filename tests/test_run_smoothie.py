@@ -137,3 +137,34 @@ def test_command_line_entry_point_exit_status(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "a.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_train_time_and_full_text_variants(gsm8k_tree, capsys):
+    """--regime train_time estimates on the train split; --use_full_text_embeddings embeds input + output.
+    Each writes its own file, and the weights equal the estimator's on those embeddings."""
+    from src.embeddings import Embedder
+
+    config, results, data_dir, group = gsm8k_tree
+    folder = results / "gsm8k_solutions" / group
+    args = _setting_args(gsm8k_tree) + ["--type", "sample_dependent", "--k", 3]
+    assert run_cli(run_smoothie.main, args + ["--regime", "train_time"], capsys)[0] == 0
+    assert run_cli(run_smoothie.main, args + ["--use_full_text_embeddings"], capsys)[0] == 0
+    train_time = json.loads((folder / "smoothie_sample_dependent_openai_3_train_time_all-MiniLM-L6-v2_test.json")
+                            .read_text())
+    full = json.loads((folder / "smoothie_sample_dependent_openai_3_all-MiniLM-L6-v2_full_text_test.json").read_text())
+
+    emb = Embedder(minilm(), show_progress=False)
+    rows = {s: [json.loads(x) for x in (data_dir / f"gsm8k_solutions_{s}.jsonl").read_text().splitlines()]
+            for s in ("train", "test")}
+    gens = {s: [json.loads((folder / f"{g}_{s}.json").read_text())["generations"] for g in GENERATORS]
+            for s in ("train", "test")}
+
+    def lam(split, full_text=False):
+        texts = [(rows[split][i]["embedding_input"] + " " if full_text else "") + gens[split][j][i]
+                 for i in range(len(rows[split])) for j in range(4)]
+        return emb.embed(texts).reshape(len(rows[split]), 4, -1)
+
+    x = {s: emb.embed([r["embedding_input"] for r in rows[s]]) for s in rows}
+    want = smoothie_weights(lam("test"), x["test"], k=3, train_embeddings=lam("train"), train_input_embeddings=x["train"])
+    np.testing.assert_allclose(train_time["smoothie_weights"], want, rtol=1e-9)
+    np.testing.assert_allclose(full["smoothie_weights"], smoothie_weights(lam("test", True), x["test"], k=3), rtol=1e-9)
