@@ -14,11 +14,13 @@ PY=${PYTHON:-python}
 cached=""
 downloaded="alpaca/downloaded_outputs"
 outputs="alpaca/algorithm_outputs"
+board="alpaca"
 while [ $# -gt 0 ]; do
   case "$1" in
     --cached_annotations) cached="$2"; shift 2 ;;
     --downloaded_dir) downloaded="$2"; shift 2 ;;
     --outputs_dir) outputs="$2"; shift 2 ;;
+    --leaderboard_dir) board="$2"; shift 2 ;;
     -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) echo "run_alpaca.sh: error: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -27,7 +29,8 @@ done
 if [ -n "$cached" ] || [ -z "${OPENAI_API_KEY:-}" ]; then
   cached=${cached:-alpaca/cached_annotations}
   echo "scoring offline from cached judge annotations in $cached"
-  exec "$PY" -m src.alpaca_score --annotations_dir "$cached" --downloaded_dir "$downloaded" --outputs_dir "$outputs"
+  exec "$PY" -m src.alpaca_score --annotations_dir "$cached" --downloaded_dir "$downloaded" --outputs_dir "$outputs" \
+    --leaderboard_dir "$board"
 fi
 
 # A judge is configured: run the alpaca_eval package (pip install alpaca-eval) on every file.
@@ -37,5 +40,5 @@ for f in "$downloaded"/*.json "$outputs"/*.json; do
   alpaca_eval --model_outputs "$f" --annotators_config weighted_alpaca_eval_gpt4_turbo \
     --output_path "$results" --is_overwrite_leaderboard
 done
-cp "$results"/weighted_alpaca_eval_gpt4_turbo/leaderboard.csv alpaca/leaderboard.csv
-echo "wrote alpaca/leaderboard.csv"
+cp "$results"/weighted_alpaca_eval_gpt4_turbo/leaderboard.csv "$board"/leaderboard.csv
+echo "wrote $board/leaderboard.csv"

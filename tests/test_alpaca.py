@@ -89,6 +89,25 @@ def test_offline_scores_and_trial_summary(alpaca, capsys):
     assert "cached judge annotations" in stdout
 
 
+def test_run_alpaca_script_scores_offline(alpaca, capsys, tmp_path):
+    import os
+    import subprocess
+
+    from conftest import ROOT
+
+    src, root = alpaca
+    out = root / "out"
+    if not out.exists():
+        _predict(root, capsys, root / "downloaded", out)
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    proc = subprocess.run(["bash", "alpaca/run_alpaca.sh", "--cached_annotations", str(src / "preferences"),
+                           "--downloaded_dir", str(root / "downloaded"), "--outputs_dir", str(out),
+                           "--leaderboard_dir", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "offline" in proc.stdout and (tmp_path / "leaderboard.csv").is_file()
+    assert (tmp_path / "trial_summary.csv").read_text().count("\n") == 1 + 3
+
+
 def test_raw_leaderboard_annotations_give_the_stored_preferences(alpaca, tmp_path):
     src, root = alpaca
     raw = tmp_path / "raw"
