@@ -160,7 +160,7 @@ class Setting:
 
 def method_of(name: str | Path) -> str:
     """The method a method file (or its stem) belongs to: ``labeled_knn`` for ``labeled_knn_3b_test.json``."""
-    base = Path(name).name
+    base = Path(name).name + "_"  # a multi-prompt stem has no _<group> after the method's name
     for prefix in METHOD_PREFIXES:
         if base.startswith(prefix):
             return prefix.rstrip("_")

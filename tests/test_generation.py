@@ -75,6 +75,26 @@ def test_multi_prompt_both_splits(tiny_model, demo_data, tmp_path, capsys):
         assert all(isinstance(s, str) for g in gens for s in g)
     assert not list(folder.glob("*.partial.jsonl"))  # checkpoints removed once the file is written
 
+    # the rest of the pipeline on these files, in the multi-prompt layout (no _<group> in names)
+    from src import labeled_oracle, pick_random_baseline, run_smoothie
+    from src.evaluate import evaluate
+
+    cut = tmp_path / "data"  # the dataset cut to the 6 generated rows
+    cut.mkdir()
+    for split in ("train", "test"):
+        lines = (demo_data / f"demo_{split}.jsonl").read_text().splitlines(True)[:6]
+        (cut / f"demo_{split}.jsonl").write_text("".join(lines))
+    base = ["--dataset_config", ROOT / "dataset_configs" / "demo.yaml", "--data_dir", cut, "--results_dir", tmp_path,
+            "--model", tiny_model, "--multi_prompt"]
+    for module, extra in ((run_smoothie, ["--type", "sample_independent", "--embedding_model", "all-MiniLM-L6-v2"]),
+                          (pick_random_baseline, []), (labeled_oracle, []), (evaluate, [])):
+        code, _, err = run_cli(module.main, base + extra, capsys)
+        assert code == 0, (module.__name__, err)
+    scores = json.loads((folder / "scores.json").read_text())["trivia_qa_acc"]
+    assert sorted(scores["ensemble"]) == [f"prompt_{i}" for i in range(4)]
+    assert {"pick_random", "labeled_oracle"} <= set(scores)
+    assert list(scores["smoothie"]) == ["smoothie_sample_independent_all-MiniLM-L6-v2"]
+
 
 def test_multi_model_one_member_and_n_generations(tiny_model, demo_data, tmp_path, capsys):
     _gen(capsys, demo_data, tmp_path, "--model_group", "tiny", "--multi_model", "--model", tiny_model)
