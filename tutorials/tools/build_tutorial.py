@@ -1,3 +1,5 @@
+"""Write tutorials/tutorial.ipynb from the cells below (no outputs); then run tools/execute.py on it."""
+
 import nbformat as nbf
 
 nb = nbf.v4.new_notebook()

@@ -1,3 +1,7 @@
+"""Execute notebooks in place, saving their outputs: python tutorials/tools/execute.py tutorials/*.ipynb
+
+Run from the repository root after rebuilding a notebook with build_algorithm.py or build_tutorial.py.
+"""
 import sys
 
 import nbformat
