@@ -99,7 +99,7 @@ def predictions(
     n = len(data.instructions)
     flat = embedder.embed(list(data.outputs.ravel()))  # uncleaned, every output once
     emb = flat.reshape(n, len(data.models), -1)
-    inputs = embedder.embed(data.instructions) if n_neighbors > 1 else np.zeros((n, 1))
+    inputs = embedder.embed(data.instructions) if n_neighbors > 1 else None
     rng = np.random.default_rng(seed)
     out = {}
     for t, members in enumerate(trials):

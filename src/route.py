@@ -99,8 +99,6 @@ def route_table(
     test_inputs = inputs(rows) if needs_inputs else None
     emb = embed_table(embedder, table, tasks(rows), test_inputs if full_text else None, clean)
     input_emb = embedder.embed(test_inputs) if local and test_inputs is not None else None
-    if local and input_emb is None:
-        input_emb = np.zeros((table.n_samples, 1))  # k=1 in test_time: neighbours are the sample itself
 
     kwargs = {}
     if train is not None:

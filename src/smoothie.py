@@ -145,14 +145,17 @@ class Smoothie:
                 deltas_from_row_sums(self.row_sums_.mean(axis=0)), self.dim_, self.on_invalid
             )[0]
         else:
-            if input_embeddings is None:
-                raise ValueError("Smoothie-Local (k set) needs input_embeddings")
-            inputs = np.asarray(input_embeddings)
-            if len(inputs) != self.n_samples_:
-                raise ValueError(f"{len(inputs)} input embeddings for {self.n_samples_} samples")
             self.k_ = min(int(self.k), self.n_samples_)
-            self.input_embeddings_ = inputs
-            self.neighbours_index_ = NearestNeighbors(n_neighbors=self.k_).fit(inputs)
+            self.input_embeddings_ = self.neighbours_index_ = None
+            if input_embeddings is None:
+                if self.k_ != 1:
+                    raise ValueError(f"Smoothie-Local with k={self.k} needs input_embeddings to find neighbours")
+            else:
+                inputs = np.asarray(input_embeddings)
+                if len(inputs) != self.n_samples_:
+                    raise ValueError(f"{len(inputs)} input embeddings for {self.n_samples_} samples")
+                self.input_embeddings_ = inputs
+                self.neighbours_index_ = NearestNeighbors(n_neighbors=self.k_).fit(inputs)
         return self
 
     def neighbours(self, query_inputs: np.ndarray | None = None) -> np.ndarray:
@@ -167,6 +170,8 @@ class Smoothie:
             lacks_self = ~(idx == own[:, None]).any(axis=1)
             idx[lacks_self, -1] = own[lacks_self]  # exact duplicates can crowd a sample out
             return idx
+        if self.neighbours_index_ is None:
+            raise ValueError("fit was given no input embeddings, so new queries cannot be placed among its samples")
         return self.neighbours_index_.kneighbors(np.asarray(query_inputs), return_distance=False)
 
     def predict_weights(self, query_inputs: np.ndarray | None = None, n_queries: int | None = None) -> np.ndarray:
@@ -197,7 +202,7 @@ def smoothie_weights(
     """(N, m) Smoothie weights for N samples' m generations (rows sum to 1).
 
     ``k=None`` is Smoothie-Global, an int is Smoothie-Local over the k nearest samples by input
-    embedding (the sample itself included). With ``train_embeddings`` (and, for Local, train
+    embedding (the sample itself included; k=1 needs no input embeddings). With ``train_embeddings`` (and, for Local, train
     input embeddings) the errors are estimated on the train split and applied to these samples
     (the train_time regime); otherwise on these samples' own generations (test_time).
     ``embeddings`` may also be (N, n, m, d): n sampled generation sets per sample.

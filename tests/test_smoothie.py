@@ -112,3 +112,10 @@ def test_nonpositive_deltas_follow_the_paper_and_warn_once():
 def test_argmin_rule_picks_smallest_delta():
     w = weights_from_deltas(np.array([[3.0, -0.5, 1.0]]), dim=4, on_invalid="argmin")
     np.testing.assert_allclose(w, [[0, 1, 0]])
+
+
+def test_local_k1_needs_no_inputs_but_larger_k_does():
+    emb, inputs = _data(8)
+    np.testing.assert_allclose(smoothie_weights(emb, None, k=1), smoothie_weights(emb, inputs, k=1))
+    with pytest.raises(ValueError, match="needs input_embeddings"):
+        smoothie_weights(emb, None, k=3)
