@@ -90,7 +90,8 @@ def _grid(records, columns, column_of, methods, title, label):
         col = column_of(r)
         if col not in columns:
             continue
-        folders.append(r["folder"]) if r["folder"] not in folders else None
+        if r["folder"] not in folders:
+            folders.append(r["folder"])
         for m in methods:
             cells[(r["folder"], m, col)] = r["values"].get(m)
     rows = [[f, m] + [_cell(cells.get((f, m, c))) for c in columns] for f in folders for m in methods]
