@@ -18,8 +18,8 @@ from src.io import atomic_write_text, read_json
 from src.paths import Setting
 from src.tasks.config import load_config
 
-LABELS = {"pick_random": "Random pick (per sample)", "labeled_oracle": "Best-on-Val (50 labels)",
-          "labeled_knn": "Labelled kNN (50 labels)", "mbr": "MBR (label-free)", "pair_rm": "PairRM",
+LABELS = {"pick_random": "Random pick (per sample)", "labeled_oracle": "Best-on-Val (labelled)",
+          "labeled_knn": "Labelled kNN (labelled)", "mbr": "MBR (label-free)", "pair_rm": "PairRM",
           "oracle": "Oracle (best per sample)", "best_single": "Best single generator"}
 
 
@@ -65,7 +65,8 @@ def render(setting: Setting, config_path: str, scores: dict, png_name: str) -> s
     entry = scores[metric]
     lines = [f"# Smoothie report: {setting.config} / {setting.folder.name}", "",
              f"Metric: `{metric}` on {setting.split_file('test').name}, x100. Smoothie and MBR use no labels; "
-             "Best-on-Val and labelled kNN see 50 labelled train samples per trial (10 trials).", "",
+             "Best-on-Val and labelled kNN see labelled train samples (50 per trial by default, or the whole "
+             "train split when it is smaller; 10 trials).", "",
              "| generator or method | score |", "|---|---|"]
     lines += [f"| {g} | {100 * v:.1f} |" for g, v in entry["ensemble"].items()]
     lines += [f"| **{m}** | {100 * v:.1f} |" for m, v in method_rows(entry)]

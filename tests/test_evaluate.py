@@ -172,6 +172,10 @@ def test_bad_inputs(gsm8k_tree, capsys, tmp_path):
     empty = tmp_path / "empty"
     code, _, err = run_cli(evaluate.main, base + ["--results_dir", empty, "--model_group", "nothing"], capsys)
     assert code == 2 and "no generations found" in err
+    from src import pair_rm_baseline
+
+    code, _, err = run_cli(pair_rm_baseline.main, base + ["--results_dir", results, "--model_group", group], capsys)
+    assert code == 2 and "llm-blender" in err and len(err.strip().splitlines()) == 1  # not installed here
     wrong = tmp_path / "gsm8k_solutions.yaml"
     wrong.write_text("dataset: gsm8k\nmetrics: [accuracy_of_vibes]\n")
     code, _, err = run_cli(evaluate.main, ["--dataset_config", wrong, "--data_dir", data_dir, "--multi_model",
