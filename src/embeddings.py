@@ -3,7 +3,8 @@
 Smoothie embeds every generation of every generator, and the same texts come back on every
 run (each k, regime and baseline). The cache, a SQLite file per embedder keyed by the SHA-256 of
 each text, makes every run after the first free: the model is not even loaded when all texts
-are cached. Identical texts within a call are embedded once.
+are cached. Identical texts within a call are embedded once. Misses are embedded and committed
+in chunks, so an interrupted run keeps what it finished and the next one resumes from there.
 """
 
 from __future__ import annotations
@@ -82,12 +83,14 @@ class Embedder:
         cache_dir: str | os.PathLike | None = None,
         batch_size: int = 64,
         show_progress: bool = True,
+        chunk_size: int = 1024,
     ):
         self.name = name_or_path
         self.target, self.identity = resolve(name_or_path)
         self.device = device
         self.batch_size = batch_size
         self.show_progress = show_progress
+        self.chunk_size = chunk_size
         self.cache_path = default_cache_dir(cache_dir) / "embeddings" / f"{self.identity}.sqlite"
         self.texts_encoded = 0
         self._model = None
@@ -128,18 +131,21 @@ class Embedder:
                     found[key] = np.frombuffer(blob, dtype=np.float32)
             missing = [k for k in unique if k not in found]
             if missing:
-                vecs = self.model.encode(
-                    [unique[k] for k in missing],
-                    batch_size=self.batch_size,
-                    show_progress_bar=self.show_progress,
-                    convert_to_numpy=True,
-                ).astype(np.float32)
-                self.texts_encoded += len(missing)
-                con.executemany(
-                    "INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)",
-                    [(k, v.tobytes()) for k, v in zip(missing, vecs)],
-                )
-                found.update(zip(missing, vecs))
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=len(missing), desc=f"embedding ({self.name})", unit="text",
+                           disable=not self.show_progress)
+                for start in range(0, len(missing), self.chunk_size):
+                    chunk = missing[start : start + self.chunk_size]
+                    vecs = self.model.encode([unique[k] for k in chunk], batch_size=self.batch_size,
+                                             show_progress_bar=False, convert_to_numpy=True).astype(np.float32)
+                    con.executemany("INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)",
+                                    [(k, v.tobytes()) for k, v in zip(chunk, vecs)])
+                    con.commit()  # finished chunks survive an interruption
+                    self.texts_encoded += len(chunk)
+                    found.update(zip(chunk, vecs))
+                    bar.update(len(chunk))
+                bar.close()
         if not texts:
             return np.zeros((0, self.dimension()), dtype=np.float32)
         return np.stack([found[k] for k in keys])

@@ -48,3 +48,24 @@ def test_similar_texts_are_closer_than_unrelated():
 def test_unknown_model_offline_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no-such-embedder"):
         Embedder("no-such-org/no-such-embedder", cache_dir=tmp_path).embed(["x"])
+
+
+def test_interrupted_embedding_keeps_finished_chunks(tmp_path):
+    texts = [f"sentence number {i}" for i in range(10)]
+    first = Embedder(minilm(), cache_dir=tmp_path, show_progress=False, chunk_size=4)
+    real_encode = first.model.encode
+    calls = []
+
+    def encode_then_fail(batch, **kwargs):
+        calls.append(len(batch))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user stops the run during the second chunk
+        return real_encode(batch, **kwargs)
+
+    first.model.encode = encode_then_fail
+    with pytest.raises(KeyboardInterrupt):
+        first.embed(texts)
+    second = Embedder(minilm(), cache_dir=tmp_path, show_progress=False, chunk_size=4)
+    again = second.embed(texts)
+    assert second.texts_encoded == 6  # the first chunk of 4 was kept
+    assert again.shape == (10, 384)
