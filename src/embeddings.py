@@ -133,11 +133,12 @@ class Embedder:
             if missing:
                 from tqdm.auto import tqdm
 
+                model = self.model  # load (or fail with a one-line error) before drawing a progress bar
                 bar = tqdm(total=len(missing), desc=f"embedding ({self.name})", unit="text",
                            disable=not self.show_progress)
                 for start in range(0, len(missing), self.chunk_size):
                     chunk = missing[start : start + self.chunk_size]
-                    vecs = self.model.encode([unique[k] for k in chunk], batch_size=self.batch_size,
+                    vecs = model.encode([unique[k] for k in chunk], batch_size=self.batch_size,
                                              show_progress_bar=False, convert_to_numpy=True).astype(np.float32)
                     con.executemany("INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)",
                                     [(k, v.tobytes()) for k, v in zip(chunk, vecs)])

@@ -133,6 +133,12 @@ def add_smoothie_flags(p) -> None:
                    help="rule for rows with a non-positive error estimate (see src/smoothie.py)")
 
 
+def route_with_flags(table: GenerationTable, args, **kwargs) -> Routed:
+    """``route_table`` configured by the flags of :func:`add_smoothie_flags`."""
+    embedder = Embedder(args.embedding_model, device=args.device)
+    return route_table(table, embedder, type_=args.type, k=args.k, on_invalid=args.on_invalid, **kwargs)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = cli.parser("src.route", "Route among your own generation files with Smoothie (no labels).")
     p.add_argument("--generations", nargs="+", required=True, help="one JSON file per generator")
@@ -155,16 +161,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if n_rows is None:
         n_rows = len(read_generations(paths[0]))
     table = tables_from_files(paths, n_rows, names)
-    routed = route_table(
-        table,
-        Embedder(args.embedding_model, device=args.device),
-        type_=args.type,
-        k=args.k,
-        rows=rows,
-        input_field=args.input_field,
-        clean=not args.no_clean,
-        on_invalid=args.on_invalid,
-    )
+    routed = route_with_flags(table, args, rows=rows, input_field=args.input_field, clean=not args.no_clean)
     write_json(args.output, routed.to_json())
     counts = np.bincount(routed.selected, minlength=len(names))
     print(f"wrote {args.output}: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts)))

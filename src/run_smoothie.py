@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from src import cli
-from src.embeddings import Embedder
 from src.generations import load_generations
 from src.io import read_dataset, read_yaml, write_json
 from src.paths import Setting
-from src.route import add_smoothie_flags, route_table
+from src.route import add_smoothie_flags, route_with_flags
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -43,17 +42,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.regime == "train_time":
         train_rows = read_dataset(setting.split_file("train"))
         train = (load_generations(setting, "train", len(train_rows), args.n_generations), train_rows)
-    routed = route_table(
-        table,
-        Embedder(args.embedding_model, device=args.device),
-        type_=args.type,
-        k=args.k,
-        rows=rows,
-        full_text=args.use_full_text_embeddings,
-        train=train,
-        on_invalid=args.on_invalid,
-        clean=True,
-    )
+    routed = route_with_flags(table, args, rows=rows, full_text=args.use_full_text_embeddings, train=train)
     write_json(out, routed.to_json())
     print(f"wrote {out}")
 
