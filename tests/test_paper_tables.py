@@ -22,7 +22,7 @@ def test_three_tables_and_figure(tmp_path, capsys):
     r = tmp_path / "results"
     _write(r / "squad/3b/scores.json", _scores(
         "squad_acc", {"dolly-3b": 0.5, "incite-3b": 0.7}, labeled_oracle=0.66, pick_random=0.6,
-        smoothie={"smoothie_sample_independent_3b": 0.612}))
+        smoothie={"smoothie_sample_independent_3b": 0.612, "smoothie_sample_independent_3b_all-MiniLM-L6-v2": 0.577}))
     _write(r / "squad/3b/smoothie_sample_independent_3b_test.json",
            {"generations": ["a"], "smoothie_weights": [[0.4, 0.6]], "generators": ["dolly-3b", "incite-3b"]})
     _write(r / "acc_group/7b/scores.json", {
@@ -55,6 +55,12 @@ def test_three_tables_and_figure(tmp_path, capsys):
     import matplotlib.image
 
     assert matplotlib.image.imread(r / "paper/smoothie_weights.png").shape[0] > 100
+
+
+    code, _, err = run_cli(tables.main, ["--results_dir", r, "--embedding_model", "all-MiniLM-L6-v2",
+                                         "--out_dir", tmp_path / "minilm"], capsys)
+    assert code == 0, err
+    assert "| 3b | Smoothie-Global | - | - | - | 57.7 |" in (tmp_path / "minilm" / "table1.md").read_text()
 
 
 def test_no_results_is_a_user_error(tmp_path, capsys):

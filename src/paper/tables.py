@@ -17,7 +17,7 @@ from pathlib import Path
 
 from src import cli
 from src.io import atomic_write_text, read_json
-from src.paths import Setting, results_root
+from src.paths import DEFAULT_EMBEDDER, Setting, results_root
 from src.tasks.registry import REPO
 
 TABLE1_TASKS = ["cnn_dailymail", "definition_extraction", "e2e_nlg", "squad", "trivia_qa", "web_nlg", "xsum"]
@@ -34,8 +34,9 @@ def _headline(scores: dict) -> tuple[str, dict]:
     return key, scores[key]
 
 
-def collect(results: Path) -> list[dict]:
-    """One record per results folder that has a scores.json."""
+def collect(results: Path, embedding_model: str = DEFAULT_EMBEDDER) -> list[dict]:
+    """One record per results folder that has a scores.json; Smoothie rows are the runs made
+    with ``embedding_model``."""
     records = []
     for path in sorted(results.glob("*/*/scores.json")):
         folder, config = path.parent, path.parent.parent.name
@@ -46,12 +47,12 @@ def collect(results: Path) -> list[dict]:
         smoothie = s.get("smoothie", {})
 
         def stem(type_, k=None, setting=setting):
-            return setting.smoothie_file(type_, k).name[: -len("_test.json")]
+            return setting.smoothie_file(type_, k, embedding_model=embedding_model).name[: -len("_test.json")]
 
         ensemble = s["ensemble"]
         records.append({
             "config": config, "folder": folder.name, "multi_prompt": multi_prompt, "metric": metric,
-            "setting": setting,
+            "setting": setting, "embedding_model": embedding_model,
             "values": {
                 "Random": s.get("pick_random", sum(ensemble.values()) / len(ensemble)),
                 "Ensemble mean": sum(ensemble.values()) / len(ensemble),
@@ -127,7 +128,7 @@ def weights_figure(records: list[dict], out: Path) -> Path | None:
 
     points = []
     for r in records:
-        path = r["setting"].smoothie_file("sample_independent")
+        path = r["setting"].smoothie_file("sample_independent", embedding_model=r["embedding_model"])
         if not path.is_file():
             continue
         data = json.loads(path.read_text())
@@ -155,9 +156,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = cli.parser("src.paper.tables", "Build the paper's tables and a weights figure from a results folder.")
     p.add_argument("--results_dir", default=None, help="results root (default $RESULTS_DIR or results)")
     p.add_argument("--out_dir", default=None, help="default: <results_dir>/paper")
+    p.add_argument("--embedding_model", default=DEFAULT_EMBEDDER, help="show the Smoothie runs made with this embedder")
     args = p.parse_args(argv)
     results = results_root(args.results_dir)
-    records = collect(results)
+    records = collect(results, args.embedding_model)
     if not records:
         raise cli.UserError(f"{results}: no */*/scores.json found (run `python -m src.evaluate.evaluate` first)")
     out_dir = Path(args.out_dir) if args.out_dir else results / "paper"
