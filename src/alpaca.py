@@ -38,15 +38,30 @@ def _read_outputs(path: Path) -> list[dict]:
     return rows
 
 
-def load_outputs(folder: Path, limit: int | None = None) -> AlpacaOutputs:
-    """Every ``*.json`` in ``folder``, aligned to the first file's instruction order."""
+PAIRINGS = ("instruction", "position")
+
+
+def load_outputs(folder: Path, limit: int | None = None, pairing: str = "instruction",
+                 names: str = "file") -> AlpacaOutputs:
+    """Every ``*.json`` in ``folder``, aligned to the first file's instruction order.
+
+    ``pairing="instruction"`` (right) matches rows by instruction text; ``"position"`` stacks
+    the files row by row, as the paper's script did, pairing any file listed in another order
+    with the wrong instructions (kept to reproduce the published numbers). ``names`` is
+    ``"file"`` (file stems) or ``"generator"`` (each file's ``generator`` field)."""
+    if pairing not in PAIRINGS:
+        raise UserError(f"--pairing must be one of {', '.join(PAIRINGS)}, not {pairing!r}")
     files = sorted(folder.glob("*.json"))
     if len(files) < 3:
         raise UserError(f"{folder}: found {len(files)} model output files; Smoothie needs at least 3")
     reference = None
-    columns, datasets = [], None
+    columns, datasets, model_names = [], None, []
     for path in files:
         rows = _read_outputs(path)
+        generators = {str(r.get("generator", path.stem)) for r in rows}
+        if names == "generator" and len(generators) != 1:
+            raise UserError(f"{path}: rows name {len(generators)} different generators; expected one")
+        model_names.append(generators.pop() if names == "generator" else path.stem)
         by_instruction: dict[str, str] = {}
         for r in rows:
             if r["instruction"] in by_instruction:
@@ -63,10 +78,24 @@ def load_outputs(folder: Path, limit: int | None = None) -> AlpacaOutputs:
                 f"first missing: {missing[0][:60]!r})" if missing else
                 f"{path}: has {extra} instruction(s) that {files[0].name} lacks"
             )
-        columns.append([by_instruction[i] for i in reference])
+        if pairing == "instruction":
+            columns.append([by_instruction[i] for i in reference])
+        else:
+            columns.append([r["output"] for r in rows])
+    if len(set(model_names)) != len(model_names):
+        raise UserError(f"{folder}: two files name the same model")
     n = len(reference) if limit is None else min(limit, len(reference))
     outputs = np.array(columns, dtype=object).T[:n]
-    return AlpacaOutputs([p.stem for p in files], reference[:n], datasets[:n], outputs)
+    return AlpacaOutputs(model_names, reference[:n], datasets[:n], outputs)
+
+
+def misaligned_rows(folder: Path) -> dict[str, int]:
+    """For each file, how many rows hold another instruction than the first file's row at the
+    same position: what pairing by position gets wrong."""
+    files = sorted(folder.glob("*.json"))
+    reference = [r["instruction"] for r in _read_outputs(files[0])]
+    return {p.name: sum(a != b for a, b in zip(reference, (r["instruction"] for r in _read_outputs(p))))
+            for p in files}
 
 
 def draw_trials(models: list[str], n_trials: int, k: int, seed: int) -> list[list[str]]:

@@ -26,12 +26,22 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
-    return _Parser(prog=prog, description=description)
+    return _Parser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def command_name(main: Callable) -> str:
+    """``src.run_smoothie`` for a command's ``main``, also when it runs as ``python -m`` (where
+    its module is called ``__main__``)."""
+    module = getattr(main, "__module__", None) or "smoothie"
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else sys.argv[0]
+    return module
 
 
 def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:
     """Run ``main`` and turn :class:`UserError` into a one-line message and exit status 2."""
-    prog = getattr(main, "__module__", "smoothie")
+    prog = command_name(main)
     try:
         main(argv)
     except UserError as exc:
@@ -43,27 +53,62 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
         sys.exit(130)
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (0 would silently mean 'all' or 'none' elsewhere)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_setting_flags(p: argparse.ArgumentParser) -> None:
-    """Flags that say which results folder a command works on (SPEC 3.2-3.5)."""
+    """Flags that say which results folder and files a command works on (SPEC 3.2-3.5)."""
     p.add_argument("--dataset_config", required=True, help="dataset_configs/<config>.yaml")
     p.add_argument("--results_dir", default=None, help="results root (default $RESULTS_DIR or results)")
     p.add_argument("--data_dir", default=None,
                    help="folder holding <config>_train/test.jsonl (default $HF_DATASETS_DIR/datasets)")
     p.add_argument("--model_group", default=None, help="model group (multi-model setting)")
-    p.add_argument("--model", default=None, help="one model (multi-prompt setting)")
+    p.add_argument("--model", default=None, help="one model (multi-prompt setting; with --multi_model: one member)")
     p.add_argument("--multi_model", action="store_true", help="route among the models of --model_group")
     p.add_argument("--multi_prompt", action="store_true", help="route among prompt variants of --model")
+    p.add_argument("--n_generations", type=positive_int, default=1,
+                   help="sampled generations per sample (files named *_<n>_gens_*)")
+    p.add_argument("--max_samples", type=positive_int, default=None,
+                   help="only the first N rows of each split (a quick run; recorded in every output)")
+    p.add_argument("--no_clean", action="store_true",
+                   help="use outputs as they are; default: the config's clean key, else special tokens dropped "
+                        "and the first line kept (not for gsm8k, mix_instruct)")
 
 
 def add_redo_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redo", action="store_true", help="recompute even if the output exists")
 
 
-def already_done(path, redo: bool) -> bool:
-    """True (and says so) when ``path`` exists and --redo was not given: finished work is reused."""
+def already_done(path, redo: bool, provenance: dict | None = None, trust_unstamped: bool = False) -> bool:
+    """True (and says so) when ``path`` exists, --redo was not given and, when ``provenance`` is
+    given, the file was computed from the same inputs and settings: finished work is reused,
+    stale work is recomputed. ``trust_unstamped`` reuses a file that records no provenance
+    (generations made elsewhere or by an older version: too costly to redo unasked)."""
     from pathlib import Path
 
-    if Path(path).exists() and not redo:
-        print(f"{path} exists; skipping (use --redo to recompute)")
-        return True
-    return False
+    from src.provenance import KEY, stale_reason
+
+    path = Path(path)
+    if not path.exists() or redo:
+        return False
+    if provenance is not None:
+        import json
+
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8")).get(KEY)
+        except (ValueError, AttributeError):
+            recorded = None
+        reason = None if (recorded is None and trust_unstamped) else stale_reason(recorded, provenance)
+        if reason:
+            print(f"{path} exists but is stale ({reason}); recomputing")
+            return False
+    print(f"{path} exists; skipping (use --redo to recompute)")
+    return True

@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,46 @@ def resolve(name_or_path: str) -> tuple[str, str]:
     return name_or_path, name_or_path.replace("/", "__")
 
 
+TOKENS_PER_BATCH = 512
+
+
+def rows_per_batch(n_tokens: int) -> int:
+    """How many texts of ``n_tokens`` tokens share a forward pass: a function of the length alone."""
+    return max(1, TOKENS_PER_BATCH // max(n_tokens, 1))
+
+
+def encode_unpadded(model, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+    """(len(texts), d) float32 vectors, each a function of its own text alone.
+
+    Why: a text's vector must not depend on which other texts share its forward pass, or the
+    same text embedded beside others (a cold cache) and alone (a warm one) differ in the last
+    bits, near-zero Smoothie error estimates flip sign, and cold and warm runs route differently.
+    Two things change those bits: padding (reductions then run over the padded length) and the
+    number of rows in the matrix products (kernels are chosen by shape). So every forward pass
+    holds texts of exactly one token length L, no padding, and always ``rows_per_batch(L)`` rows,
+    a count fixed by L alone; a short last batch is filled with copies of one of its texts.
+    Checked bit for bit, cold, warm, mixed and alone, in tests/test_embeddings.py. Skipping the
+    padding also makes it faster than sentence-transformers' padded batches on long texts.
+    ``batch_size`` caps the rows per pass (a memory bound); it must stay the same between runs.
+    """
+    dim = model.get_embedding_dimension()
+    if not texts:
+        return np.zeros((0, dim), dtype=np.float32)
+    ids = model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)["input_ids"]
+    by_length: dict[int, list[int]] = {}
+    for i, tokens in enumerate(ids):
+        by_length.setdefault(len(tokens), []).append(i)
+    out = np.empty((len(texts), dim), dtype=np.float32)
+    for length, idx in by_length.items():
+        rows = rows_per_batch(length) if batch_size is None else min(batch_size, rows_per_batch(length))
+        for s in range(0, len(idx), rows):
+            part = idx[s : s + rows]
+            batch = [texts[i] for i in part] + [texts[part[0]]] * (rows - len(part))
+            out[part] = model.encode(batch, batch_size=rows, show_progress_bar=False,
+                                     convert_to_numpy=True)[: len(part)]
+    return out
+
+
 def default_device() -> str:
     import torch
 
@@ -81,14 +122,12 @@ class Embedder:
         name_or_path: str = "all-mpnet-base-v2",
         device: str | None = None,
         cache_dir: str | os.PathLike | None = None,
-        batch_size: int = 64,
         show_progress: bool = True,
         chunk_size: int = 1024,
     ):
         self.name = name_or_path
         self.target, self.identity = resolve(name_or_path)
         self.device = device
-        self.batch_size = batch_size
         self.show_progress = show_progress
         self.chunk_size = chunk_size
         self.cache_path = default_cache_dir(cache_dir) / "embeddings" / f"{self.identity}.sqlite"
@@ -122,24 +161,29 @@ class Embedder:
         keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
         unique = dict(zip(keys, texts))
         found: dict[str, np.ndarray] = {}
-        with self._connect() as con:
-            wanted = list(unique)
-            for i in range(0, len(wanted), _SQL_CHUNK):
-                chunk = wanted[i : i + _SQL_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                for key, blob in con.execute(f"SELECT key, vec FROM emb WHERE key IN ({marks})", chunk):
-                    found[key] = np.frombuffer(blob, dtype=np.float32)
-            missing = [k for k in unique if k not in found]
-            if missing:
-                from tqdm.auto import tqdm
+        if self.cache_path.is_file():
+            with closing(sqlite3.connect(self.cache_path, timeout=60)) as con:
+                wanted = list(unique)
+                for i in range(0, len(wanted), _SQL_CHUNK):
+                    chunk = wanted[i : i + _SQL_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    try:
+                        rows = con.execute(f"SELECT key, vec FROM emb WHERE key IN ({marks})", chunk).fetchall()
+                    except sqlite3.OperationalError:  # an empty file left by an older version
+                        rows = []
+                    for key, blob in rows:
+                        found[key] = np.frombuffer(blob, dtype=np.float32)
+        missing = [k for k in unique if k not in found]
+        if missing:
+            from tqdm.auto import tqdm
 
-                model = self.model  # load (or fail with a one-line error) before drawing a progress bar
+            model = self.model  # load (or fail with a one-line error) before the cache file is made
+            with self._connect() as con:
                 bar = tqdm(total=len(missing), desc=f"embedding ({self.name})", unit="text",
                            disable=not self.show_progress)
                 for start in range(0, len(missing), self.chunk_size):
                     chunk = missing[start : start + self.chunk_size]
-                    vecs = model.encode([unique[k] for k in chunk], batch_size=self.batch_size,
-                                             show_progress_bar=False, convert_to_numpy=True).astype(np.float32)
+                    vecs = encode_unpadded(model, [unique[k] for k in chunk])
                     con.executemany("INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)",
                                     [(k, v.tobytes()) for k, v in zip(chunk, vecs)])
                     con.commit()  # finished chunks survive an interruption
@@ -152,7 +196,7 @@ class Embedder:
         return np.stack([found[k] for k in keys])
 
     def dimension(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension())
+        return int(self.model.get_embedding_dimension())
 
     def describe(self) -> str:
         return json.dumps({"name": self.name, "loaded_from": self.target, "cache": str(self.cache_path)})

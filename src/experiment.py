@@ -4,21 +4,30 @@ loaded lazily and once. The baselines, MBR and evaluate all start from here."""
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
 from src import cli
 from src.evaluate.scoring import row_metrics, score_table
-from src.generations import GenerationTable, load_generations
+from src.generations import GenerationTable, generation_files, load_generations
 from src.io import read_dataset, write_json
+from src.methods.registry import BY_NAME
 from src.paths import Setting
+from src.provenance import KEY as PROVENANCE
+from src.provenance import stamp
 from src.tasks.config import DatasetConfig, load_config
 
 
 class Experiment:
-    def __init__(self, setting: Setting, dataset_config: str):
+    def __init__(self, setting: Setting, dataset_config: str, no_clean: bool = False):
         self.setting = setting
         self.config_path = dataset_config
+        self.no_clean = no_clean
+
+    @cached_property
+    def clean(self) -> bool:
+        return self.config.clean(self.no_clean)
 
     @cached_property
     def config(self) -> DatasetConfig:
@@ -26,10 +35,22 @@ class Experiment:
 
     @cached_property
     def metric_overrides(self) -> dict[str, str]:
-        return {tc.task.name: tc.metrics[0] for tc in self.config.tasks}
+        return self.config.metric_overrides
 
     def rows(self, split: str) -> list[dict]:
-        return read_dataset(self.setting.split_file(split), required=("embedding_input", "reference"))
+        rows = read_dataset(self.setting.split_file(split), required=("embedding_input", "reference"))
+        return rows[: self.setting.max_samples] if self.setting.max_samples else rows
+
+    def input_files(self, splits: tuple[str, ...] = ("test",)) -> list:
+        """The files a method's output depends on: the splits' rows and every generation file."""
+        files = []
+        for split in splits:
+            files.append(self.setting.split_file(split))
+            files += generation_files(self.setting, split)
+        return files
+
+    def provenance(self, settings: dict, splits: tuple[str, ...] = ("test",)) -> dict:
+        return stamp(self.input_files(splits), {**settings, "max_samples": self.setting.max_samples})
 
     @cached_property
     def test_rows(self) -> list[dict]:
@@ -60,11 +81,19 @@ class Experiment:
 
     @cached_property
     def test_scores(self) -> np.ndarray:
-        return score_table(self.test_table.first(), self.test_rows, self.test_metrics)
+        return score_table(self.test_table.first(), self.test_rows, self.test_metrics, self.clean)
 
     @cached_property
     def train_scores(self) -> np.ndarray:
-        return score_table(self.train_table.first(), self.train_rows, self.train_metrics)
+        """Per-sample scores on the train split: what the labelled baselines learn from."""
+        missing = [i for i, r in enumerate(self.train_rows) if r.get("reference") is None]
+        if missing:
+            raise cli.UserError(
+                f"{self.setting.split_file('train')}: {len(missing)} of {len(self.train_rows)} train rows have no "
+                f"reference (row {missing[0]} first), so labelled baselines cannot score them "
+                "(MixInstruct's train split ships no ChatGPT comparisons); use label-free methods there"
+            )
+        return score_table(self.train_table.first(), self.train_rows, self.train_metrics, self.clean)
 
     def selections_to_texts(self, picks: np.ndarray) -> list:
         """Generator indices (N,) or (trials, N) -> the selected raw generations."""
@@ -74,21 +103,31 @@ class Experiment:
             return [str(first[i, p]) for i, p in enumerate(picks)]
         return [[str(first[i, p]) for i, p in enumerate(trial)] for trial in picks]
 
-    def write_method(self, method: str, picks: np.ndarray, **extra) -> None:
-        """A routing method's output file: selected texts (per trial where picks is 2-D), indices, names."""
-        out = self.setting.method_file(method)
+    def write_method(self, out, picks: np.ndarray, provenance: dict, **extra) -> None:
+        """A routing method's output file: selected texts (per trial where picks is 2-D), indices,
+        names, and what it was computed from."""
         write_json(out, {"generations": self.selections_to_texts(picks), "selected": np.asarray(picks).tolist(),
-                         "generators": self.test_table.names, **extra})
+                         "generators": self.test_table.names, **extra, PROVENANCE: provenance})
         print(f"wrote {out}")
 
 
-def open_experiment(p, argv, method: str) -> tuple[object, Experiment] | None:
-    """Parse a method command's flags (the shared setting flags and --redo are added here).
-    None when the method's output exists and --redo was not given: finished work is reused."""
+# flags that do not change a method's result (where it runs, where files are)
+_NOT_SETTINGS = {"redo", "device", "results_dir", "data_dir", "dataset_config", "max_samples"}
+
+
+def open_experiment(p, argv, method: str, suffix=lambda args: "") -> tuple[object, Experiment, Path, dict] | None:
+    """Parse a method command's flags (the shared setting flags and --redo are added here) and
+    validate them at the edge. Returns (args, experiment, output path, provenance), or None when
+    the output exists and was computed from the same inputs and settings (finished work is
+    reused; a stale file is recomputed)."""
     cli.add_setting_flags(p)
     cli.add_redo_flag(p)
     args = p.parse_args(argv)
-    exp = Experiment(Setting.from_args(args), args.dataset_config)
-    if cli.already_done(exp.setting.method_file(method), args.redo):
+    exp = Experiment(Setting.from_args(args), args.dataset_config, args.no_clean)
+    _ = exp.config  # a broken config is reported as such, before any split is read
+    out = exp.setting.method_file(method, suffix(args))
+    settings = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS} | {"clean": exp.clean}
+    provenance = exp.provenance(settings, ("train", "test") if BY_NAME[method].labelled else ("test",))
+    if cli.already_done(out, args.redo, provenance):
         return None
-    return args, exp
+    return args, exp, out, provenance

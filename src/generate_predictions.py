@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from src import cli
-from src.alpaca import draw_trials, load_outputs, predictions, read_ensembles
+from src.alpaca import PAIRINGS, draw_trials, load_outputs, predictions, read_ensembles
 from src.embeddings import Embedder
 from src.io import write_json
 from src.paths import DEFAULT_EMBEDDER, alpaca_downloaded_dir, alpaca_outputs_dir, alpaca_prediction_file
@@ -21,8 +21,8 @@ from src.paths import DEFAULT_EMBEDDER, alpaca_downloaded_dir, alpaca_outputs_di
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = cli.parser("src.generate_predictions", "Route among AlpacaEval leaderboard outputs with Smoothie.")
-    p.add_argument("--n_trials", type=int, default=10)
-    p.add_argument("--k", type=int, default=5, help="models per trial")
+    p.add_argument("--n_trials", type=cli.positive_int, default=10)
+    p.add_argument("--k", type=cli.positive_int, default=5, help="models per trial")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--ensembles", default=None, help="JSON list of fixed ensembles (lists of model names)")
     p.add_argument("--n_neighbors", type=int, default=1, help="neighbours for Smoothie-Local (1 = the sample)")
@@ -30,7 +30,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--downloaded_dir", default=None, help="default: alpaca/downloaded_outputs")
     p.add_argument("--outputs_dir", default=None, help="default: alpaca/algorithm_outputs")
-    p.add_argument("--max_instructions", type=int, default=None, help="only the first N instructions (quick runs)")
+    p.add_argument("--max_instructions", type=cli.positive_int, default=None,
+                   help="only the first N instructions (quick runs)")
+    p.add_argument("--pairing", choices=PAIRINGS, default="instruction",
+                   help="match files' rows by instruction text (right), or by position as the paper's script did")
+    p.add_argument("--model_names", choices=("file", "generator"), default="file",
+                   help="name models by file stem or by the files' generator field")
     args = p.parse_args(argv)
 
     downloaded = alpaca_downloaded_dir(args.downloaded_dir)
@@ -39,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                             "files there, one <model>.json each)")
     if args.n_neighbors < 1:
         raise cli.UserError("--n_neighbors must be at least 1")
-    data = load_outputs(downloaded, args.max_instructions)
+    data = load_outputs(downloaded, args.max_instructions, args.pairing, args.model_names)
     trials = (read_ensembles(Path(args.ensembles), data.models) if args.ensembles
               else draw_trials(data.models, args.n_trials, args.k, args.seed))
     print(f"{len(data.models)} models, {len(data.instructions)} instructions, {len(trials)} trials")

@@ -7,20 +7,23 @@ output; either may hold n sampled generations per sample. Callers get a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from src.cli import UserError
 from src.constants import MODEL_GROUPS
-from src.io import read_generations
-from src.paths import Setting
+from src.io import read_generations, read_json
+from src.paths import Setting, n_gens_suffix
+from src.provenance import KEY as PROVENANCE
 
 
 @dataclass
 class GenerationTable:
     names: list[str]  # the m generators
     texts: np.ndarray  # (N, n, m) object array of strings
+    sources: list[Path] = field(default_factory=list)  # the files it was read from (provenance)
 
     @property
     def n_samples(self) -> int:
@@ -33,6 +36,29 @@ class GenerationTable:
     def first(self) -> np.ndarray:
         """(N, m): each generator's first generation per sample, the one a route selects."""
         return self.texts[:, 0, :]
+
+
+def read_setting_generations(setting: Setting, path: Path, n_rows: int) -> list:
+    """A generation file's entries for the setting's rows: the first ``n_rows`` under --max_samples
+    (a longer, full file serves a quick run), all of them otherwise."""
+    if setting.max_samples is None:
+        try:
+            return read_generations(path, n_rows)
+        except UserError:
+            data = read_json(path, what="generations file")
+            made_with = (data.get(PROVENANCE, {}) or {}).get("settings", {}).get("max_samples") \
+                if isinstance(data, dict) else None
+            if made_with:
+                raise UserError(
+                    f"{path}: holds only the first {made_with} rows (made with --max_samples {made_with}); pass "
+                    f"--max_samples {made_with} here too, or regenerate without it"
+                ) from None
+            raise
+    entries = read_generations(path)
+    if len(entries) < n_rows:
+        raise UserError(f"{path}: has {len(entries)} generations, fewer than the {n_rows} rows asked for "
+                        "(--max_samples)")
+    return entries[:n_rows]
 
 
 def group_generators(setting: Setting) -> list[str]:
@@ -52,23 +78,33 @@ def _as_table(entries: list, n_rows: int, n_generations: int, path) -> np.ndarra
     return out
 
 
-def load_generations(setting: Setting, split: str, n_rows: int, n_generations: int = 1) -> GenerationTable:
+def generation_files(setting: Setting, split: str) -> list[Path]:
+    """The generation files a setting reads for a split (they may not exist yet)."""
+    if setting.multi_model:
+        return [setting.generations_file(split, name) for name in group_generators(setting)]
+    return [setting.generations_file(split)]
+
+
+def load_generations(setting: Setting, split: str, n_rows: int) -> GenerationTable:
     """The (N, n, m) table of a split; every file checked against the dataset's N rows."""
+    n_generations = setting.n_generations
     if setting.multi_model:
         names = group_generators(setting)
         if not names:
             raise UserError(
-                f"no generations found in {setting.folder} (expected <model>_{split}.json files; "
-                "run `python -m src.get_generations` first)"
+                f"no generations found in {setting.folder} (expected <model>{n_gens_suffix(n_generations)}_{split}.json "
+                "files; run `python -m src.get_generations` first)"
             )
-        cols = []
+        cols, sources = [], []
         for name in names:
-            path = setting.generations_file(split, name, n_generations)
-            cols.append(_as_table(read_generations(path, n_rows), n_rows, n_generations, path))
+            path = setting.generations_file(split, name)
+            cols.append(_as_table(read_setting_generations(setting, path, n_rows), n_rows, n_generations, path))
+            sources.append(path)
         texts = np.stack(cols, axis=2)
     else:
-        path = setting.generations_file(split, n_generations=n_generations)
-        entries = read_generations(path, n_rows)
+        path = setting.generations_file(split)
+        sources = [path]
+        entries = read_setting_generations(setting, path, n_rows)
         widths = {len(e) if isinstance(e, list) else 1 for e in entries}
         if len(widths) != 1 or next(iter(widths)) % n_generations:
             raise UserError(f"{path}: every entry must hold P x {n_generations} generations (prompt-major)")
@@ -82,10 +118,10 @@ def load_generations(setting: Setting, split: str, n_rows: int, n_generations: i
             f"Smoothie and its baselines need at least 3 generators; {setting.folder} has "
             f"{texts.shape[2]} ({', '.join(names)})"
         )
-    return GenerationTable(names=names, texts=texts)
+    return GenerationTable(names=names, texts=texts, sources=sources)
 
 
 def tables_from_files(paths: list, n_rows: int, names: list[str]) -> GenerationTable:
     """A table from generation files a user brings (one generator per file), for ``src.route``."""
     cols = [_as_table(read_generations(p, n_rows), n_rows, 1, p) for p in paths]
-    return GenerationTable(names=names, texts=np.stack(cols, axis=2))
+    return GenerationTable(names=names, texts=np.stack(cols, axis=2), sources=list(paths))

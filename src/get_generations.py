@@ -19,9 +19,12 @@ from src.generation.models import resolve_model
 from src.generation.runner import Job, run_job
 from src.io import read_dataset, write_json
 from src.paths import SPLITS, Setting, generation_checkpoint, model_slug
+from src.provenance import KEY as PROVENANCE
+from src.provenance import stamp
 from src.tasks.config import load_config
 
 BACKENDS = ("hf", "vllm")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def load_backend(kind: str, ref, device: str | None, dtype: str, chat_template: bool):
@@ -46,27 +49,21 @@ def _prompt_fields(rows: list[dict], multi_prompt: bool, path) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> None:
     p = cli.parser("src.get_generations", "Generate every generator's outputs for a dataset config.")
     cli.add_setting_flags(p)
-    p.add_argument("--n_generations", type=int, default=1, help="sampled generations per prompt (needs --temperature)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 needed for --n_generations > 1")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--max_samples", type=int, default=None, help="only the first N rows of each split (quick runs)")
-    p.add_argument("--max_new_tokens", type=int, default=None, help="default: the config's")
-    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--max_new_tokens", type=cli.positive_int, default=None, help="default: the config's")
+    p.add_argument("--batch_size", type=cli.positive_int, default=8)
     p.add_argument("--backend", choices=BACKENDS, default="hf")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    p.add_argument("--dtype", default="auto", help="auto = bfloat16 on GPU, float32 on CPU")
+    p.add_argument("--dtype", choices=DTYPES, default="auto", help="auto = bfloat16 on GPU, float32 on CPU")
     p.add_argument("--chat_template", action="store_true", help="wrap prompts in the model's chat template")
     p.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
     p.add_argument("--redo", action="store_true", help="regenerate even if outputs exist")
     args = p.parse_args(argv)
 
     setting = Setting.from_args(args)
-    if args.n_generations < 1:
-        raise cli.UserError("--n_generations must be at least 1")
     if args.n_generations > 1 and args.temperature <= 0:
         raise cli.UserError(f"--n_generations {args.n_generations} needs sampling: give --temperature > 0")
-    if args.batch_size < 1:
-        raise cli.UserError("--batch_size must be at least 1")
     config = load_config(args.dataset_config)
     max_new_tokens = args.max_new_tokens or config.max_new_tokens
 
@@ -101,11 +98,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     for model in models:
         backend = None
         for split, (rows, fields) in splits.items():
-            out = setting.generations_file(split, model_slug(model) if setting.multi_model else None,
-                                           args.n_generations)
+            out = setting.generations_file(split, model_slug(model) if setting.multi_model else None)
             checkpoint = generation_checkpoint(out)
-            if out.exists() and not args.redo:
-                print(f"{out} exists; skipping (use --redo to regenerate)")
+            provenance = stamp([setting.split_file(split)], {
+                "model": model, "prompt_fields": fields, "n_generations": args.n_generations,
+                "max_new_tokens": max_new_tokens, "temperature": args.temperature, "seed": args.seed,
+                "chat_template": args.chat_template, "max_samples": args.max_samples})
+            if cli.already_done(out, args.redo, provenance, trust_unstamped=True):
                 continue
             if args.redo:
                 checkpoint.unlink(missing_ok=True)
@@ -122,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 per_sample = outputs[i * width:(i + 1) * width]  # width lists of n strings
                 flat = [s for per_prompt in per_sample for s in per_prompt]  # prompt-major
                 generations.append(flat[0] if width == 1 and args.n_generations == 1 else flat)
-            write_json(out, {"generations": generations})
+            write_json(out, {"generations": generations, PROVENANCE: provenance})
             checkpoint.unlink(missing_ok=True)
             print(f"wrote {out} ({len(rows)} samples)")
 

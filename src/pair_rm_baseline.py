@@ -12,12 +12,12 @@ from src.methods.pair_rm import pair_rm_select
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = cli.parser("src.pair_rm_baseline", "Select with the PairRM pairwise reward model.")
-    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--batch_size", type=cli.positive_int, default=8)
     if (opened := open_experiment(p, argv, "pair_rm")) is None:
         return
-    args, exp = opened
+    args, exp, out, provenance = opened
     prompts = [r.get("multi_model_prompt") or r["embedding_input"] for r in exp.test_rows]
-    exp.write_method("pair_rm", pair_rm_select(prompts, exp.test_table.first(), args.batch_size))
+    exp.write_method(out, pair_rm_select(prompts, exp.test_table.first(), args.batch_size), provenance)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from src.cli import UserError
+from src.methods.registry import METHOD_PREFIXES, TRIAL_METHODS  # noqa: F401 (re-exported)
 
 DEFAULT_EMBEDDER = "all-mpnet-base-v2"
 SPLITS = ("train", "test")
 # File-name prefixes of routing-method outputs; anything else ending in _test.json in a group
 # folder is a generator's generations.
-METHOD_PREFIXES = ("smoothie_", "pick_random_", "labeled_oracle_", "labeled_knn_", "pair_rm_", "mbr_")
-TRIAL_METHODS = ("pick_random", "labeled_oracle", "labeled_knn")
 _N_GENS = re.compile(r"_\d+_gens$")
+_N_GENS_ANY = re.compile(r"_(\d+)_gens(?=_|$)")
 
 
 def config_stem(dataset_config: str | os.PathLike) -> str:
@@ -68,6 +68,8 @@ class Setting:
     group: str | None = None
     model: str | None = None
     data_dir: Path | None = None
+    n_generations: int = 1  # sampled generations per sample: files named *_<n>_gens_*
+    max_samples: int | None = None  # a quick run on the first rows of each split
 
     @classmethod
     def from_args(cls, args) -> Setting:
@@ -80,12 +82,21 @@ class Setting:
             raise UserError("--multi_prompt needs --model (the model whose prompts are compared)")
         if args.multi_prompt and args.model_group:
             raise UserError("--model_group goes with --multi_model, not --multi_prompt")
+        if args.multi_model and args.model:
+            from src.constants import MODEL_GROUPS
+
+            members = MODEL_GROUPS.get(args.model_group)
+            if members is not None and args.model not in members:
+                raise UserError(f"--model {args.model} is not a member of --model_group {args.model_group} "
+                                f"({', '.join(members)}); its outputs would land in that group's folder")
         return cls(
             config=config_stem(args.dataset_config),
             results_dir=results_root(args.results_dir),
             group=args.model_group if args.multi_model else None,
             model=args.model if args.multi_prompt else None,
             data_dir=Path(args.data_dir) if args.data_dir else None,
+            n_generations=getattr(args, "n_generations", 1) or 1,
+            max_samples=getattr(args, "max_samples", None),
         )
 
     @property
@@ -100,21 +111,24 @@ class Setting:
     def split_file(self, split: str) -> Path:
         return split_file(self.config, split, self.data_dir)
 
-    def generations_file(self, split: str, generator: str | None = None, n_generations: int = 1) -> Path:
+    def generations_file(self, split: str, generator: str | None = None, n_generations: int | None = None) -> Path:
         """Multi-model: ``<model>[_<n>_gens]_<split>.json``; multi-prompt: ``individual...``."""
         stem = generator if self.multi_model else "individual"
         if self.multi_model and not generator:
             raise ValueError("multi-model generation files are per generator")
-        return self.folder / f"{stem}{n_gens_suffix(n_generations)}_{split}.json"
+        n = self.n_generations if n_generations is None else n_generations
+        return self.folder / f"{stem}{n_gens_suffix(n)}_{split}.json"
 
     def discover_generators(self) -> list[str]:
-        """Generators found as ``<model>_test.json`` in the group folder, sorted by name."""
+        """Generators found as ``<model>[_<n>_gens]_test.json`` in the group folder (for this
+        setting's n), sorted by name."""
         if not self.folder.is_dir():
             return []
+        tail = f"{n_gens_suffix(self.n_generations)}_test.json"
         names = []
-        for path in self.folder.glob("*_test.json"):
-            stem = path.name[: -len("_test.json")]
-            if path.name.startswith(METHOD_PREFIXES) or _N_GENS.search(stem):
+        for path in self.folder.glob(f"*{tail}"):
+            stem = path.name[: -len(tail)]
+            if path.name.startswith(METHOD_PREFIXES) or _N_GENS.search(stem) or not stem:
                 continue
             names.append(stem)
         return sorted(names)
@@ -128,7 +142,7 @@ class Setting:
         k: int | None = None,
         regime: str = "test_time",
         embedding_model: str = DEFAULT_EMBEDDER,
-        n_generations: int = 1,
+        n_generations: int | None = None,
         full_text: bool = False,
     ) -> Path:
         """``smoothie_<type>[_<G>][_<k>][_train_time][_<embedder>][_<n>_gens][_full_text]_test.json``."""
@@ -139,29 +153,37 @@ class Setting:
             name += f"_{regime}"
         if embedder_slug(embedding_model) != DEFAULT_EMBEDDER:
             name += f"_{embedder_slug(embedding_model)}"
-        name += n_gens_suffix(n_generations)
+        name += n_gens_suffix(self.n_generations if n_generations is None else n_generations)
         if full_text:
             name += "_full_text"
         return self.folder / f"{name}_test.json"
 
-    def method_file(self, method: str) -> Path:
-        """Baseline outputs: ``<method>[_<G>]_test.json``."""
-        return self.folder / f"{self._method_stem(method)}_test.json"
+    def method_file(self, method: str, suffix: str = "") -> Path:
+        """Baseline outputs: ``<method>[_<G>][<suffix>][_<n>_gens]_test.json``."""
+        return self.folder / f"{self._method_stem(method)}{suffix}{n_gens_suffix(self.n_generations)}_test.json"
 
     def method_files(self) -> list[Path]:
-        """Every routing-method output in the folder, sorted."""
+        """Every routing-method output in the folder made for this setting's n, sorted."""
         if not self.folder.is_dir():
             return []
-        return sorted(p for p in self.folder.glob("*_test.json") if p.name.startswith(METHOD_PREFIXES))
+        return sorted(p for p in self.folder.glob("*_test.json")
+                      if p.name.startswith(METHOD_PREFIXES) and n_generations_of(p) == self.n_generations)
 
     def scores_file(self) -> Path:
-        return self.folder / "scores.json"
+        """``scores.json``, or ``scores_<n>_gens.json`` for sampled generations."""
+        return self.folder / f"scores{n_gens_suffix(self.n_generations)}.json"
+
+
+def n_generations_of(name: str | Path) -> int:
+    """n of a file made from n sampled generations per sample (1 when its name says none)."""
+    found = _N_GENS_ANY.search(Path(name).name)
+    return int(found.group(1)) if found else 1
 
 
 def method_of(name: str | Path) -> str:
     """The method a method file (or its stem) belongs to: ``labeled_knn`` for ``labeled_knn_3b_test.json``."""
     base = Path(name).name + "_"  # a multi-prompt stem has no _<group> after the method's name
-    for prefix in METHOD_PREFIXES:
+    for prefix in sorted(METHOD_PREFIXES, key=len, reverse=True):  # the longest matching name wins
         if base.startswith(prefix):
             return prefix.rstrip("_")
     raise ValueError(f"{name} is not a method file")
@@ -207,6 +229,21 @@ def alpaca_prediction_files(outputs_dir: Path) -> list[tuple[str, int, Path]]:
             if suffix.isdigit():
                 found.append((method, int(suffix), path))
     return sorted(found, key=lambda t: (ALPACA_METHODS.index(t[0]), t[1]))
+
+
+def paper_dir(results_dir: str | os.PathLike | None = None) -> Path:
+    """``<results>/paper``: the paper's tables and figures."""
+    return results_root(results_dir) / "paper"
+
+
+def alpaca_paper_inputs(folder: str | os.PathLike | None = None) -> Path:
+    """The paper's AlpacaEval inputs: ``downloaded_outputs/``, ``ensembles.json``, ``leaderboard.json``."""
+    return Path(folder) if folder else ALPACA_DIR / "paper_inputs"
+
+
+def alpaca_paper_outputs_dir(pairing: str, folder: str | os.PathLike | None = None) -> Path:
+    """Per-instruction predictions of the paper's trials, one folder per pairing."""
+    return alpaca_outputs_dir(folder) / f"paper_{pairing}"
 
 
 def alpaca_leaderboard(folder: str | os.PathLike | None = None) -> Path:

@@ -11,13 +11,13 @@ from src.methods.baselines import pick_random
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = cli.parser("src.pick_random_baseline", "Pick a random generation per sample (10 seeded trials).")
-    p.add_argument("--n_trials", type=int, default=10)
+    p.add_argument("--n_trials", type=cli.positive_int, default=10)
     p.add_argument("--seed", type=int, default=42)
     if (opened := open_experiment(p, argv, "pick_random")) is None:
         return
-    args, exp = opened
-    exp.write_method("pick_random", pick_random(exp.test_table.n_samples, exp.test_table.n_generators,
-                                                args.n_trials, args.seed))
+    args, exp, out, provenance = opened
+    exp.write_method(out, pick_random(exp.test_table.n_samples, exp.test_table.n_generators, args.n_trials,
+                                      args.seed), provenance)
 
 
 if __name__ == "__main__":

@@ -14,24 +14,40 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from src import cli
+from src.evaluate.metrics import LOWER_IS_BETTER
 from src.io import atomic_write_text, read_json
+from src.methods.registry import BASELINES
 from src.paths import Setting
 from src.tasks.config import load_config
 
-LABELS = {"pick_random": "Random pick (per sample)", "labeled_oracle": "Best-on-Val (labelled)",
-          "labeled_knn": "Labelled kNN (labelled)", "mbr": "MBR (label-free)", "pair_rm": "PairRM",
-          "oracle": "Oracle (best per sample)", "best_single": "Best single generator"}
+EXTRA_LABELS = {"oracle": "Oracle (best per sample)", "best_single": "Best single generator"}
+
+
+def smoothie_label(stem: str) -> str:
+    """``smoothie_sample_dependent_3b_20_train_time`` -> ``Smoothie-Local k=20, train_time``: the bar
+    names say which variant they are, not only which family."""
+    kind = "Smoothie-Global" if "sample_independent" in stem else "Smoothie-Local"
+    rest = stem.split("sample_independent" if kind == "Smoothie-Global" else "sample_dependent", 1)[1]
+    parts = [p for p in rest.split("_") if p]
+    details = []
+    if kind == "Smoothie-Local":
+        k = next((p for p in parts if p.isdigit()), None)
+        if k is not None:
+            details.append(f"k={k}")
+    if "train" in parts and "time" in parts:
+        details.append("train_time")
+    if "gens" in parts:
+        details.append(f"{parts[parts.index('gens') - 1]} gens")
+    if "full" in parts and "text" in parts:
+        details.append("full text")
+    return kind + (f" {', '.join(details)}" if details else "")
 
 
 def method_rows(entry: dict) -> list[tuple[str, float]]:
-    rows = []
-    for stem, value in entry["smoothie"].items():
-        kind = "Smoothie-Global" if "sample_independent" in stem else "Smoothie-Local"
-        rows.append((f"{kind} ({stem})", value))
-    rows += [(LABELS[k], entry[k]) for k in ("pick_random", "labeled_oracle", "labeled_knn", "mbr", "pair_rm")
-             if k in entry]
-    rows += [(LABELS["best_single"] + f" ({entry['best_generator']})", entry["best_single"]),
-             (LABELS["oracle"], entry["oracle"])]
+    rows = [(f"{smoothie_label(stem)} ({stem})", value) for stem, value in entry["smoothie"].items()]
+    rows += [(m.label, entry[m.name]) for m in BASELINES if m.name in entry]
+    rows += [(EXTRA_LABELS["best_single"] + f" ({entry['best_generator']})", entry["best_single"]),
+             (EXTRA_LABELS["oracle"], entry["oracle"])]
     return rows
 
 
@@ -60,17 +76,17 @@ def figure(entry: dict, metric: str, out: Path) -> None:
     plt.close(fig)
 
 
-def render(setting: Setting, config_path: str, scores: dict, png_name: str) -> str:
-    metric = next(iter(scores))
-    entry = scores[metric]
+def render(setting: Setting, config_path: str, scores: dict, png_names: dict[str, str]) -> str:
     lines = [f"# Smoothie report: {setting.config} / {setting.folder.name}", "",
-             f"Metric: `{metric}` on {setting.split_file('test').name}, x100. Smoothie and MBR use no labels; "
+             f"Scores on {setting.split_file('test').name}, x100. Smoothie and MBR use no labels; "
              "Best-on-Val and labelled kNN see labelled train samples (50 per trial by default, or the whole "
-             "train split when it is smaller; 10 trials).", "",
-             "| generator or method | score |", "|---|---|"]
-    lines += [f"| {g} | {100 * v:.1f} |" for g, v in entry["ensemble"].items()]
-    lines += [f"| **{m}** | {100 * v:.1f} |" for m, v in method_rows(entry)]
-    lines += ["", f"![scores]({png_name})", ""]
+             "train split when it is smaller; 10 trials).", ""]
+    for metric, entry in scores.items():
+        direction = " (lower is better)" if metric in LOWER_IS_BETTER else ""
+        lines += [f"## `{metric}`{direction}", "", "| generator or method | score |", "|---|---|"]
+        lines += [f"| {g} | {100 * v:.1f} |" for g, v in entry["ensemble"].items()]
+        lines += [f"| **{m}** | {100 * v:.1f} |" for m, v in method_rows(entry)]
+        lines += ["", f"![{metric}]({png_names[metric]})", ""]
     config = load_config(config_path)
     templates = config.tasks[0].multi_prompt_templates
     if not setting.multi_model and templates:
@@ -88,10 +104,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     setting = Setting.from_args(args)
     scores = read_json(setting.scores_file(), what="scores file (run `python -m src.evaluate.evaluate` first)")
     out = Path(args.output) if args.output else setting.folder / "report.md"
-    png = out.with_suffix(".png")
-    figure(scores[next(iter(scores))], next(iter(scores)), png)
-    atomic_write_text(out, render(setting, args.dataset_config, scores, png.name))
-    print(f"wrote {out} and {png}")
+    pngs = {}
+    for i, (metric, entry) in enumerate(scores.items()):
+        png = out.with_suffix(".png") if i == 0 else out.with_name(f"{out.stem}_{metric}.png")
+        figure(entry, metric, png)
+        pngs[metric] = png.name
+    atomic_write_text(out, render(setting, args.dataset_config, scores, pngs))
+    print(f"wrote {out} and {', '.join(pngs.values())}")
 
 
 if __name__ == "__main__":

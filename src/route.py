@@ -122,15 +122,74 @@ def route_table(
     )
 
 
-def add_smoothie_flags(p) -> None:
-    p.add_argument("--type", choices=TYPES, default="sample_dependent",
+def route_generations(
+    generations: Sequence[Sequence[str]],
+    inputs: Sequence[str] | None = None,
+    *,
+    k: int | None = None,
+    embedding_model: str = DEFAULT_EMBEDDER,
+    clean: bool = True,
+    task: str | None = None,
+    embedder: Embedder | None = None,
+    on_invalid: str = "parity",
+) -> Routed:
+    """Smoothie from Python, exactly as the commands do it.
+
+    ``generations`` holds one list per generator, each with one output per input, in the same
+    input order (as the generation files hold them). Outputs are cleaned as the commands clean
+    them (special tokens dropped, first line kept; ``clean=False`` or ``task="gsm8k"`` keeps them
+    whole), embedded with a cached sentence-transformers model, and routed: ``k=None`` is
+    Smoothie-Global, an int Smoothie-Local over the k nearest ``inputs`` (k=1 needs none).
+    Returns weights (N, m), the selected index per input and the selected raw outputs.
+    """
+    if len(generations) < 3:
+        raise ValueError(f"Smoothie needs at least 3 generators, got {len(generations)}")
+    lengths = {len(g) for g in generations}
+    if len(lengths) != 1:
+        raise ValueError(f"every generator needs one output per input; lengths differ: {sorted(lengths)}")
+    n = lengths.pop()
+    if n == 0:
+        raise ValueError("no inputs to route")
+    if inputs is not None and len(inputs) != n:
+        raise ValueError(f"{len(inputs)} inputs for {n} outputs per generator")
+    if k is not None and k > 1 and inputs is None:
+        raise ValueError(f"Smoothie-Local with k={k} needs the inputs to find neighbours")
+    texts = np.empty((n, 1, len(generations)), dtype=object)
+    for j, gens in enumerate(generations):
+        texts[:, 0, j] = list(gens)
+    table = GenerationTable(names=[f"generator_{j}" for j in range(len(generations))], texts=texts)
+    rows = [{"task_name": task, "embedding_input": inputs[i] if inputs is not None else None} for i in range(n)]
+    return route_table(table, embedder or Embedder(embedding_model, show_progress=False),
+                       type_="sample_independent" if k is None else "sample_dependent", k=k or 1, rows=rows,
+                       clean=clean, on_invalid=on_invalid)
+
+
+def add_smoothie_flags(p, type_required: bool = False) -> None:
+    p.add_argument("--type", choices=TYPES, required=type_required, default=None if type_required else "sample_dependent",
                    help="sample_dependent = Smoothie-Local, sample_independent = Smoothie-Global")
-    p.add_argument("--k", type=int, default=1, help="neighbours for Smoothie-Local (1 = the sample alone)")
+    p.add_argument("--k", type=cli.positive_int, default=1,
+                   help="neighbours for Smoothie-Local (1 = the sample alone)")
     p.add_argument("--embedding_model", default=DEFAULT_EMBEDDER,
                    help="sentence-transformers short name, hub id or local folder")
     p.add_argument("--device", default=None, help="embedding device (default: cuda, mps or cpu)")
     p.add_argument("--on_invalid", choices=ON_INVALID, default="parity",
                    help="rule for rows with a non-positive error estimate (see src/smoothie.py)")
+
+
+def check_k(args, n_rows: int, n_generations: int = 1, regime: str = "test_time") -> None:
+    """Flag combinations that would silently mean something else, refused or flagged at the edge."""
+    if args.type == "sample_independent":
+        if args.k != 1:
+            print(f"warning: --k {args.k} has no effect with --type sample_independent (Smoothie-Global)")
+        return
+    if args.k > n_rows:
+        where = "train" if regime == "train_time" else "test"
+        raise cli.UserError(f"--k {args.k} is more than the {n_rows} {where} samples to draw neighbours from")
+    if args.k > 1 and n_generations > 1 and regime == "test_time":
+        raise cli.UserError(
+            f"--k {args.k} with --n_generations {n_generations}: Smoothie-Local estimates each sample's errors from "
+            "its own sampled generations (SPEC 4), so --k must be 1 (or use --regime train_time)"
+        )
 
 
 def route_with_flags(table: GenerationTable, args, **kwargs) -> Routed:
@@ -145,8 +204,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--inputs", default=None, help="JSONL of the samples (needed for --k > 1)")
     p.add_argument("--input_field", default="embedding_input", help="field of --inputs holding the input text")
     p.add_argument("--names", nargs="+", default=None, help="generator names (default: file stems)")
-    p.add_argument("--no_clean", action="store_true", help="embed generations as they are (no first-line cleaning)")
     p.add_argument("--output", required=True, help="where to write the routed JSON")
+    p.add_argument("--no_clean", action="store_true",
+                   help="embed generations as they are (default: special tokens dropped, first line kept)")
     add_smoothie_flags(p)
     args = p.parse_args(argv)
 
@@ -156,10 +216,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise cli.UserError(f"--names gives {len(names)} names for {len(paths)} --generations files")
     if len(paths) < 3:
         raise cli.UserError(f"--generations: Smoothie needs at least 3 generators, got {len(paths)}")
+    resolved = [p.resolve() for p in paths]
+    repeated = next((p for i, p in enumerate(paths) if resolved[i] in resolved[:i]), None)
+    if repeated is not None:
+        raise cli.UserError(f"--generations names {repeated} more than once; each generator is one file")
+    if len(set(names)) != len(names):
+        raise cli.UserError(f"--names: generator names must differ ({', '.join(names)})")
+    lengths = [len(read_generations(p)) for p in paths]
+    if len(set(lengths)) != 1:
+        short = paths[lengths.index(min(lengths))]
+        raise cli.UserError(f"--generations files differ in length ({', '.join(map(str, lengths))}); {short} has "
+                            f"{min(lengths)} entries")
+    n_rows = lengths[0]
+    if n_rows == 0:
+        raise cli.UserError(f"--generations: {paths[0]} holds no generations; nothing to route")
     rows = read_dataset(args.inputs, required=()) if args.inputs else None
-    n_rows = len(rows) if rows is not None else None
-    if n_rows is None:
-        n_rows = len(read_generations(paths[0]))
+    if rows is not None and len(rows) != n_rows:
+        raise cli.UserError(f"--inputs {args.inputs} has {len(rows)} rows but the generation files hold {n_rows} "
+                            "each; the inputs must list the same samples in the same order")
+    check_k(args, n_rows)
     table = tables_from_files(paths, n_rows, names)
     routed = route_with_flags(table, args, rows=rows, input_field=args.input_field, clean=not args.no_clean)
     write_json(args.output, routed.to_json())

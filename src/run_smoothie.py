@@ -9,41 +9,44 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from src import cli
-from src.generations import load_generations
-from src.io import read_dataset, read_yaml, write_json
+from src.embeddings import Embedder
+from src.experiment import Experiment
+from src.io import write_json
 from src.paths import Setting
-from src.route import add_smoothie_flags, route_with_flags
+from src.provenance import KEY as PROVENANCE
+from src.route import add_smoothie_flags, check_k, route_with_flags
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = cli.parser("src.run_smoothie", "Route each test sample to a generator with Smoothie.")
     cli.add_setting_flags(p)
-    add_smoothie_flags(p)
+    add_smoothie_flags(p, type_required=True)
     p.add_argument("--regime", choices=("test_time", "train_time"), default="test_time",
                    help="estimate on the test generations (default) or on the train split's")
-    p.add_argument("--n_generations", type=int, default=1, help="sampled generations per sample")
     p.add_argument("--use_full_text_embeddings", action="store_true", help="embed input + generation")
     cli.add_redo_flag(p)
     args = p.parse_args(argv)
 
     setting = Setting.from_args(args)
-    read_yaml(args.dataset_config)  # fail early on a missing or malformed config
-    if args.n_generations < 1:
-        raise cli.UserError("--n_generations must be at least 1")
-    out = setting.smoothie_file(
-        args.type, args.k, args.regime, args.embedding_model, args.n_generations, args.use_full_text_embeddings
-    )
-    if cli.already_done(out, args.redo):
+    exp = Experiment(setting, args.dataset_config, args.no_clean)
+    _ = exp.config  # fail early on a missing or malformed config
+    out = setting.smoothie_file(args.type, args.k, args.regime, args.embedding_model,
+                                full_text=args.use_full_text_embeddings)
+    splits = ("train", "test") if args.regime == "train_time" else ("test",)
+    settings = {"type": args.type, "k": args.k if args.type == "sample_dependent" else None, "regime": args.regime,
+                "embedder": Embedder(args.embedding_model).identity, "n_generations": setting.n_generations,
+                "full_text": args.use_full_text_embeddings, "on_invalid": args.on_invalid, "clean": exp.clean}
+    check_k(args, len(exp.train_rows) if args.regime == "train_time" else len(exp.test_rows), setting.n_generations,
+            args.regime)
+    provenance = exp.provenance(settings, splits)
+    if cli.already_done(out, args.redo, provenance):
         return
 
-    rows = read_dataset(setting.split_file("test"))
-    table = load_generations(setting, "test", len(rows), args.n_generations)
-    train = None
-    if args.regime == "train_time":
-        train_rows = read_dataset(setting.split_file("train"))
-        train = (load_generations(setting, "train", len(train_rows), args.n_generations), train_rows)
-    routed = route_with_flags(table, args, rows=rows, full_text=args.use_full_text_embeddings, train=train)
-    write_json(out, routed.to_json())
+    rows, table = exp.test_rows, exp.test_table
+    train = (exp.train_table, exp.train_rows) if args.regime == "train_time" else None
+    routed = route_with_flags(table, args, rows=rows, full_text=args.use_full_text_embeddings, train=train,
+                              clean=exp.clean)
+    write_json(out, {**routed.to_json(), PROVENANCE: provenance})
     print(f"wrote {out}")
 
 

@@ -1,4 +1,5 @@
-"""The Smoothie estimator (SPEC section 4), vectorised, numpy only.
+"""The Smoothie estimator (SPEC section 4), vectorised with numpy (scipy's sparse matrices for the
+neighbour pooling, scikit-learn's nearest-neighbour search for Smoothie-Local).
 
 Model: each generator's embedding is the unknown true embedding plus isotropic Gaussian noise,
 lambda_i = y + eps_i with E||eps_i||^2 = delta_i. For three generators the triplet identity
@@ -42,16 +43,26 @@ class SmoothieWarning(UserWarning):
 
 
 def row_distance_sums(embeddings: np.ndarray) -> np.ndarray:
-    """Per row of m generations, r_i = sum_j ||l_i - l_j||^2, in float64. Shape (..., m, d) -> (..., m)."""
+    """Per row of m generations, r_i = sum_j ||l_i - l_j||^2, in float64. Shape (..., m, d) -> (..., m).
+
+    Each distance is summed from the coordinate differences, not expanded as
+    ||a||^2 + ||b||^2 - 2<a, b>: identical generations then sit at exactly 0, so the documented
+    delta == 0 rule fires on duplicated outputs instead of rounding noise of either sign.
+    """
     x = np.asarray(embeddings)
     lead, (m, d) = x.shape[:-2], x.shape[-2:]
     flat = x.reshape(-1, m, d)
     out = np.empty(flat.shape[:2], dtype=np.float64)
+    pairs = [(i, j) for i in range(m) for j in range(i + 1, m)]
     for start in range(0, len(flat), _CHUNK):
         block = flat[start : start + _CHUNK].astype(np.float64, copy=False)
-        sq = np.einsum("rmd,rmd->rm", block, block)
-        dots = np.einsum("rmd,rd->rm", block, block.sum(axis=1))
-        out[start : start + _CHUNK] = m * sq + sq.sum(axis=1, keepdims=True) - 2.0 * dots
+        sums = np.zeros(block.shape[:2])
+        for i, j in pairs:
+            diff = block[:, i] - block[:, j]
+            dist = np.einsum("rd,rd->r", diff, diff)
+            sums[:, i] += dist
+            sums[:, j] += dist
+        out[start : start + _CHUNK] = sums
     return out.reshape(*lead, m)
 
 
@@ -81,11 +92,13 @@ def weights_from_deltas(deltas: np.ndarray, dim: int, on_invalid: str = "parity"
             stacklevel=3,
         )
     if on_invalid == "argmin":
+        # every row with a delta <= 0: the smallest delta wins (ties share), zeros included
         rows = np.flatnonzero(nonpositive)
-        weights[rows] = 0.0
-        weights[rows, np.argmin(deltas[rows], axis=-1)] = 1.0
-    zero = (deltas == 0).any(axis=-1) & finite_delta
-    weights[zero] = (deltas[zero] == 0) / (deltas[zero] == 0).sum(axis=-1, keepdims=True)
+        best = deltas[rows] == deltas[rows].min(axis=-1, keepdims=True)
+        weights[rows] = best / best.sum(axis=-1, keepdims=True)
+    else:
+        zero = (deltas == 0).any(axis=-1) & finite_delta
+        weights[zero] = (deltas[zero] == 0) / (deltas[zero] == 0).sum(axis=-1, keepdims=True)
     broken = ~np.isfinite(weights).all(axis=-1)
     weights[broken] = 1.0 / deltas.shape[-1]
     return weights
@@ -137,7 +150,7 @@ class Smoothie:
         if self.on_invalid not in ON_INVALID:
             raise ValueError(f"on_invalid must be one of {ON_INVALID}")
         x = _as_rows(embeddings)
-        self.n_samples_, _, self.n_generators_, self.dim_ = x.shape
+        self.n_samples_, self.n_sets_, self.n_generators_, self.dim_ = x.shape
         # Per-sample mean over its n sampled sets; pooling equal-size sets keeps means exact.
         self.row_sums_ = row_distance_sums(x).mean(axis=1)
         if self.k is None:
@@ -162,6 +175,11 @@ class Smoothie:
         """Indices of each query's k nearest fitted samples; None queries the fitted samples
         themselves, each of which is then always among its own neighbours (k=1: itself alone)."""
         if query_inputs is None:
+            if self.k_ > 1 and self.n_sets_ > 1:
+                raise ValueError(
+                    f"with {self.n_sets_} sampled generations per sample, Smoothie-Local estimates each sample's "
+                    f"errors from its own generations (SPEC 4): k must be 1, not {self.k}"
+                )
             n = self.n_samples_
             own = np.arange(n)
             if self.k_ == 1:

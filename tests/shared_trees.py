@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
+
+
+class Tree(NamedTuple):
+    """A results tree in the pipeline's layout, and what tests need to know of it."""
+
+    config: Path
+    results: Path
+    data_dir: Path
+    group: str
+    stem: str  # the config's stem: results/<stem>/<group>
+    task: str
+    generators: list[str]
+    n_train: int
+    n_test: int
+
+    @property
+    def folder(self) -> Path:
+        return self.results / self.stem / self.group
+
+    def setting_args(self, *extra) -> list:
+        return ["--dataset_config", self.config, "--results_dir", self.results, "--data_dir", self.data_dir,
+                "--model_group", self.group, "--multi_model", *extra]
 
 
 def real_tree(shared: Path, root: Path, source: str, stem: str, task: str, metric: str, group: str,
               n_train: int, n_test: int):
     """Real third-party rows in the pipeline's layout. The source has a test split only, so its
     first ``n_train`` rows become the labelled train split and the next ``n_test`` the test split.
-    Returns (config path, results dir, data dir, group)."""
+    Returns a :class:`Tree`."""
     import json
 
     from src.paths import Setting
@@ -29,4 +52,5 @@ def real_tree(shared: Path, root: Path, source: str, stem: str, task: str, metri
             out.write_text(json.dumps({"generations": gens}))
     config = root / f"{stem}.yaml"
     config.write_text(f"dataset: {task}\nmetrics: [{metric}]\n")
-    return config, results, data_dir, group
+    generators = sorted(f.name[: -len("_test.json")] for f in (src_dir / "generations").glob("*_test.json"))
+    return Tree(config, results, data_dir, group, stem, task, generators, n_train, n_test)

@@ -1,4 +1,5 @@
-"""Alpaca predictions and offline scoring on six real leaderboard models (../shared/data)."""
+"""Alpaca predictions and offline scoring: on AlpacaEval-format files the project makes from SmolLM2's
+answers (any machine), and on six real leaderboard models (where ../shared/data is present)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,45 @@ from conftest import minilm, run_cli
 
 from src import alpaca_score, generate_predictions
 
-N_INSTRUCTIONS = 100  # the first 100 of 805: keeps MiniLM's CPU time small in CI
+N_INSTRUCTIONS = 100  # real data: the first 100 of 805 keeps MiniLM's CPU time small in CI
 
 
-@pytest.fixture(scope="module")
-def alpaca(shared_data, tmp_path_factory):
-    src = shared_data / "alpaca_eval_sample"
+def _smol_alpaca(smol_tree, root):
+    """AlpacaEval-format files made here: SmolLM2's answers to the demo questions under four
+    prompts, plus its sampled answers under the last prompt, as five 'models'; the judge's
+    verdict is made up from the references (an answer containing an alias wins)."""
+    from src.cleaning import clean_generation
+
+    rows = [json.loads(x) for x in (smol_tree.data_dir / "smol_test.jsonl").read_text().splitlines()]
+    folder = smol_tree.folder
+    models = {g: json.loads((folder / f"{g}_test.json").read_text())["generations"] for g in smol_tree.generators}
+    models["prompt_3_sampled"] = [g[0] for g in json.loads((folder / "prompt_3_3_gens_test.json").read_text())["generations"]]
+    src = root / "src"
+    for sub in ("preferences", "annotations"):
+        (src / sub).mkdir(parents=True)
+    (root / "downloaded").mkdir()
+    for name, outs in models.items():
+        items = [{"dataset": "demo", "instruction": r["embedding_input"], "output": o, "generator": name}
+                 for r, o in zip(rows, outs)]
+        (root / "downloaded" / f"{name}.json").write_text(json.dumps(items))
+        prefs = [2.0 if any(a in clean_generation(o).lower() for a in r["reference"]) else 1.0
+                 for r, o in zip(rows, outs)]
+        (src / "preferences" / f"{name}.json").write_text(json.dumps({"preference": prefs}))
+        raw = [{"instruction": i["instruction"], "output_2": i["output"], "preference": p} for i, p in zip(items, prefs)]
+        (src / "annotations" / f"{name}.json").write_text(json.dumps(raw))
+    return src, root, len(rows), "prompt_2"
+
+
+@pytest.fixture(scope="module", params=["smol", "sample"])
+def alpaca(request, tmp_path_factory):
+    """(cached verdicts folder, work folder with downloaded/, instructions used, a model with raw annotations):
+    the project's own SmolLM2 answers everywhere, six real leaderboard models where ../shared/data is present."""
     root = tmp_path_factory.mktemp("alpaca")
+    if request.param == "smol":
+        return _smol_alpaca(request.getfixturevalue("smol_tree"), root)
+    src = request.getfixturevalue("shared_data") / "alpaca_eval_sample"
     shutil.copytree(src / "downloaded_outputs", root / "downloaded")
-    return src, root
+    return src, root, N_INSTRUCTIONS, "gemma-7b-it"
 
 
 def _predict(root, capsys, downloaded, out, *extra):
@@ -37,7 +68,7 @@ def _files(folder):
 
 
 def test_predictions_are_trial_members_outputs(alpaca, capsys):
-    src, root = alpaca
+    src, root, n, _ = alpaca
     out = root / "out"
     _predict(root, capsys, root / "downloaded", out)
     assert sorted(_files(out)) == sorted(f"{m}_{t}.json" for m in ("pick_random", "smoothie", "smoothie_independent")
@@ -47,7 +78,7 @@ def test_predictions_are_trial_members_outputs(alpaca, capsys):
         outputs[f.stem] = {r["instruction"]: r["output"] for r in json.loads(f.read_text())}
     for path in out.glob("*.json"):
         rows = json.loads(path.read_text())
-        assert len(rows) == N_INSTRUCTIONS
+        assert len(rows) == n
         for row in rows:
             members = row["models_in_trial"]
             assert len(members) == 5 and row["selected_model"] in members
@@ -63,7 +94,7 @@ def test_predictions_are_trial_members_outputs(alpaca, capsys):
 
 
 def test_offline_scores_and_trial_summary(alpaca, capsys):
-    src, root = alpaca
+    src, root, n, raw_model = alpaca
     out, board_dir = root / "out", root / "board"
     if not out.exists():
         _predict(root, capsys, root / "downloaded", out)
@@ -95,7 +126,7 @@ def test_run_alpaca_script_scores_offline(alpaca, capsys, tmp_path):
 
     from conftest import ROOT
 
-    src, root = alpaca
+    src, root, n, raw_model = alpaca
     out = root / "out"
     if not out.exists():
         _predict(root, capsys, root / "downloaded", out)
@@ -109,19 +140,19 @@ def test_run_alpaca_script_scores_offline(alpaca, capsys, tmp_path):
 
 
 def test_raw_leaderboard_annotations_give_the_stored_preferences(alpaca, tmp_path):
-    src, root = alpaca
+    src, root, n, raw_model = alpaca
     raw = tmp_path / "raw"
     raw.mkdir()
-    shutil.copy(src / "annotations" / "gemma-7b-it.json", raw / "gemma-7b-it.json")
+    shutil.copy(src / "annotations" / f"{raw_model}.json", raw / f"{raw_model}.json")
     verdicts = alpaca_score.load_verdicts(raw, root / "downloaded")
-    rows = json.loads((root / "downloaded" / "gemma-7b-it.json").read_text())
-    stored = json.loads((src / "preferences" / "gemma-7b-it.json").read_text())["preference"]
+    rows = json.loads((root / "downloaded" / f"{raw_model}.json").read_text())
+    stored = json.loads((src / "preferences" / f"{raw_model}.json").read_text())["preference"]
     got = [verdicts[(r["instruction"], r["output"])] for r in rows]
     np.testing.assert_allclose(got, np.array(stored, dtype=float), atol=1e-9)
 
 
 def test_shuffled_file_gives_the_same_predictions_and_reruns_are_identical(alpaca, capsys, tmp_path):
-    src, root = alpaca
+    src, root, n, raw_model = alpaca
     out = root / "out"
     if not out.exists():
         _predict(root, capsys, root / "downloaded", out)
@@ -139,7 +170,7 @@ def test_shuffled_file_gives_the_same_predictions_and_reruns_are_identical(alpac
 
 @pytest.mark.parametrize("damage,needle", [("drop", "missing"), ("duplicate", "listed twice")])
 def test_missing_or_duplicated_instruction_is_an_error(alpaca, capsys, tmp_path, damage, needle):
-    src, root = alpaca
+    src, root, n, raw_model = alpaca
     bad = tmp_path / "bad"
     shutil.copytree(root / "downloaded", bad)
     victim = sorted(bad.glob("*.json"))[2]

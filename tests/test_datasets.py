@@ -290,3 +290,62 @@ def test_bad_inputs(tmp_path, capsys):
     (cols / "test.jsonl").write_text(json.dumps({"question": "q", "solution": "s"}) + "\n")
     _error(tmp_path, capsys, write_config(tmp_path, "gsm8k"), "train.jsonl", "answer", source=cols)
     _error(tmp_path, capsys, tmp_path / "nope.yaml", "nope.yaml", "not found")
+
+
+def test_mix_instruct_samples_first_then_drops_rows_without_comparisons(tmp_path, capsys):
+    """As the paper's code: draw test_size rows, then drop those ChatGPT did not compare."""
+    import pandas as pd
+
+    _, rows, _ = build(tmp_path, capsys, "mix_instruct", train_size=3, test_size=5)
+    drawn = pd.RangeIndex(12).to_series().sample(n=5, random_state=42).tolist()
+    kept = [i for i in drawn if i % 5]  # _mix gives rows i % 5 == 0 no comparisons
+    assert len(rows["test"]) == len(kept) < 5
+    assert [r["embedding_input"] for r in rows["test"]] == [f"Write a greeting {i}." for i in kept]
+
+
+def test_mix_instruct_labelled_baselines_stop_with_one_line(tmp_path, capsys):
+    """Train rows without comparisons have no rank table: Best-on-Val says so instead of a traceback."""
+    from src import labeled_oracle
+
+    _, rows, _ = build(tmp_path, capsys, "mix_instruct", train_size=8, test_size=12)
+    assert any(r["reference"] is None for r in rows["train"])
+    assert all(isinstance(r["reference"], dict) for r in rows["test"])
+    config = tmp_path / "mix_instruct.yaml"
+    code, _, err = run_cli(labeled_oracle.main, ["--dataset_config", config, "--data_dir", tmp_path / "out",
+                                                 "--results_dir", tmp_path / "results", "--model_group",
+                                                 "mix_instruct", "--multi_model"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "mix_instruct_train.jsonl" in err and "no reference" in err
+
+
+def test_hub_parquet_conversion_layout(tmp_path, capsys):
+    """Script-based hub datasets (legalbench; web_nlg, e2e_nlg, xsum if they still ship one) are read
+    from the hub's Parquet conversion, <config>/<split>/NNNN.parquet. The same loader reads a local
+    tree in that layout, split names such as 'dev' kept."""
+    import pandas as pd
+
+    from src.tasks.registry import TASKS
+    from src.tasks.sources import export_config, hub_export_base, load_parquet_export
+
+    root = tmp_path / "export"
+    for task, split, n in (("web_nlg", "dev", 9), ("web_nlg", "train", 8), ("definition_extraction", "test", 106)):
+        make = SOURCES[task][0]
+        folder = root / export_config(TASKS[task]) / split
+        folder.mkdir(parents=True)
+        rows = [make(i) for i in range(n)]
+        half = n // 2  # two shards, as the hub writes large splits
+        pd.DataFrame(rows[:half]).to_parquet(folder / "0000.parquet")
+        pd.DataFrame(rows[half:]).to_parquet(folder / "0001.parquet")
+    assert (root / "release_v3.0_en" / "dev").is_dir() and (root / "definition_extraction" / "test").is_dir()
+    ds = load_parquet_export(str(root), "release_v3.0_en", "dev")
+    assert len(ds) == 9 and "modified_triple_sets" in ds.column_names
+    assert hub_export_base("nguha/legalbench") == "hf://datasets/nguha/legalbench@refs%2Fconvert%2Fparquet"
+    assert TASKS["definition_extraction"].parquet_export
+    # make_dataset reads the same layout through --source
+    for task, sizes in (("web_nlg", {"train_size": 3, "test_size": 4}), ("definition_extraction", {})):
+        config = write_config(tmp_path, task, **sizes)
+        code, out, err = run_cli(make_dataset.main, ["--dataset_config", config, "--source", root, "--data_dir",
+                                                     tmp_path / "o"], capsys)
+        assert code == 0, err
+    test = [json.loads(x) for x in (tmp_path / "o" / "definition_extraction_test.jsonl").read_text().splitlines()]
+    assert len(test) == 4 and all(r["reference"].startswith("term") for r in test)

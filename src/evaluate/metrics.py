@@ -81,10 +81,15 @@ def gsm8k_acc(generations: Sequence[str], references: Sequence[str]) -> list[flo
 @metric("mix_instruct_rank")
 def mix_instruct_rank(generations: Sequence[str], references: Sequence[dict]) -> list[float]:
     """The ChatGPT-derived rank of the chosen candidate (1 is best)."""
+    from src.cli import UserError
+
     out = []
-    for gen, ranks in zip(generations, references, strict=True):
+    for i, (gen, ranks) in enumerate(zip(generations, references, strict=True)):
+        if not isinstance(ranks, dict):
+            raise UserError(f"row {i} has no MixInstruct rank table (only rows with ChatGPT comparisons can be scored)")
         if gen not in ranks:
-            raise ValueError("a selected generation is not one of the sample's MixInstruct candidates")
+            raise UserError(f"row {i}: the selected text is not one of the sample's MixInstruct candidates, so it "
+                            "has no rank (mix_instruct_rank scores only the shipped candidates)")
         out.append(float(ranks[gen]))
     return out
 

@@ -30,8 +30,9 @@ def row_metrics(rows: Sequence[dict], overrides: dict[str, str] | None = None) -
     return names
 
 
-def score_rows(generations: Sequence[str], rows: Sequence[dict], metrics: Sequence[str]) -> np.ndarray:
-    """Per-sample scores of one generation per row."""
+def score_rows(generations: Sequence[str], rows: Sequence[dict], metrics: Sequence[str], clean: bool = True
+               ) -> np.ndarray:
+    """Per-sample scores of one generation per row (``clean=False``: scored as they are)."""
     if len(generations) != len(rows):
         raise ValueError(f"{len(generations)} generations for {len(rows)} rows")
     out = np.empty(len(rows))
@@ -39,11 +40,12 @@ def score_rows(generations: Sequence[str], rows: Sequence[dict], metrics: Sequen
     for i, m in enumerate(metrics):
         by_metric.setdefault(m, []).append(i)
     for name, idx in by_metric.items():
-        gens = [clean_for_task(generations[i], rows[i].get("task_name")) for i in idx]
+        gens = [clean_for_task(generations[i], rows[i].get("task_name")) if clean else generations[i] for i in idx]
         out[idx] = METRICS[name](gens, [rows[i]["reference"] for i in idx])
     return out
 
 
-def score_table(texts: np.ndarray, rows: Sequence[dict], metrics: Sequence[str]) -> np.ndarray:
+def score_table(texts: np.ndarray, rows: Sequence[dict], metrics: Sequence[str], clean: bool = True) -> np.ndarray:
     """(N, m) per-sample scores of every generator's generation (texts is (N, m))."""
-    return np.stack([score_rows([str(t) for t in texts[:, j]], rows, metrics) for j in range(texts.shape[1])], axis=1)
+    return np.stack([score_rows([str(t) for t in texts[:, j]], rows, metrics, clean) for j in range(texts.shape[1])],
+                    axis=1)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from src import cli
 from src.io import atomic_write_text, read_json
+from src.methods.registry import BASELINES
 from src.paths import DEFAULT_EMBEDDER, Setting, results_root
 from src.tasks.registry import REPO
 
@@ -54,14 +55,11 @@ def collect(results: Path, embedding_model: str = DEFAULT_EMBEDDER) -> list[dict
             "config": config, "folder": folder.name, "multi_prompt": multi_prompt, "metric": metric,
             "setting": setting, "embedding_model": embedding_model,
             "values": {
+                **{m.column: s.get(m.name) for m in BASELINES},
                 "Random": s.get("pick_random", sum(ensemble.values()) / len(ensemble)),
                 "Ensemble mean": sum(ensemble.values()) / len(ensemble),
                 "Smoothie-Global": smoothie.get(stem("sample_independent")),
                 "Smoothie-Local": smoothie.get(stem("sample_dependent", 1)),
-                "Best-on-Val": s.get("labeled_oracle"),
-                "Labeled-KNN": s.get("labeled_knn"),
-                "PairRM": s.get("pair_rm"),
-                "MBR": s.get("mbr"),
                 "Best-Model": s.get("best_single"),
                 "Oracle": s.get("oracle"),
             },

@@ -29,6 +29,24 @@ def sample_indices(n: int, size: int | None, what: str, seed: int = SEED) -> lis
     return pd.RangeIndex(n).to_series().sample(n=size, random_state=seed).tolist()
 
 
+def single_file_rows(n: int, tc: TaskConfig, split: str) -> list[int]:
+    """A one-file source (a user's own task) is split in file order: the first ``train_size`` rows
+    are the labelled train split, the next ``test_size`` (default: all the rest) the test split.
+    File order, not a shuffle, so that answers a user already has, one per row in the same order,
+    line up with the split files."""
+    if tc.train_size is None:
+        raise UserError(f"{tc.path}: a one-file source needs train_size (the first rows, labelled for baselines)")
+    if tc.train_size >= n:
+        raise UserError(f"{tc.path}: train_size {tc.train_size} leaves no test rows of the {n} in {tc.source}")
+    if split == "train":
+        return list(range(tc.train_size))
+    end = n if tc.test_size is None else min(n, tc.train_size + tc.test_size)
+    if tc.test_size is not None and tc.train_size + tc.test_size > n:
+        warnings.warn(f"{tc.task.name} test: asked for {tc.test_size} rows but only {n - tc.train_size} remain",
+                      stacklevel=2)
+    return list(range(tc.train_size, end))
+
+
 def _check_template(template: Template, available: set[str]) -> None:
     unknown = template.fields() - available
     if unknown:
@@ -36,6 +54,10 @@ def _check_template(template: Template, available: set[str]) -> None:
             f"{template.path}: names field(s) {', '.join(sorted(unknown))} that the data lacks "
             f"(available: {', '.join(sorted(available))})"
         )
+
+
+def _has_comparisons(cmp_results) -> bool:
+    return cmp_results not in (None, "null", "", {})
 
 
 def _ranks(cmp_results) -> dict[str, int]:
@@ -66,11 +88,15 @@ def build_task_split(tc: TaskConfig, split: str, with_prompt_variants: bool = Tr
     hub_split = task.test_split if split == "test" else task.train_split
     part = task.test_part if split == "test" else task.train_part
     ds = load_split(task, hub_split, tc.source)
-    positions = list(part_indices(part, len(ds)))
-    if task.name == "mix_instruct" and split == "test":
-        positions = [p for p in positions if ds[p]["cmp_results"] not in (None, "null", "")]
     size = tc.test_size if split == "test" else tc.train_size
-    keep = [positions[i] for i in sample_indices(len(positions), size, f"{task.name} {split}")]
+    if tc.source is not None and tc.source.is_file():
+        keep = single_file_rows(len(ds), tc, split)
+    else:
+        positions = list(part_indices(part, len(ds)))
+        keep = [positions[i] for i in sample_indices(len(positions), size, f"{task.name} {split}")]
+    if task.name == "mix_instruct" and split == "test":
+        # as the paper's code: sample first, then drop the rows ChatGPT did not compare
+        keep = [p for p in keep if _has_comparisons(ds[p]["cmp_results"])]
     raw = ds.select(keep) if keep else []
 
     rows, generations = [], {} if task.name == "mix_instruct" else None
@@ -90,7 +116,8 @@ def build_task_split(tc: TaskConfig, split: str, with_prompt_variants: bool = Tr
             texts = {model_slug(c["model"]): c["text"] for c in r["candidates"]}
             for model, text in texts.items():
                 generations.setdefault(model, []).append(text)
-            if split == "test":
+            row["reference"] = None  # train rows without comparisons have no ranks
+            if _has_comparisons(r["cmp_results"]):
                 by_model = _ranks(r["cmp_results"])
                 ref: dict[str, int] = {}
                 for c in r["candidates"]:

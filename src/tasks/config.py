@@ -9,11 +9,11 @@ from pathlib import Path
 
 from src.cli import UserError
 from src.io import read_yaml
-from src.tasks.registry import REPO, Task, get_task
+from src.tasks.registry import REPO, Task, custom_task, get_task
 
 TEMPLATE_DIR = REPO / "prompt_templates"
 SINGLE_KEYS = {"dataset", "multi_prompt_template", "multi_model_prompt_template", "max_new_tokens",
-               "train_size", "test_size", "metrics", "source"}
+               "train_size", "test_size", "metrics", "source", "input_column", "reference_column", "clean"}
 GROUP_KEYS = {"tasks", "max_new_tokens"}
 
 
@@ -40,6 +40,7 @@ class TaskConfig:
     test_size: int | None
     metrics: list[str]
     source: Path | None
+    clean: bool | None = None  # None: the task's own rule (first line, except gsm8k, mix_instruct, alpaca)
 
 
 @dataclass
@@ -52,6 +53,18 @@ class DatasetConfig:
     @property
     def stem(self) -> str:
         return self.path.stem
+
+    @property
+    def metric_overrides(self) -> dict[str, str]:
+        """Each task's metric as the config names it (its first ``metrics`` entry)."""
+        return {tc.task.name: tc.metrics[0] for tc in self.tasks}
+
+    def clean(self, no_clean_flag: bool = False) -> bool:
+        """Whether outputs are cleaned before embedding and scoring: ``--no_clean`` wins, then
+        the config's ``clean`` key, then the tasks' own rule (True)."""
+        if no_clean_flag:
+            return False
+        return all(tc.clean is not False for tc in self.tasks)
 
 
 def _resolve(path: str, base: Path) -> Path:
@@ -100,7 +113,19 @@ def _load_task(path: Path, data: dict) -> TaskConfig:
         raise UserError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
     if "dataset" not in data:
         raise UserError(f"{path}: missing key 'dataset'")
-    task = get_task(str(data["dataset"]))
+    own = "input_column" in data or "reference_column" in data
+    if own:
+        missing = [k for k in ("input_column", "reference_column", "metrics") if k not in data]
+        if missing:
+            raise UserError(f"{path}: your own task needs {', '.join(missing)} too (README: your own task)")
+        if not isinstance(data["metrics"], list) or not data["metrics"]:
+            raise UserError(f"{path}: metrics must be a non-empty list of metric names")
+        task = custom_task(str(data["dataset"]), str(data["input_column"]), str(data["reference_column"]),
+                           str(data["metrics"][0]))
+    else:
+        task = get_task(str(data["dataset"]))
+    if "clean" in data and not isinstance(data["clean"], bool):
+        raise UserError(f"{path}: clean must be true or false")
     mm = _load_template(data.get("multi_model_prompt_template"), ".txt", path, "multi_model_prompt_template")
     mp = _load_template(data.get("multi_prompt_template"), ".json", path, "multi_prompt_template") or []
     metrics = data.get("metrics") or [task.metric]
@@ -121,6 +146,7 @@ def _load_task(path: Path, data: dict) -> TaskConfig:
         test_size=_size(data.get("test_size"), "test_size", path),
         metrics=list(metrics),
         source=_resolve(str(source), path.parent) if source else None,
+        clean=data.get("clean"),
     )
 
 

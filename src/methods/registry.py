@@ -1,0 +1,34 @@
+"""Every routing method's name, output-file prefix and display names, in one place.
+
+Paths, ``evaluate``, ``report`` and the paper's tables all read this list, so a new method is
+one entry here (plus its command module) and shows up everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str  # scores.json key and file prefix (``<name>_...test.json``)
+    label: str  # the report's long name
+    column: str  # the paper tables' column name
+    trials: bool = False  # the output holds a list of seeded trials, scored as their mean
+    labelled: bool = False  # sees labelled train samples
+
+
+SMOOTHIE = Method("smoothie", "Smoothie (no labels)", "Smoothie")
+METHODS: tuple[Method, ...] = (
+    SMOOTHIE,
+    Method("pick_random", "Random pick (per sample)", "Random", trials=True),
+    Method("labeled_oracle", "Best-on-Val (labelled)", "Best-on-Val", trials=True, labelled=True),
+    Method("labeled_knn", "Labelled kNN (labelled)", "Labeled-KNN", trials=True, labelled=True),
+    Method("labeled_smoothie", "Labelled Smoothie (a few labels)", "Labeled-Smoothie", trials=True, labelled=True),
+    Method("mbr", "MBR (label-free)", "MBR"),
+    Method("pair_rm", "PairRM", "PairRM"),
+)
+BY_NAME = {m.name: m for m in METHODS}
+BASELINES = tuple(m for m in METHODS if m is not SMOOTHIE)
+METHOD_PREFIXES = tuple(f"{m.name}_" for m in METHODS)
+TRIAL_METHODS = tuple(m.name for m in METHODS if m.trials)

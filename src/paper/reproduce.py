@@ -1,0 +1,263 @@
+"""Every experiment of the paper, as one resumable list of steps (the original shipped a shell
+script per experiment).
+
+    python -m src.paper.reproduce --plan                 # every step, what it needs, what is done
+    python -m src.paper.reproduce                        # run them in order (skips finished ones)
+    python -m src.paper.reproduce --tasks squad --groups 3b --max_samples 20   # a smoke run
+
+The grid (SPEC 6/7, PAPER_NUMBERS.md): Table 1, the seven single tasks with the ``3b`` and ``7b``
+groups (Smoothie-Global, random, Best-on-Val); Table 2, the task groups ``acc_group`` and
+``rouge2_group`` with both groups (Smoothie-Local k=1, Smoothie-Global, random, labelled kNN,
+Best-on-Val, PairRM; the k=100 neighbourhood and the bge-small-en-v1.5 embedder ablations);
+Table 3, prompt selection with ``falcon-1b`` and ``llama-2-7b`` on the seven tasks; and GSM8K with
+the ``math`` group, greedy and with 5 sampled generations per sample (SPEC 4's n_generations).
+Every step is a plain ``python -m src...`` command; each command skips its own finished work and
+generation resumes from its checkpoint, so rerunning the driver after an interruption continues.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from src import cli
+from src.constants import MODEL_GROUPS
+from src.paths import DEFAULT_EMBEDDER, Setting, paper_dir, results_root, split_file
+from src.provenance import KEY as PROVENANCE
+from src.provenance import changed_inputs
+from src.tasks.config import load_config
+from src.tasks.registry import REPO
+
+TABLE1_TASKS = ["cnn_dailymail", "definition_extraction", "e2e_nlg", "squad", "trivia_qa", "web_nlg", "xsum"]
+TABLE2_GROUPS = ["acc_group", "rouge2_group"]
+PAPER_GROUPS = ["3b", "7b"]
+PROMPT_MODELS = ["falcon-1b", "llama-2-7b"]
+MATH = ("gsm8k", "math")
+SAMPLED_N, SAMPLED_TEMPERATURE = 5, 0.7
+ABLATION_K, ABLATION_EMBEDDER = 100, "bge-small-en-v1.5"
+
+
+@dataclass
+class Step:
+    table: str  # which result it serves
+    module: str  # python -m <module>
+    args: list[str]
+    outputs: list[Path] = field(default_factory=list)  # done when all exist
+    generations: int = 0  # model generations this step runs (generation steps)
+
+    @property
+    def command(self) -> str:
+        return shlex.join(["python", "-m", self.module, *map(str, self.args)])
+
+    max_samples: int | None = None
+
+    def done(self) -> bool:
+        """Every output exists, was made for the same --max_samples, and its recorded inputs are
+        unchanged (what the command itself would check before skipping)."""
+        return bool(self.outputs) and all(_fresh(p, self.max_samples) for p in self.outputs)
+
+
+def _fresh(path: Path, max_samples: int | None) -> bool:
+    if not path.exists():
+        return False
+    if path.suffix != ".json":
+        return True
+    import json
+
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get(PROVENANCE)
+    except (ValueError, AttributeError):
+        return False
+    if recorded is None:
+        return True  # made elsewhere (a user's own files): the command decides
+    return recorded.get("settings", {}).get("max_samples") == max_samples and changed_inputs(recorded) is None
+
+
+@dataclass
+class Options:
+    tasks: list[str] | None = None
+    groups: list[str] | None = None
+    models: list[str] | None = None
+    max_samples: int | None = None
+    backend: str = "hf"
+    results_dir: str | None = None
+    data_dir: str | None = None
+    embedding_model: str = DEFAULT_EMBEDDER
+    with_pair_rm: bool = True
+
+
+def _config(name: str) -> Path:
+    path = REPO / "dataset_configs" / f"{name}.yaml"
+    try:
+        return path.relative_to(Path.cwd())  # commands read as the README writes them
+    except ValueError:
+        return path
+
+
+def _rows(config: Path, opts: Options) -> int:
+    """Rows a generator answers for a config (train + test), for the plan's generation counts."""
+    cfg = load_config(config)
+    total = 0
+    for tc in cfg.tasks:
+        for size in (tc.train_size, tc.test_size):
+            total += min(size or 1000, opts.max_samples or size or 1000)
+    return total
+
+
+class Planner:
+    def __init__(self, opts: Options):
+        self.opts = opts
+        self.steps: list[Step] = []
+        self.datasets: set[str] = set()
+
+    def common(self, config: Path, *, group: str | None = None, model: str | None = None) -> list:
+        args = ["--dataset_config", config]
+        if self.opts.results_dir:
+            args += ["--results_dir", self.opts.results_dir]
+        if self.opts.data_dir:
+            args += ["--data_dir", self.opts.data_dir]
+        args += ["--model_group", group, "--multi_model"] if group else ["--model", model, "--multi_prompt"]
+        if self.opts.max_samples:
+            args += ["--max_samples", self.opts.max_samples]
+        return args
+
+    def dataset(self, config: Path, table: str) -> None:
+        if config.stem in self.datasets:
+            return
+        self.datasets.add(config.stem)
+        args = ["--dataset_config", config] + (["--data_dir", self.opts.data_dir] if self.opts.data_dir else [])
+        outputs = [split_file(config.stem, s, self.opts.data_dir) for s in ("train", "test")]
+        self.steps.append(Step(table, "src.make_dataset", args, outputs))
+
+    def setting(self, config: Path, group: str | None, model: str | None, n: int = 1) -> Setting:
+        return Setting(config.stem, results_root(self.opts.results_dir), group=group, model=model,
+                       data_dir=Path(self.opts.data_dir) if self.opts.data_dir else None, n_generations=n)
+
+    def experiment(self, table: str, config: Path, *, group: str | None = None, model: str | None = None,
+                   locals_k: Sequence[int] = (1,), baselines: Sequence[str] = ("pick_random", "labeled_oracle"),
+                   n: int = 1, embedders: Sequence[str] = ()) -> None:
+        """Generation, Smoothie, baselines and evaluate for one (config, group or model)."""
+        self.dataset(config, table)
+        setting = self.setting(config, group, model, n)
+        base = self.common(config, group=group, model=model)
+        sampling = ["--n_generations", n, "--temperature", SAMPLED_TEMPERATURE] if n > 1 else []
+        n_flag = ["--n_generations", n] if n > 1 else []
+        rows = _rows(config, self.opts)
+        members = MODEL_GROUPS[group] if group else [model]
+        prompts = 1 if group else len(load_config(config).tasks[0].multi_prompt_templates)
+        for member in members:
+            gen_args = base + (["--model", member] if group else []) + sampling + ["--backend", self.opts.backend]
+            outputs = [setting.generations_file(s, member if group else None) for s in ("train", "test")]
+            self.steps.append(Step(table, "src.get_generations", gen_args, outputs, rows * prompts * n,
+                                   self.opts.max_samples))
+        emb = ["--embedding_model", self.opts.embedding_model]
+        smoothie = [("sample_independent", 1, self.opts.embedding_model)]
+        smoothie += [("sample_dependent", k, self.opts.embedding_model) for k in locals_k]
+        smoothie += [("sample_dependent", 1, e) for e in embedders]
+        for type_, k, embedder in smoothie:
+            args = base + n_flag + ["--type", type_, "--embedding_model", embedder]
+            args += ["--k", k] if type_ == "sample_dependent" else []
+            self.steps.append(Step(table, "src.run_smoothie", args,
+                                   [setting.smoothie_file(type_, k, embedding_model=embedder)],
+                                   max_samples=self.opts.max_samples))
+        commands = {"pick_random": "src.pick_random_baseline", "labeled_oracle": "src.labeled_oracle",
+                    "labeled_knn": "src.labeled_knn", "pair_rm": "src.pair_rm_baseline"}
+        for method in baselines:
+            if method == "pair_rm" and not self.opts.with_pair_rm:
+                continue
+            extra = emb if method == "labeled_knn" else []
+            self.steps.append(Step(table, commands[method], base + n_flag + extra, [setting.method_file(method)],
+                                   max_samples=self.opts.max_samples))
+        self.steps.append(Step(table, "src.evaluate.evaluate", base + n_flag, []))  # always rescored
+
+    def plan(self) -> list[Step]:
+        o = self.opts
+        groups = o.groups if o.groups is not None else PAPER_GROUPS
+        groups = [g for g in groups if g != "none"]
+        models = o.models if o.models is not None else PROMPT_MODELS
+        single = o.tasks if o.tasks is not None else TABLE1_TASKS
+        for task in single:
+            if task in TABLE2_GROUPS or task == MATH[0] and o.tasks is None:
+                continue
+            for g in groups:
+                if task == MATH[0] and g not in MODEL_GROUPS:
+                    continue
+                self.experiment("table1", _config(task), group=g)
+        for task in (TABLE2_GROUPS if o.tasks is None else [t for t in o.tasks if t in TABLE2_GROUPS]):
+            for g in groups:
+                self.experiment("table2", _config(task), group=g, locals_k=(1, ABLATION_K),
+                                baselines=("pick_random", "labeled_oracle", "labeled_knn", "pair_rm"),
+                                embedders=(ABLATION_EMBEDDER,))
+        for task in single:
+            if task in TABLE2_GROUPS:
+                continue
+            for m in models:
+                self.experiment("table3", _config(task), model=m)
+        math_task, math_group = MATH
+        if (o.tasks is None or math_task in o.tasks) and (o.groups is None or math_group in o.groups):
+            self.experiment("gsm8k", _config(math_task), group=math_group)
+            self.experiment("gsm8k (sampled)", _config(math_task), group=math_group, n=SAMPLED_N, baselines=())
+        tables = (["--results_dir", o.results_dir] if o.results_dir else [])
+        tables += ["--embedding_model", o.embedding_model]
+        self.steps.append(Step("tables", "src.paper.tables", tables, []))
+        return self.steps
+
+
+def print_plan(steps: list[Step]) -> None:
+    total = sum(s.generations for s in steps)
+    pending = sum(s.generations for s in steps if not s.done())
+    for i, s in enumerate(steps, 1):
+        state = "done" if s.done() else "todo"
+        gens = f" [{s.generations:,} generations]" if s.generations else ""
+        print(f"{i:4d} {state} {s.table:16s} {s.command}{gens}")
+    print(f"{len(steps)} steps, {sum(not s.done() for s in steps)} to run; {total:,} generations in all, "
+          f"{pending:,} still to make")
+
+
+def run_steps(steps: list[Step]) -> None:
+    for i, s in enumerate(steps, 1):
+        if s.done():
+            print(f"[{i}/{len(steps)}] done: {s.command}")
+            continue
+        print(f"[{i}/{len(steps)}] {s.command}", flush=True)
+        proc = subprocess.run([sys.executable, "-m", s.module, *map(str, s.args)])
+        if proc.returncode != 0:
+            raise cli.UserError(f"step {i} failed (exit {proc.returncode}): {s.command}; fix it and rerun: finished "
+                                "steps are skipped and generation resumes")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = cli.parser("src.paper.reproduce", "Run (or --plan) every experiment of the paper, resumably.")
+    p.add_argument("--plan", action="store_true", help="print every step and what is done; run nothing")
+    p.add_argument("--tasks", nargs="+", default=None, help="configs to run (default: the paper's)")
+    p.add_argument("--groups", nargs="+", default=None, help="model groups (multi-model); 'none' for no group")
+    p.add_argument("--models", nargs="+", default=None, help="multi-prompt models (default falcon-1b llama-2-7b)")
+    p.add_argument("--max_samples", type=cli.positive_int, default=None, help="first N rows per split (smoke run)")
+    p.add_argument("--backend", choices=("hf", "vllm"), default="hf")
+    p.add_argument("--results_dir", default=None)
+    p.add_argument("--data_dir", default=None)
+    p.add_argument("--embedding_model", default=DEFAULT_EMBEDDER)
+    p.add_argument("--no_pair_rm", action="store_true", help="leave out PairRM (needs llm-blender and the hub)")
+    args = p.parse_args(argv)
+    for name in args.tasks or []:
+        if not _config(name).is_file():
+            raise cli.UserError(f"--tasks {name}: no dataset_configs/{name}.yaml")
+    for g in args.groups or []:
+        if g != "none" and g not in MODEL_GROUPS:
+            raise cli.UserError(f"--groups {g}: not a registered group ({', '.join(MODEL_GROUPS)}) or 'none'")
+    opts = Options(args.tasks, args.groups, args.models, args.max_samples, args.backend, args.results_dir,
+                   args.data_dir, args.embedding_model, not args.no_pair_rm)
+    steps = Planner(opts).plan()
+    if args.plan:
+        print_plan(steps)
+        return
+    run_steps(steps)
+    print(f"all {len(steps)} steps done; tables in {paper_dir(args.results_dir)}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
