@@ -207,3 +207,12 @@ def test_generation_flags_checked_at_the_edge(smol_tree, capsys):
                                                      "smollm2-135m"], capsys)[:3:2], "not a member", "3b")
     _one_line(*run_cli(get_generations.main, base + ["--model", "smollm2-135m", "--multi_prompt", "--max_samples",
                                                      0], capsys)[:3:2], "--max_samples", "at least 1")
+
+
+def test_baseline_counts_checked_at_the_edge(smol_tree, capsys):
+    """Zero labels or neighbours used to end in numpy and scikit-learn tracebacks."""
+    _one_line(*run_cli(labeled_oracle.main, smol_tree.setting_args("--n_labels", 0), capsys)[:3:2],
+              "--n_labels", "at least 1")
+    _one_line(*run_cli(labeled_knn.main, smol_tree.setting_args("--k", 0), capsys)[:3:2], "--k", "at least 1")
+    _one_line(*run_cli(pick_random_baseline.main, smol_tree.setting_args("--n_trials", 0), capsys)[:3:2],
+              "--n_trials")
