@@ -216,3 +216,13 @@ def test_baseline_counts_checked_at_the_edge(smol_tree, capsys):
     _one_line(*run_cli(labeled_knn.main, smol_tree.setting_args("--k", 0), capsys)[:3:2], "--k", "at least 1")
     _one_line(*run_cli(pick_random_baseline.main, smol_tree.setting_args("--n_trials", 0), capsys)[:3:2],
               "--n_trials")
+
+
+def test_labeled_knn_checks_files_before_loading_the_embedder(smol_tree, capsys, tmp_path):
+    """A generation file of the wrong length is reported first, not after a 14 s model load
+    (here the embedder does not even exist, so loading it first would give another error)."""
+    tree = _copy(smol_tree, tmp_path)
+    short = tree.folder / f"{tree.generators[1]}_test.json"
+    short.write_text(json.dumps({"generations": ["x"] * 3}))
+    _one_line(*run_cli(labeled_knn.main, tree.setting_args("--embedding_model", "no-such-org/no-such-embedder"),
+                       capsys)[:3:2], short.name, "3 generations")
