@@ -34,8 +34,10 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 def stamp(inputs: Iterable[str | os.PathLike], settings: dict[str, Any]) -> dict:
-    """The provenance entry for an output computed from ``inputs`` with ``settings``."""
-    return {"inputs": {str(p): file_digest(p) for p in inputs if Path(p).is_file()},
+    """The provenance entry for an output computed from ``inputs`` with ``settings``. Inputs are
+    keyed by file name (unique within one results folder and its splits), so moving the folder
+    or running from another directory does not make finished work look stale."""
+    return {"inputs": {Path(p).name: file_digest(p) for p in inputs if Path(p).is_file()},
             "settings": {k: v for k, v in sorted(settings.items())}}
 
 
@@ -44,14 +46,14 @@ def stale_reason(recorded: dict | None, current: dict) -> str | None:
     if not isinstance(recorded, dict):
         return "it records no provenance (made by an older version)"
     old_inputs, new_inputs = recorded.get("inputs", {}), current["inputs"]
-    for path, digest in new_inputs.items():
-        if path not in old_inputs:
-            return f"it was not computed from {path}"
-        if old_inputs[path] != digest:
-            return f"{path} has changed since"
-    for path in old_inputs:
-        if path not in new_inputs:
-            return f"its input {path} is no longer used or no longer exists"
+    for name, digest in new_inputs.items():
+        if name not in old_inputs:
+            return f"it was not computed from {name}"
+        if old_inputs[name] != digest:
+            return f"{name} has changed since"
+    for name in old_inputs:
+        if name not in new_inputs:
+            return f"its input {name} is no longer used or no longer exists"
     old_settings = recorded.get("settings", {})
     for key, value in current["settings"].items():
         if old_settings.get(key) != value:
@@ -59,13 +61,13 @@ def stale_reason(recorded: dict | None, current: dict) -> str | None:
     return None
 
 
-def changed_inputs(recorded: dict | None) -> str | None:
-    """For a file read back later: which of its recorded inputs differ from the files on disk now."""
+def changed_inputs(recorded: dict | None, current_files: Iterable[str | os.PathLike]) -> str | None:
+    """For a file read back later: which of its recorded inputs differ from ``current_files``,
+    the files it would be scored against now (matched by name)."""
     if not isinstance(recorded, dict):
         return None
-    for path, digest in recorded.get("inputs", {}).items():
-        if not Path(path).is_file():
-            return f"its input {path} no longer exists"
-        if file_digest(path) != digest:
-            return f"{path} has changed since it was computed"
+    now = {Path(p).name: p for p in current_files if Path(p).is_file()}
+    for name, digest in recorded.get("inputs", {}).items():
+        if name in now and file_digest(now[name]) != digest:
+            return f"{name} has changed since it was computed"
     return None

@@ -53,12 +53,13 @@ def evaluate(exp: Experiment) -> dict:
     if len(groups) > 1:
         groups["average"] = np.arange(len(metrics))
     per_sample = {}  # name -> (N,) scores, trial files averaged over trials
+    current = exp.input_files(("train", "test"))  # what the method files must have been computed from
     for path in exp.setting.method_files():
         data = read_json(path, what="method file")
         gens = data.get("generations") if isinstance(data, dict) else None
         if not isinstance(gens, list):
             raise cli.UserError(f"{path}: expected an object with a 'generations' list")
-        stale = changed_inputs(data.get(PROVENANCE))
+        stale = changed_inputs(data.get(PROVENANCE), current)
         if stale:
             raise cli.UserError(f"{path} is stale: {stale}; rerun the command that made it (it recomputes stale "
                                 "outputs), or delete the file")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from src import cli
 from src.constants import MODEL_GROUPS
-from src.paths import DEFAULT_EMBEDDER, Setting, paper_dir, results_root, split_file
+from src.paths import DEFAULT_EMBEDDER, Setting, datasets_dir, paper_dir, results_root, split_file
 from src.provenance import KEY as PROVENANCE
 from src.provenance import changed_inputs
 from src.tasks.config import load_config
@@ -54,14 +54,15 @@ class Step:
         return shlex.join(["python", "-m", self.module, *map(str, self.args)])
 
     max_samples: int | None = None
+    data_dir: Path | None = None  # where the split files an output records are
 
     def done(self) -> bool:
         """Every output exists, was made for the same --max_samples, and its recorded inputs are
         unchanged (what the command itself would check before skipping)."""
-        return bool(self.outputs) and all(_fresh(p, self.max_samples) for p in self.outputs)
+        return bool(self.outputs) and all(_fresh(p, self.max_samples, self.data_dir) for p in self.outputs)
 
 
-def _fresh(path: Path, max_samples: int | None) -> bool:
+def _fresh(path: Path, max_samples: int | None, data_dir: Path | None) -> bool:
     if not path.exists():
         return False
     if path.suffix != ".json":
@@ -74,7 +75,11 @@ def _fresh(path: Path, max_samples: int | None) -> bool:
         return False
     if recorded is None:
         return True  # made elsewhere (a user's own files): the command decides
-    return recorded.get("settings", {}).get("max_samples") == max_samples and changed_inputs(recorded) is None
+    if recorded.get("settings", {}).get("max_samples") != max_samples:
+        return False
+    # the recorded inputs, looked up by name: generation files beside the output, split files in the data folder
+    candidates = list(path.parent.glob("*.json")) + (list(data_dir.glob("*.jsonl")) if data_dir else [])
+    return changed_inputs(recorded, candidates) is None
 
 
 @dataclass
@@ -125,6 +130,10 @@ class Planner:
             args += ["--max_samples", self.opts.max_samples]
         return args
 
+    @property
+    def data_folder(self) -> Path:
+        return datasets_dir(self.opts.data_dir)
+
     def dataset(self, config: Path, table: str) -> None:
         if config.stem in self.datasets:
             return
@@ -153,7 +162,7 @@ class Planner:
             gen_args = base + (["--model", member] if group else []) + sampling + ["--backend", self.opts.backend]
             outputs = [setting.generations_file(s, member if group else None) for s in ("train", "test")]
             self.steps.append(Step(table, "src.get_generations", gen_args, outputs, rows * prompts * n,
-                                   self.opts.max_samples))
+                                   self.opts.max_samples, self.data_folder))
         emb = ["--embedding_model", self.opts.embedding_model]
         smoothie = [("sample_independent", 1, self.opts.embedding_model)]
         smoothie += [("sample_dependent", k, self.opts.embedding_model) for k in locals_k]
@@ -163,7 +172,7 @@ class Planner:
             args += ["--k", k] if type_ == "sample_dependent" else []
             self.steps.append(Step(table, "src.run_smoothie", args,
                                    [setting.smoothie_file(type_, k, embedding_model=embedder)],
-                                   max_samples=self.opts.max_samples))
+                                   max_samples=self.opts.max_samples, data_dir=self.data_folder))
         commands = {"pick_random": "src.pick_random_baseline", "labeled_oracle": "src.labeled_oracle",
                     "labeled_knn": "src.labeled_knn", "pair_rm": "src.pair_rm_baseline"}
         for method in baselines:
@@ -171,7 +180,7 @@ class Planner:
                 continue
             extra = emb if method == "labeled_knn" else []
             self.steps.append(Step(table, commands[method], base + n_flag + extra, [setting.method_file(method)],
-                                   max_samples=self.opts.max_samples))
+                                   max_samples=self.opts.max_samples, data_dir=self.data_folder))
         self.steps.append(Step(table, "src.evaluate.evaluate", base + n_flag, []))  # always rescored
 
     def plan(self) -> list[Step]:
