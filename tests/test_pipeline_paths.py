@@ -23,6 +23,7 @@ from src import (
     run_smoothie,
 )
 from src.cleaning import clean_generation
+from src.methods.registry import METHOD_PREFIXES
 from src.evaluate import evaluate
 
 
@@ -33,10 +34,15 @@ def _one_line(code, err, *needles):
         assert n in err, err
 
 
+def _only_generations(folder, names):
+    """Other tests route on the shared tree; a copy starts from its generations alone, whatever ran before."""
+    return [n for n in names if n.startswith(METHOD_PREFIXES) or n.startswith("scores")]
+
+
 def _copy(tree, tmp_path):
-    """A private copy of the tree, so a test may change files."""
+    """A private copy of the tree's generations and splits, so a test may change files."""
     root = tmp_path / "t"
-    shutil.copytree(tree.results, root / "results")
+    shutil.copytree(tree.results, root / "results", ignore=_only_generations)
     shutil.copytree(tree.data_dir, root / "data")
     return tree._replace(results=root / "results", data_dir=root / "data")
 
