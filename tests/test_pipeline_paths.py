@@ -23,8 +23,8 @@ from src import (
     run_smoothie,
 )
 from src.cleaning import clean_generation
-from src.methods.registry import METHOD_PREFIXES
 from src.evaluate import evaluate
+from src.methods.registry import METHOD_PREFIXES
 
 
 def _one_line(code, err, *needles):
