@@ -5,6 +5,8 @@ run (each k, regime and baseline). The cache, a SQLite file per embedder keyed b
 each text, makes every run after the first free: the model is not even loaded when all texts
 are cached. Identical texts within a call are embedded once. Misses are embedded and committed
 in chunks, so an interrupted run keeps what it finished and the next one resumes from there.
+For large inputs ``embed_array`` returns an on-disk array instead of one in memory, and
+``ray_replicas`` spreads the misses over a Ray pool of embedders (one per GPU).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from src.cli import UserError
+from src.embedding_backends import BACKENDS
 from src.model_files import assemble_mpnet, minilm_dir
 from src.paths import cache_dir as default_cache_dir
 
@@ -29,7 +32,13 @@ KNOWN_EMBEDDERS = {
     "all-minilm-l6-v2": ("sentence-transformers/all-MiniLM-L6-v2", minilm_dir),
     "bge-small-en-v1.5": ("BAAI/bge-small-en-v1.5", None),
 }
-_SQL_CHUNK = 500
+_SQL_CHUNK = 900  # keys per SELECT ... IN (...), within SQLite's default variable limit
+ARRAY_CHUNK = 65_536  # texts looked up and written to an on-disk array at a time
+
+
+def text_key(text: str) -> str:
+    """A text's cache key: the SHA-256 of its UTF-8 bytes."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _fingerprint(folder: Path) -> str:
@@ -99,6 +108,48 @@ def encode_unpadded(model, texts: list[str], batch_size: int | None = None) -> n
     return out
 
 
+def load_sentence_model(target: str, device: str | None, backend: str = "torch", onnx_path: Path | None = None):
+    """A SentenceTransformer, or for "onnx"/"openvino" its graph under that runtime (CPU only)."""
+    from sentence_transformers import SentenceTransformer
+
+    if backend == "torch":
+        return SentenceTransformer(target, device=device or default_device())
+    from src.embedding_backends import ExportedSentenceModel, export_onnx
+
+    st = SentenceTransformer(target, device="cpu")
+    return ExportedSentenceModel(st, export_onnx(st, onnx_path), backend)
+
+
+def _ray_vectors(target: str, device: str | None, chunks: list[list[str]], replicas: int, backend: str = "torch",
+                 onnx_path: Path | None = None):
+    """(chunk number, vectors) as a Ray Data pool of ``replicas`` embedders finishes each chunk.
+
+    Every replica runs ``encode_unpadded``, whose vectors depend on each text alone, so they are
+    bit-identical to the single-process embedder's on the same kind of device. One GPU per
+    replica where Ray sees GPUs, one CPU otherwise; ``RAY_ADDRESS`` names a running cluster.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=False)
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+
+    class Replica:
+        def __init__(self):
+            self.model = load_sentence_model(target, device, backend, onnx_path)
+
+        def __call__(self, batch: dict) -> dict:
+            vectors = [encode_unpadded(self.model, json.loads(texts)).tobytes() for texts in batch["texts"]]
+            return {"number": batch["number"], "vectors": vectors}
+
+    rows = [{"number": i, "texts": json.dumps(c)} for i, c in enumerate(chunks)]
+    ds = ray.data.from_items(rows).map_batches(Replica, batch_size=1, concurrency=replicas, num_gpus=gpus,
+                                                num_cpus=0 if gpus else 1)
+    for row in ds.iter_rows():
+        number = int(row["number"])
+        yield number, np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(chunks[number]), -1)
+
+
 def default_device() -> str:
     import torch
 
@@ -124,13 +175,23 @@ class Embedder:
         cache_dir: str | os.PathLike | None = None,
         show_progress: bool = True,
         chunk_size: int = 1024,
+        ray_replicas: int = 0,
+        backend: str = "torch",
     ):
+        if backend not in BACKENDS:
+            raise UserError(f"--embedding_backend {backend}: choose one of {', '.join(BACKENDS)}")
         self.name = name_or_path
-        self.target, self.identity = resolve(name_or_path)
+        self.target, identity = resolve(name_or_path)
+        self.backend = backend
+        # vectors differ in the last bits between runtimes, so each backend has its own cache
+        self.identity = identity if backend == "torch" else f"{identity}-{backend}"
+        self.onnx_path = default_cache_dir(cache_dir) / "models" / f"{identity}.onnx"
         self.device = device
         self.show_progress = show_progress
         self.chunk_size = chunk_size
+        self.ray_replicas = ray_replicas
         self.cache_path = default_cache_dir(cache_dir) / "embeddings" / f"{self.identity}.sqlite"
+        self.array_dir = self.cache_path.with_suffix(".arrays")  # on-disk arrays, one per text list
         self.texts_encoded = 0
         self._model = None
 
@@ -138,10 +199,8 @@ class Embedder:
     def model(self):
         """The SentenceTransformer, loaded on first use only."""
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
-
             try:
-                self._model = SentenceTransformer(self.target, device=self.device or default_device())
+                self._model = load_sentence_model(self.target, self.device, self.backend, self.onnx_path)
             except (OSError, ValueError) as exc:
                 raise UserError(
                     f"embedding model {self.name!r} (--embedding_model) could not be loaded: it is not a "
@@ -155,45 +214,110 @@ class Embedder:
         con.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
         return con
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), d) float32 embeddings, from the cache where possible."""
-        texts = list(texts)
-        keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
-        unique = dict(zip(keys, texts))
+    def _lookup(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """The cached vectors among ``keys`` (distinct), fetched in batches of ``_SQL_CHUNK``."""
         found: dict[str, np.ndarray] = {}
-        if self.cache_path.is_file():
-            with closing(sqlite3.connect(self.cache_path, timeout=60)) as con:
-                wanted = list(unique)
-                for i in range(0, len(wanted), _SQL_CHUNK):
-                    chunk = wanted[i : i + _SQL_CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    try:
-                        rows = con.execute(f"SELECT key, vec FROM emb WHERE key IN ({marks})", chunk).fetchall()
-                    except sqlite3.OperationalError:  # an empty file left by an older version
-                        rows = []
-                    for key, blob in rows:
-                        found[key] = np.frombuffer(blob, dtype=np.float32)
-        missing = [k for k in unique if k not in found]
-        if missing:
-            from tqdm.auto import tqdm
+        if not self.cache_path.is_file():
+            return found
+        with closing(sqlite3.connect(self.cache_path, timeout=60)) as con:
+            for i in range(0, len(keys), _SQL_CHUNK):
+                chunk = keys[i : i + _SQL_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                try:
+                    rows = con.execute(f"SELECT key, vec FROM emb WHERE key IN ({marks})", chunk).fetchall()
+                except sqlite3.OperationalError:  # an empty file left by an older version
+                    return found
+                for key, blob in rows:
+                    found[key] = np.frombuffer(blob, dtype=np.float32)
+        return found
 
+    def _encode_missing(self, missing: dict[str, str]) -> dict[str, np.ndarray]:
+        """Embed texts the cache lacks (key -> text), committing each chunk as it finishes."""
+        if not missing:
+            return {}
+        from tqdm.auto import tqdm
+
+        keys = list(missing)
+        chunks = [keys[s : s + self.chunk_size] for s in range(0, len(keys), self.chunk_size)]
+        if self.ray_replicas:
+            results = _ray_vectors(self.target, self.device, [[missing[k] for k in c] for c in chunks],
+                                   self.ray_replicas, self.backend, self.onnx_path)
+        else:
             model = self.model  # load (or fail with a one-line error) before the cache file is made
-            with self._connect() as con:
-                bar = tqdm(total=len(missing), desc=f"embedding ({self.name})", unit="text",
-                           disable=not self.show_progress)
-                for start in range(0, len(missing), self.chunk_size):
-                    chunk = missing[start : start + self.chunk_size]
-                    vecs = encode_unpadded(model, [unique[k] for k in chunk])
-                    con.executemany("INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)",
-                                    [(k, v.tobytes()) for k, v in zip(chunk, vecs)])
-                    con.commit()  # finished chunks survive an interruption
-                    self.texts_encoded += len(chunk)
-                    found.update(zip(chunk, vecs))
-                    bar.update(len(chunk))
-                bar.close()
+            results = ((i, encode_unpadded(model, [missing[k] for k in c])) for i, c in enumerate(chunks))
+        done: dict[str, np.ndarray] = {}
+        with closing(self._connect()) as con:
+            bar = tqdm(total=len(keys), desc=f"embedding ({self.name})", unit="text", disable=not self.show_progress)
+            for number, vecs in results:
+                chunk = chunks[number]
+                con.executemany("INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)",
+                                [(k, v.tobytes()) for k, v in zip(chunk, vecs)])
+                con.commit()  # finished chunks survive an interruption
+                self.texts_encoded += len(chunk)
+                done.update(zip(chunk, vecs))
+                bar.update(len(chunk))
+            bar.close()
+        return done
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), d) float32 embeddings in memory, from the cache where possible."""
+        texts = list(texts)
         if not texts:
             return np.zeros((0, self.dimension()), dtype=np.float32)
+        keys = [text_key(t) for t in texts]
+        unique = dict(zip(keys, texts))
+        found = self._lookup(list(unique))
+        found.update(self._encode_missing({k: t for k, t in unique.items() if k not in found}))
         return np.stack([found[k] for k in keys])
+
+    def embed_array(self, texts: Sequence[str], dtype: str | np.dtype = "float32") -> np.ndarray:
+        """(len(texts), d) embeddings as a read-only memmap of a ``.npy`` file beside the cache.
+
+        Why: a million rows of five generators at d = 768 is 15 GB of float32; Smoothie reads its
+        inputs in chunks, so a memmap lets it route them in a few hundred MB. The file is named by
+        the texts (in order) and the dtype, so a rerun on the same generations opens it at once
+        instead of reading the SQLite cache again; it is written under a temporary name and
+        renamed when complete, so an interrupted run never leaves a partial array behind.
+        """
+        texts = list(texts)
+        dtype = np.dtype(dtype)
+        keys = [text_key(t) for t in texts]
+        digest = hashlib.sha256(("\n".join(keys) + f"\n{dtype.name}").encode()).hexdigest()[:32]
+        path = self.array_dir / f"{digest}.npy"
+        if path.is_file():
+            try:
+                return np.load(path, mmap_mode="r")
+            except (ValueError, OSError):  # unreadable: rebuild it below
+                pass
+        if not texts:
+            return np.zeros((0, self.dimension()), dtype=dtype)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.partial.npy")
+        out = None
+        missing: dict[str, str] = {}
+        where: dict[str, list[int]] = {}
+        for start in range(0, len(texts), ARRAY_CHUNK):
+            chunk = keys[start : start + ARRAY_CHUNK]
+            found = self._lookup(list(dict.fromkeys(chunk)))
+            if out is None and found:
+                dim = len(next(iter(found.values())))
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(texts), dim))
+            for i, key in enumerate(chunk, start):
+                if key in found:
+                    out[i] = found[key]
+                else:
+                    missing[key] = texts[i]
+                    where.setdefault(key, []).append(i)
+        encoded = self._encode_missing(missing)
+        if out is None:
+            dim = len(next(iter(encoded.values())))
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(texts), dim))
+        for key, rows in where.items():
+            out[rows] = encoded[key]
+        out.flush()
+        del out
+        os.replace(tmp, path)
+        return np.load(path, mmap_mode="r")
 
     def dimension(self) -> int:
         return int(self.model.get_embedding_dimension())

@@ -6,7 +6,10 @@
         --model_group 3b --multi_model [--model dolly-3b]
 
 Finished batches are checkpointed beside the output (``*.partial.jsonl``); rerunning the same
-command after an interruption continues where it stopped.
+command after an interruption continues where it stopped. The work divides with identical results:
+``--ray_replicas N`` spreads it over N model replicas with Ray (one GPU each where there are GPUs;
+``RAY_ADDRESS`` names a running cluster), and ``--shard i/n`` runs one n-th of it, for SLURM and
+other schedulers, after which ``python -m src.merge_shards`` (the same flags) writes the files.
 """
 
 from __future__ import annotations
@@ -16,25 +19,15 @@ from collections.abc import Sequence
 from src import cli
 from src.constants import MODEL_GROUPS
 from src.generation.models import resolve_model
-from src.generation.runner import Job, run_job
+from src.generation.runner import BackendSpec, Job, parse_shard, run_job
 from src.io import read_dataset, write_json
-from src.paths import SPLITS, Setting, generation_checkpoint, model_slug
+from src.paths import SPLITS, Setting, generation_checkpoint, model_slug, shard_checkpoints
 from src.provenance import KEY as PROVENANCE
 from src.provenance import stamp
 from src.tasks.config import load_config
 
 BACKENDS = ("hf", "vllm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-def load_backend(kind: str, ref, device: str | None, dtype: str, chat_template: bool):
-    if kind == "vllm":
-        from src.generation.vllm_backend import VLLMBackend
-
-        return VLLMBackend(ref, device, dtype, chat_template)
-    from src.generation.hf import HFBackend
-
-    return HFBackend(ref, device, dtype, chat_template)
 
 
 def _prompt_fields(rows: list[dict], multi_prompt: bool, path) -> list[str]:
@@ -46,8 +39,11 @@ def _prompt_fields(rows: list[dict], multi_prompt: bool, path) -> list[str]:
     return fields
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    p = cli.parser("src.get_generations", "Generate every generator's outputs for a dataset config.")
+def main(argv: Sequence[str] | None = None, merge: bool = False) -> None:
+    """``merge=True`` is ``src.merge_shards``: no model, every batch taken from the shards' checkpoints."""
+    name = "src.merge_shards" if merge else "src.get_generations"
+    p = cli.parser(name, "Merge --shard runs' checkpoints into generation files." if merge
+                   else "Generate every generator's outputs for a dataset config.")
     cli.add_setting_flags(p)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 needed for --n_generations > 1")
     p.add_argument("--seed", type=int, default=42)
@@ -59,7 +55,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--chat_template", action="store_true", help="wrap prompts in the model's chat template")
     p.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
     p.add_argument("--redo", action="store_true", help="regenerate even if outputs exist")
+    p.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
+                   help="run only batches i, i+n, i+2n, ... (0-based); merge with src.merge_shards")
+    p.add_argument("--ray_replicas", type=int, default=0, metavar="N",
+                   help="spread batches over N model replicas with Ray (RAY_ADDRESS: a running cluster)")
     args = p.parse_args(argv)
+    if args.ray_replicas < 0:
+        raise cli.UserError(f"--ray_replicas {args.ray_replicas}: must be 0 (no Ray) or more")
+    if merge and (args.shard or args.ray_replicas or args.redo):
+        raise cli.UserError("src.merge_shards takes the generation flags only: not --shard, --ray_replicas or --redo")
 
     setting = Setting.from_args(args)
     if args.n_generations > 1 and args.temperature <= 0:
@@ -107,14 +111,23 @@ def main(argv: Sequence[str] | None = None) -> None:
             if cli.already_done(out, args.redo, provenance, trust_unstamped=True):
                 continue
             if args.redo:
-                checkpoint.unlink(missing_ok=True)
+                for old in (checkpoint, *shard_checkpoints(checkpoint)):
+                    old.unlink(missing_ok=True)
             prompts = tuple(r[f] for r in rows for f in fields)  # sample-major, prompt order within
             job = Job(model=model, prompts=prompts, n=args.n_generations, max_new_tokens=max_new_tokens,
                       temperature=args.temperature, seed=args.seed, batch_size=args.batch_size)
-            if backend is None:
+            spec = None if merge else BackendSpec(args.backend, refs[model], args.device, args.dtype,
+                                                  args.chat_template)
+            if spec is not None and backend is None and not (args.ray_replicas or args.shard):
                 print(f"loading {model} ({args.backend} backend)")
-                backend = load_backend(args.backend, refs[model], args.device, args.dtype, args.chat_template)
-            outputs = run_job(backend, job, checkpoint, desc=f"{model_slug(model)} {split}")
+                backend = spec.load()
+            outputs = run_job(spec, job, checkpoint, desc=f"{model_slug(model)} {split}", shard=args.shard,
+                              ray_replicas=args.ray_replicas, backend=backend)
+            if outputs is None:
+                i, n = args.shard
+                print(f"shard {i}/{n} of {out.name} finished; when every shard has, run src.merge_shards with "
+                      "the same flags")
+                continue
             width = len(fields)
             generations = []
             for i in range(len(rows)):
@@ -122,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 flat = [s for per_prompt in per_sample for s in per_prompt]  # prompt-major
                 generations.append(flat[0] if width == 1 and args.n_generations == 1 else flat)
             write_json(out, {"generations": generations, PROVENANCE: provenance})
-            checkpoint.unlink(missing_ok=True)
+            for finished in (checkpoint, *shard_checkpoints(checkpoint)):
+                finished.unlink(missing_ok=True)
             print(f"wrote {out} ({len(rows)} samples)")
 
 

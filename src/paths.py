@@ -202,6 +202,16 @@ def generation_checkpoint(final: Path) -> Path:
     return final.with_name(final.name + ".partial.jsonl")
 
 
+def shard_checkpoint(checkpoint: Path, i: int, n: int) -> Path:
+    """``--shard i/n`` writes its finished batches here, beside the run's own checkpoint."""
+    return checkpoint.with_name(checkpoint.name.replace(".partial.jsonl", f".shard-{i}-of-{n}.partial.jsonl"))
+
+
+def shard_checkpoints(checkpoint: Path) -> list[Path]:
+    """Every shard's checkpoint of a run, whatever its shard count."""
+    return sorted(checkpoint.parent.glob(checkpoint.name.replace(".partial.jsonl", ".shard-*-of-*.partial.jsonl")))
+
+
 # --- Alpaca (SPEC 3.6) ---------------------------------------------------------------------
 ALPACA_DIR = Path("alpaca")
 ALPACA_METHODS = ("pick_random", "smoothie", "smoothie_independent")

@@ -17,9 +17,13 @@ import numpy as np
 
 from src import cli
 from src.cleaning import clean_for_task
+from src.embedding_backends import BACKENDS as EMBEDDING_BACKENDS
+from src.embedding_backends import DEFAULT_BACKEND as DEFAULT_EMBEDDING_BACKEND
 from src.embeddings import Embedder
 from src.generations import GenerationTable, tables_from_files
 from src.io import read_dataset, read_generations, write_json
+from src.neighbours import EXACT_MAX_ROWS
+from src.neighbours import METHODS as NEIGHBOUR_METHODS
 from src.paths import DEFAULT_EMBEDDER
 from src.smoothie import ON_INVALID, smoothie_weights
 
@@ -49,9 +53,11 @@ def embed_table(
     task_names: Sequence[str | None] | None = None,
     inputs: Sequence[str] | None = None,
     clean: bool = True,
+    dtype: str = "float32",
 ) -> np.ndarray:
-    """(N, n, m, d) embeddings of a table's generations, cleaned per task; with ``inputs``, each
-    text is embedded as input + " " + generation (the full-text variant)."""
+    """(N, n, m, d) embeddings of a table's generations, cleaned per task, as a memmap of an
+    on-disk array (see ``Embedder.embed_array``); with ``inputs``, each text is embedded as
+    input + " " + generation (the full-text variant)."""
     n, g, m = table.texts.shape
     tasks = task_names if task_names is not None else [None] * n
     texts = []
@@ -59,8 +65,7 @@ def embed_table(
         for text in table.texts[i].ravel():
             t = clean_for_task(text, tasks[i]) if clean else text
             texts.append(f"{inputs[i]} {t}" if inputs is not None else t)
-    emb = embedder.embed(texts)
-    return emb.reshape(n, g, m, -1)
+    return embedder.embed_array(texts, dtype).reshape(n, g, m, -1)
 
 
 def route_table(
@@ -75,9 +80,13 @@ def route_table(
     full_text: bool = False,
     train: tuple[GenerationTable, Sequence[dict]] | None = None,
     on_invalid: str = "parity",
+    neighbours: str = "auto",
+    embedding_dtype: str = "float32",
 ) -> Routed:
     """Smoothie weights and selections for a table. ``rows`` are the samples' dataset rows
-    (task names for cleaning, inputs for neighbours); ``train`` switches to the train_time regime."""
+    (task names for cleaning, inputs for neighbours); ``train`` switches to the train_time regime.
+    Embeddings stay in on-disk arrays and are read in chunks, so a million rows route in little
+    memory; ``neighbours`` and ``embedding_dtype`` are the scale knobs (``src.neighbours``)."""
     if type_ not in TYPES:
         raise cli.UserError(f"--type must be one of {', '.join(TYPES)}")
     local = type_ == "sample_dependent"
@@ -97,8 +106,8 @@ def route_table(
 
     needs_inputs = full_text or (local and (k > 1 or train is not None))
     test_inputs = inputs(rows) if needs_inputs else None
-    emb = embed_table(embedder, table, tasks(rows), test_inputs if full_text else None, clean)
-    input_emb = embedder.embed(test_inputs) if local and test_inputs is not None else None
+    emb = embed_table(embedder, table, tasks(rows), test_inputs if full_text else None, clean, embedding_dtype)
+    input_emb = embedder.embed_array(test_inputs, embedding_dtype) if local and test_inputs is not None else None
 
     kwargs = {}
     if train is not None:
@@ -107,11 +116,12 @@ def route_table(
             raise cli.UserError("train and test generations come from different generators")
         train_inputs = inputs(train_rows) if (full_text or local) else None
         kwargs["train_embeddings"] = embed_table(
-            embedder, train_table, tasks(train_rows), train_inputs if full_text else None, clean
+            embedder, train_table, tasks(train_rows), train_inputs if full_text else None, clean, embedding_dtype
         )
         if local:
-            kwargs["train_input_embeddings"] = embedder.embed(train_inputs)
-    weights = smoothie_weights(emb, input_emb, k=k if local else None, on_invalid=on_invalid, **kwargs)
+            kwargs["train_input_embeddings"] = embedder.embed_array(train_inputs, embedding_dtype)
+    weights = smoothie_weights(emb, input_emb, k=k if local else None, on_invalid=on_invalid, neighbours=neighbours,
+                               **kwargs)
     selected = weights.argmax(axis=1)
     first = table.first()
     return Routed(
@@ -174,6 +184,17 @@ def add_smoothie_flags(p, type_required: bool = False) -> None:
     p.add_argument("--device", default=None, help="embedding device (default: cuda, mps or cpu)")
     p.add_argument("--on_invalid", choices=ON_INVALID, default="parity",
                    help="rule for rows with a non-positive error estimate (see src/smoothie.py)")
+    p.add_argument("--neighbours", choices=NEIGHBOUR_METHODS, default="auto",
+                   help=f"Smoothie-Local's neighbour search: exact, approximate (FAISS HNSW), or auto (exact up to "
+                        f"{EXACT_MAX_ROWS:,} samples)")
+    p.add_argument("--embedding_dtype", choices=("float32", "float16"), default="float32",
+                   help="precision of the on-disk embedding arrays (float16 halves disk and reads at large N)")
+    p.add_argument("--embedding_backend", choices=EMBEDDING_BACKENDS, default=DEFAULT_EMBEDDING_BACKEND,
+                   help="runtime for the embedder: torch, or its exported graph under ONNX Runtime or OpenVINO "
+                        "(CPU); each has its own cache (README, Scale)")
+    p.add_argument("--ray_replicas", type=cli.positive_int, default=None, metavar="N",
+                   help="embed cache misses on N Ray replicas, one GPU each where there are GPUs (RAY_ADDRESS: a "
+                        "running cluster); same vectors as without")
 
 
 def check_k(args, n_rows: int, n_generations: int = 1, regime: str = "test_time") -> None:
@@ -194,8 +215,10 @@ def check_k(args, n_rows: int, n_generations: int = 1, regime: str = "test_time"
 
 def route_with_flags(table: GenerationTable, args, **kwargs) -> Routed:
     """``route_table`` configured by the flags of :func:`add_smoothie_flags`."""
-    embedder = Embedder(args.embedding_model, device=args.device)
-    return route_table(table, embedder, type_=args.type, k=args.k, on_invalid=args.on_invalid, **kwargs)
+    embedder = Embedder(args.embedding_model, device=args.device, ray_replicas=args.ray_replicas or 0,
+                        backend=args.embedding_backend)
+    return route_table(table, embedder, type_=args.type, k=args.k, on_invalid=args.on_invalid,
+                       neighbours=args.neighbours, embedding_dtype=args.embedding_dtype, **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

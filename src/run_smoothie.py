@@ -34,8 +34,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                                 full_text=args.use_full_text_embeddings)
     splits = ("train", "test") if args.regime == "train_time" else ("test",)
     settings = {"type": args.type, "k": args.k if args.type == "sample_dependent" else None, "regime": args.regime,
-                "embedder": Embedder(args.embedding_model).identity, "n_generations": setting.n_generations,
-                "full_text": args.use_full_text_embeddings, "on_invalid": args.on_invalid, "clean": exp.clean}
+                "embedder": Embedder(args.embedding_model, backend=args.embedding_backend).identity, "n_generations": setting.n_generations,
+                "full_text": args.use_full_text_embeddings, "on_invalid": args.on_invalid, "clean": exp.clean,
+                "neighbours": args.neighbours, "embedding_dtype": args.embedding_dtype}
     check_k(args, len(exp.train_rows) if args.regime == "train_time" else len(exp.test_rows), setting.n_generations,
             args.regime)
     provenance = exp.provenance(settings, splits)

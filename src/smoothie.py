@@ -1,5 +1,6 @@
 """The Smoothie estimator (SPEC section 4), vectorised with numpy (scipy's sparse matrices for the
-neighbour pooling, scikit-learn's nearest-neighbour search for Smoothie-Local).
+neighbour pooling, ``src.neighbours`` for Smoothie-Local's nearest samples: exact search up to
+50,000 samples, FAISS's approximate index above).
 
 Model: each generator's embedding is the unknown true embedding plus isotropic Gaussian noise,
 lambda_i = y + eps_i with E||eps_i||^2 = delta_i. For three generators the triplet identity
@@ -32,7 +33,9 @@ import warnings
 
 import numpy as np
 from scipy import sparse
-from sklearn.neighbors import NearestNeighbors
+
+from src.neighbours import METHODS as NEIGHBOUR_METHODS
+from src.neighbours import NeighbourIndex
 
 ON_INVALID = ("parity", "argmin")
 _CHUNK = 4096  # rows converted to float64 at a time, to bound memory on large (N, m, d) inputs
@@ -137,11 +140,17 @@ class Smoothie:
     k : None for Smoothie-Global (one theta for every sample); an int for Smoothie-Local, the
         number of nearest fitted samples (by input embedding) whose generations are pooled.
     on_invalid : "parity" (the paper's behaviour) or "argmin"; see the module docstring.
+    neighbours : "auto", "exact" or "approx": how Smoothie-Local finds the k nearest samples
+        (see ``src.neighbours``; "auto" is exact up to 50,000 fitted samples).
+
+    The generation embeddings may be a read-only memmap (``np.load(..., mmap_mode="r")``, float16
+    allowed): they are read in chunks, so only (N, m) row sums are held in memory.
     """
 
-    def __init__(self, k: int | None = None, on_invalid: str = "parity"):
+    def __init__(self, k: int | None = None, on_invalid: str = "parity", neighbours: str = "auto"):
         self.k = k
         self.on_invalid = on_invalid
+        self.neighbours_method = neighbours
 
     def fit(self, embeddings: np.ndarray, input_embeddings: np.ndarray | None = None) -> Smoothie:
         """``embeddings``: (N, m, d), or (N, n, m, d) with n sampled generations per sample."""
@@ -149,6 +158,8 @@ class Smoothie:
             raise ValueError(f"k must be a positive integer or None, got {self.k!r}")
         if self.on_invalid not in ON_INVALID:
             raise ValueError(f"on_invalid must be one of {ON_INVALID}")
+        if self.neighbours_method not in NEIGHBOUR_METHODS:
+            raise ValueError(f"neighbours must be one of {NEIGHBOUR_METHODS}, not {self.neighbours_method!r}")
         x = _as_rows(embeddings)
         self.n_samples_, self.n_sets_, self.n_generators_, self.dim_ = x.shape
         # Per-sample mean over its n sampled sets; pooling equal-size sets keeps means exact.
@@ -164,11 +175,11 @@ class Smoothie:
                 if self.k_ != 1:
                     raise ValueError(f"Smoothie-Local with k={self.k} needs input_embeddings to find neighbours")
             else:
-                inputs = np.asarray(input_embeddings)
+                inputs = np.asarray(input_embeddings)  # a memmap stays on disk
                 if len(inputs) != self.n_samples_:
                     raise ValueError(f"{len(inputs)} input embeddings for {self.n_samples_} samples")
                 self.input_embeddings_ = inputs
-                self.neighbours_index_ = NearestNeighbors(n_neighbors=self.k_).fit(inputs)
+                self.neighbours_index_ = NeighbourIndex(self.k_, self.neighbours_method).fit(inputs)
         return self
 
     def neighbours(self, query_inputs: np.ndarray | None = None) -> np.ndarray:
@@ -184,13 +195,13 @@ class Smoothie:
             own = np.arange(n)
             if self.k_ == 1:
                 return own[:, None]
-            idx = self.neighbours_index_.kneighbors(self.input_embeddings_, return_distance=False)
+            idx = self.neighbours_index_.kneighbors(self.input_embeddings_)
             lacks_self = ~(idx == own[:, None]).any(axis=1)
             idx[lacks_self, -1] = own[lacks_self]  # exact duplicates can crowd a sample out
             return idx
         if self.neighbours_index_ is None:
             raise ValueError("fit was given no input embeddings, so new queries cannot be placed among its samples")
-        return self.neighbours_index_.kneighbors(np.asarray(query_inputs), return_distance=False)
+        return self.neighbours_index_.kneighbors(query_inputs)
 
     def predict_weights(self, query_inputs: np.ndarray | None = None, n_queries: int | None = None) -> np.ndarray:
         """(Q, m) weights. Global: theta_ for each of ``n_queries`` (default: the fitted samples).
@@ -216,6 +227,7 @@ def smoothie_weights(
     train_embeddings: np.ndarray | None = None,
     train_input_embeddings: np.ndarray | None = None,
     on_invalid: str = "parity",
+    neighbours: str = "auto",
 ) -> np.ndarray:
     """(N, m) Smoothie weights for N samples' m generations (rows sum to 1).
 
@@ -223,13 +235,14 @@ def smoothie_weights(
     embedding (the sample itself included; k=1 needs no input embeddings). With ``train_embeddings`` (and, for Local, train
     input embeddings) the errors are estimated on the train split and applied to these samples
     (the train_time regime); otherwise on these samples' own generations (test_time).
-    ``embeddings`` may also be (N, n, m, d): n sampled generation sets per sample.
+    ``embeddings`` may also be (N, n, m, d): n sampled generation sets per sample, and may be a
+    memmap on disk. ``neighbours`` picks exact or approximate neighbour search (``src.neighbours``).
     """
     x = _as_rows(embeddings)
     if train_embeddings is None:
-        model = Smoothie(k=k, on_invalid=on_invalid).fit(x, input_embeddings)
+        model = Smoothie(k=k, on_invalid=on_invalid, neighbours=neighbours).fit(x, input_embeddings)
         return model.predict_weights(None)
-    model = Smoothie(k=k, on_invalid=on_invalid).fit(train_embeddings, train_input_embeddings)
+    model = Smoothie(k=k, on_invalid=on_invalid, neighbours=neighbours).fit(train_embeddings, train_input_embeddings)
     if _as_rows(train_embeddings).shape[2:] != x.shape[2:]:
         raise ValueError("train and test embeddings must have the same number of generators and dimension")
     if k is None:

@@ -141,3 +141,22 @@ def test_joined_mpnet_with_wrong_bytes_is_refused(tmp_path):
     good = assemble_mpnet(tmp_path / "good", parts=parts,
                           expected_sha256=sha256_file(folder / "model.safetensors"))
     assert (good / "modules.json").is_file()
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_exported_backends_match_torch_and_keep_their_own_cache(tmp_path, backend):
+    texts = ["Paris is the capital of France.", "The answer is 42, because six times seven is forty-two.", "short"]
+    torch_vecs = Embedder(minilm(), cache_dir=tmp_path, show_progress=False).embed(texts)
+    other = Embedder(minilm(), cache_dir=tmp_path, show_progress=False, backend=backend)
+    vecs = other.embed(texts)
+    assert other.texts_encoded == 3  # the torch vectors in the same cache folder were not reused
+    assert other.cache_path != Embedder(minilm(), cache_dir=tmp_path).cache_path
+    np.testing.assert_allclose(vecs, torch_vecs, atol=1e-5)
+    # each text's vector is its own, alone or beside others, cold or warm
+    alone = Embedder(minilm(), cache_dir=tmp_path / "alone", show_progress=False, backend=backend)
+    np.testing.assert_array_equal(np.stack([alone.embed([t])[0] for t in texts]), vecs)
+
+
+def test_unknown_backend_is_a_user_error():
+    with pytest.raises(UserError, match="--embedding_backend"):
+        Embedder("all-MiniLM-L6-v2", backend="tensorrt")
