@@ -53,6 +53,17 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
         sys.exit(130)
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0, where 0 has a meaning of its own (no labels)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (0 would silently mean 'all' or 'none' elsewhere)."""
     try:

@@ -83,13 +83,19 @@ def evaluate(exp: Experiment) -> dict:
             "best_single": float(exp.test_scores[idx, best].mean()),
             "best_generator": names[best],
         }
+        files_of: dict[str, int] = {}
+        for stem in per_sample:
+            files_of[method_of(stem)] = files_of.get(method_of(stem), 0) + 1
         for stem, scores in sorted(per_sample.items()):
             value = float(scores[idx].mean())
             method = method_of(stem)
             if method == "smoothie":
                 entry["smoothie"][stem] = value
-            else:
+            elif files_of[method] == 1:
                 entry[method] = value
+            else:  # several variants of one method (labeled_smoothie at several n): one entry each
+                group = exp.setting.group
+                entry[stem.replace(f"{method}_{group}_", f"{method}_", 1) if group else stem] = value
         result[key] = entry
     return result
 
@@ -106,8 +112,8 @@ def format_table(result: dict) -> str:
     for stem in first["smoothie"]:
         rows.append((stem, [result[k]["smoothie"][stem] for k in keys]))
     for method in (m.name for m in BASELINES):
-        if method in first:
-            rows.append((method, [result[k][method] for k in keys]))
+        for key in sorted(k for k in first if k == method or (k.startswith(method + "_") and k[len(method) + 1:].isdigit())):
+            rows.append((key, [result[k][key] for k in keys]))
     width = max(len(r[0]) for r in rows)
     head = " | ".join(f"{k + (' (lower is better)' if k in LOWER_IS_BETTER else ''):>12}" for k in keys)
     lines = [f"{'':<{width}} | {head}", "-" * (width + 3 + len(head))]

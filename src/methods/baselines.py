@@ -8,7 +8,7 @@ from sklearn.neighbors import NearestNeighbors
 from src.evaluate.metrics import LOWER_IS_BETTER
 
 
-def _orient(scores: np.ndarray, metric_names) -> np.ndarray:
+def orient(scores: np.ndarray, metric_names) -> np.ndarray:
     """Scores where higher is better, whatever each row's metric."""
     flip = np.array([m in LOWER_IS_BETTER for m in metric_names])
     return np.where(flip[:, None], -scores, scores)
@@ -24,7 +24,7 @@ def labeled_oracle(train_scores: np.ndarray, metric_names, n_test: int, n_labels
     """(picks (trials, N), labelled train rows (trials, n_labels)): each trial draws ``n_labels``
     labelled train samples, finds the generator with the best mean score on them, and routes
     every test sample to it (Best-on-Val)."""
-    scores = _orient(train_scores, metric_names)
+    scores = orient(train_scores, metric_names)
     rng = np.random.default_rng(seed)
     picks = np.empty((n_trials, n_test), dtype=int)
     draws = np.empty((n_trials, min(n_labels, len(scores))), dtype=int)
@@ -41,7 +41,7 @@ def labeled_knn(train_scores: np.ndarray, metric_names, train_inputs: np.ndarray
     """(picks (trials, N), labelled train rows (trials, n_labels)): each trial draws ``n_labels`` labelled train samples; each test sample goes to
     the generator that is best (ties: all tied generators count) on most of its k nearest
     labelled samples by input embedding; ties between generators broken at random (seeded)."""
-    scores = _orient(train_scores, metric_names)
+    scores = orient(train_scores, metric_names)
     wins = (scores == scores.max(axis=1, keepdims=True)).astype(float)  # (N_train, m)
     rng = np.random.default_rng(seed)
     picks = np.empty((n_trials, len(test_inputs)), dtype=int)
@@ -58,6 +58,6 @@ def labeled_knn(train_scores: np.ndarray, metric_names, train_inputs: np.ndarray
 
 def oracle_and_best(test_scores: np.ndarray, metric_names) -> tuple[float, int]:
     """(mean score of the best generator per sample, index of the best single generator)."""
-    scores = _orient(test_scores, metric_names)
+    scores = orient(test_scores, metric_names)
     oracle_rows = test_scores[np.arange(len(scores)), scores.argmax(axis=1)]
     return float(oracle_rows.mean()), int(scores.mean(axis=0).argmax())

@@ -1,0 +1,193 @@
+"""Quality against the number of labels: Best-on-Val(n), Smoothie-Global, random and Labelled Smoothie(n).
+
+    python benchmarks/label_curve.py [--draws 200] [--embedding_model all-MiniLM-L6-v2] [--plot label_curve.png]
+
+Sets (each one global choice among its generators; quality = the chosen generator's mean score
+over all rows of the set): GSM8K solutions (4 systems, the dataset authors' correctness labels),
+WebNLG 2020 (16 systems, ROUGE-2 against the references), the AlpacaEval sample (every 5-of-6
+ensemble of six leaderboard models, the judge's per-instruction preference - 1) from
+../shared/data, and the demo task (SmolLM2 under 4 prompts; made by ``make demo``). For each n,
+``--draws`` random draws of n labelled rows; the mean quality and its standard error are
+printed per method, and the relative regret r = (max(BoV(n), SG) - method) / (best - random).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from src.embeddings import Embedder  # noqa: E402
+from src.evaluate.metrics import METRICS  # noqa: E402
+from src.methods.labeled_smoothie import STRENGTH, pick  # noqa: E402
+from src.paths import Setting, split_file  # noqa: E402
+from src.route import route_generations  # noqa: E402
+
+NS = (0, 1, 2, 5, 10, 20, 50)
+
+
+def _generation_files(folder: Path) -> tuple[list[str], list[list[str]]]:
+    files = sorted(folder.glob("*_test.json"))
+    return [f.name[: -len("_test.json")] for f in files], [json.loads(f.read_text())["generations"] for f in files]
+
+
+def gsm8k(shared: Path):
+    names, gens = _generation_files(shared / "gsm8k_solutions" / "generations")
+    labels = [json.loads((shared / "gsm8k_solutions" / "labels" / f"{n}_test.json").read_text())["is_correct"]
+              for n in names]
+    yield "GSM8K (4 systems)", "gsm8k", gens, np.array(labels, dtype=float).T
+
+
+def webnlg(shared: Path):
+    names, gens = _generation_files(shared / "webnlg2020" / "generations")
+    rows = [json.loads(line) for line in (shared / "webnlg2020" / "webnlg2020_test.jsonl").read_text().splitlines()]
+    refs = [r["reference"] for r in rows]
+    scores = np.array([METRICS["rouge2"](g, refs) for g in gens]).T
+    yield "WebNLG 2020 (16 systems)", "web_nlg", gens, scores
+
+
+def alpaca(shared: Path):
+    folder = shared / "alpaca_eval_sample"
+    models = sorted(p.stem for p in (folder / "downloaded_outputs").glob("*.json"))
+    order = None
+    outputs, prefs = {}, {}
+    for m in models:
+        rows = json.loads((folder / "downloaded_outputs" / f"{m}.json").read_text())
+        pref = json.loads((folder / "preferences" / f"{m}.json").read_text())["preference"]
+        order = order or [r["instruction"] for r in rows]
+        by_instruction = {r["instruction"]: (r["output"], p) for r, p in zip(rows, pref)}
+        outputs[m] = [by_instruction[i][0] for i in order]
+        prefs[m] = [by_instruction[i][1] - 1.0 for i in order]
+    for members in itertools.combinations(models, 5):
+        left_out = next(m for m in models if m not in members)
+        yield (f"AlpacaEval without {left_out}", None, [outputs[m] for m in members],
+               np.array([prefs[m] for m in members]).T)
+
+
+def demo(_shared: Path):
+    gens_file = Setting(config="demo", results_dir=ROOT / "results", model="smollm2-135m").generations_file("test")
+    data_file = ROOT / split_file("demo", "test")
+    if not gens_file.is_file() or not data_file.is_file():
+        print(f"demo task skipped: {gens_file} is missing (run `make demo` first)")
+        return
+    per_row = json.loads(gens_file.read_text())["generations"]
+    rows = [json.loads(line) for line in data_file.read_text().splitlines()]
+    gens = [[row[p] for row in per_row] for p in range(len(per_row[0]))]
+    refs = [r["reference"] for r in rows]
+    scores = np.array([METRICS["trivia_qa_acc"](g, refs) for g in gens]).T
+    yield "demo (SmolLM2 x 4 prompts)", "demo", gens, scores
+
+
+def curves(scores: np.ndarray, theta: np.ndarray, draws: int, seed: int = 0,
+           strength: float = STRENGTH) -> dict[str, np.ndarray]:
+    """(draws, len(NS)) qualities per method; random and SG repeat their one value."""
+    quality = scores.mean(axis=0)
+    rng = np.random.default_rng(seed)
+    out = {name: np.empty((draws, len(NS))) for name in ("bov", "ls")}
+    for j, n in enumerate(NS):
+        for d in range(draws):
+            rows = rng.choice(len(scores), size=n, replace=False)
+            if n == 0:
+                out["bov"][d, j] = quality.mean()  # no labels: Best-on-Val is a random generator
+            else:
+                means = scores[rows].mean(axis=0)
+                best = np.flatnonzero(means == means.max())
+                out["bov"][d, j] = quality[best].mean()  # ties broken uniformly: their expected quality
+            out["ls"][d, j] = quality[pick(theta, scores[rows], strength)]
+    out["sg"] = np.full((draws, len(NS)), quality[int(np.argmax(theta))])
+    out["random"] = np.full((draws, len(NS)), quality.mean())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", default=os.environ.get("SMOOTHIE_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap.add_argument("--draws", type=int, default=200)
+    ap.add_argument("--embedding_model", default="all-MiniLM-L6-v2")
+    ap.add_argument("--plot", default="label_curve.png")
+    ap.add_argument("--strength", type=float, default=STRENGTH, help="the rule's constant (default: the shipped one)")
+    args = ap.parse_args()
+    shared = Path(args.shared)
+    embedder = Embedder(args.embedding_model, show_progress=True)
+    sources = [demo] + ([gsm8k, webnlg, alpaca] if shared.is_dir() else [])
+    if not shared.is_dir():
+        print(f"{shared} is absent: the real sets are skipped")
+    results = {}
+    for source in sources:
+        for name, task, gens, scores in source(shared):
+            theta = route_generations(gens, k=None, task=task, embedder=embedder).weights[0]
+            c = curves(scores, theta, args.draws, strength=args.strength)
+            quality = scores.mean(axis=0)
+            results[name] = (c, float(quality.max()), float(quality.mean()))
+    print(f"\nLabelled Smoothie, STRENGTH = {args.strength}; embedder {args.embedding_model}; {args.draws} draws per n\n")
+    print("| set | n | random | Smoothie-Global | Best-on-Val(n) ± SE | Labelled Smoothie(n) ± SE | r BoV | r SG | r LS |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    regret = {m: np.empty((len(results), len(NS))) for m in ("bov", "sg", "ls")}
+    below = []
+    for i, (name, (c, best, rand)) in enumerate(results.items()):
+        gap = max(best - rand, 1e-12)
+        for j, n in enumerate(NS):
+            mean = {m: c[m][:, j].mean() for m in c}
+            se = {m: c[m][:, j].std(ddof=1) / np.sqrt(len(c[m])) for m in ("bov", "ls")}
+            envelope = max(mean["bov"], mean["sg"]) if n else mean["sg"]
+            for m in regret:
+                regret[m][i, j] = (envelope - mean[m]) / gap
+            if n >= 1 and mean["ls"] < mean["bov"] - se["bov"]:
+                below.append(f"{name} n={n}")
+            print(f"| {name} | {n} | {mean['random']:.4f} | {mean['sg']:.4f} | {mean['bov']:.4f} ± {se['bov']:.4f} | "
+                  f"{mean['ls']:.4f} ± {se['ls']:.4f} | {regret['bov'][i, j]:.2f} | {regret['sg'][i, j]:.2f} | "
+                  f"{regret['ls'][i, j]:.2f} |")
+    labelled = [j for j, n in enumerate(NS) if n >= 1]
+    mid = [NS.index(n) for n in (2, 5, 10)]
+    print("\n| summary over sets | Best-on-Val | Smoothie-Global | Labelled Smoothie | goal |")
+    print("|---|---|---|---|---|")
+    print("| worst-case r, n in 1..50 | " + " | ".join(f"{regret[m][:, labelled].max():.2f}" for m in regret)
+          + " | <= 0.15 |")
+    print("| mean r at n in {2, 5, 10} | " + " | ".join(f"{regret[m][:, mid].mean():.3f}" for m in regret)
+          + " | <= 0.03 |")
+    print(f"| below Best-on-Val(n) by > 1 SE | | | {len(below)} ({', '.join(below) or 'none'}) | 0 |")
+    print(f"| n = 0 equals Smoothie-Global | | | {all(np.allclose(c['ls'][:, 0], c['sg'][:, 0]) for c, _, _ in results.values())} | True |")
+    if args.plot:
+        plot(results, Path(args.plot))
+        print(f"\nwrote {args.plot}")
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    cols = 3
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    x = np.arange(len(NS))
+    for ax, name in zip(axes.ravel(), names):
+        c, best, rand = results[name]
+        for key, label, style in (("bov", "Best-on-Val(n)", "o-"), ("ls", "Labelled Smoothie(n)", "s-"),
+                                  ("sg", "Smoothie-Global", "--"), ("random", "random", ":")):
+            mean = c[key].mean(axis=0)
+            se = c[key].std(axis=0, ddof=1) / np.sqrt(len(c[key]))
+            ax.errorbar(x, mean, yerr=se, fmt=style, label=label, capsize=2, markersize=3)
+        ax.axhline(best, color="grey", linewidth=0.6)
+        ax.set_xticks(x, [str(n) for n in NS])
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("labelled rows n")
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

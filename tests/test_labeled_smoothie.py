@@ -1,0 +1,110 @@
+"""Labelled Smoothie: the rule on arrays, and the command through the pipeline on the SmolLM2 tree."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+from conftest import minilm, run_cli
+
+from src import labeled_smoothie, run_smoothie
+from src.evaluate import evaluate
+from src.methods.labeled_smoothie import combine, pick, smoothie_prior
+from src.methods.labeled_smoothie import labeled_smoothie as labeled_smoothie_on_arrays
+from src.smoothie import smoothie_weights
+
+
+def _planted_outlier(n_rows: int = 400, seed: int = 0):
+    """Four weak generators share a common error (they agree with each other, so Smoothie trusts
+    them); generator 4 is closest to the truth but alone. Its labelled scores are the best."""
+    rng = np.random.default_rng(seed)
+    d = 64
+    truth = rng.standard_normal((n_rows, d))
+    shared = 1.5 * rng.standard_normal((n_rows, d))
+    emb = np.empty((n_rows, 5, d))
+    for j in range(4):
+        emb[:, j] = truth + shared + 0.5 * rng.standard_normal((n_rows, d))
+    emb[:, 4] = truth + 1.0 * rng.standard_normal((n_rows, d))
+    scores = (rng.random((n_rows, 5)) < np.array([0.2, 0.25, 0.2, 0.2, 0.9])).astype(float)
+    return emb, scores
+
+
+def test_planted_outlier_recovered_with_five_labels():
+    emb, scores = _planted_outlier()
+    theta = smoothie_weights(emb, k=None)[0]
+    assert theta.argmax() != 4 and theta.argmin() == 4  # agreement alone ranks the outlier last
+    rng = np.random.default_rng(1)
+    picks = [labeled_smoothie_on_arrays(emb, scores[rng.choice(len(scores), 5, replace=False)]) for _ in range(100)]
+    assert np.mean(np.array(picks) == 4) >= 0.8
+    # and where Smoothie is right, five labels rarely move it
+    top = int(theta.argmax())
+    strong_first = scores.copy()
+    strong_first[:, [top, 4]] = scores[:, [4, top]]
+    kept = [pick(theta, strong_first[rng.choice(len(scores), 5, replace=False)]) == top for _ in range(100)]
+    assert np.mean(kept) >= 0.9
+
+
+def test_rule_edges():
+    theta = np.array([0.1, 0.5, 0.2, 0.2])
+    prior = smoothie_prior(theta)
+    assert prior[1] == 1.0 and prior[0] == 0.0 and prior[2] == prior[3]  # ties share a rank
+    # no labels: Smoothie-Global's pick; identical labelled scores: Smoothie's order decides
+    assert pick(theta, np.zeros((0, 4))) == 1
+    assert pick(theta, np.ones((3, 4))) == 1
+    np.testing.assert_array_equal(combine(theta, np.zeros((0, 4))), prior)
+    # overwhelming labels win: 20 rows where generator 0 is right and the others are wrong
+    labels = np.zeros((20, 4))
+    labels[:, 0] = 1
+    assert pick(theta, labels) == 0
+
+
+def _copy(tree, tmp_path):
+    root = tmp_path / "t"
+    shutil.copytree(tree.results, root / "results",
+                    ignore=lambda d, names: [n for n in names if n.startswith(("labeled_", "smoothie_", "scores"))])
+    shutil.copytree(tree.data_dir, root / "data")
+    return tree._replace(results=root / "results", data_dir=root / "data")
+
+
+def test_command_file_format_n0_and_seeds(smol_tree, tmp_path, capsys):
+    tree = _copy(smol_tree, tmp_path)
+    emb = ["--embedding_model", minilm()]
+    code, out, err = run_cli(labeled_smoothie.main, tree.setting_args("--n_labels", 5, *emb), capsys)
+    assert code == 0, err
+    path = tree.folder / "labeled_smoothie_prompts_5_test.json"
+    data = json.loads(path.read_text())
+    assert len(data["generations"]) == 10 and all(len(t) == tree.n_test for t in data["generations"])
+    assert np.array(data["labeled_train_rows"]).shape == (10, 5)
+    assert all(len(set(rows)) == 5 and max(rows) < tree.n_train for rows in data["labeled_train_rows"])
+    assert data["generators"] == tree.generators and "provenance" in data
+    for trial, chosen in zip(data["selected"], data["generations"]):
+        assert len(set(trial)) == 1  # one generator per trial, every row
+        texts = json.loads((tree.folder / f"{tree.generators[trial[0]]}_test.json").read_text())["generations"]
+        assert chosen == texts
+
+    # reproducible for a seed, another seed labels other rows
+    first = path.read_bytes()
+    assert run_cli(labeled_smoothie.main, tree.setting_args("--n_labels", 5, "--redo", *emb), capsys)[0] == 0
+    assert path.read_bytes() == first
+    assert run_cli(labeled_smoothie.main, tree.setting_args("--n_labels", 5, "--seed", 7, "--redo", *emb),
+                   capsys)[0] == 0
+    assert json.loads(path.read_text())["labeled_train_rows"] != data["labeled_train_rows"]
+
+    # n = 0 is Smoothie-Global's pick
+    assert run_cli(labeled_smoothie.main, tree.setting_args("--n_labels", 0, *emb), capsys)[0] == 0
+    zero = json.loads((tree.folder / "labeled_smoothie_prompts_0_test.json").read_text())
+    assert run_cli(run_smoothie.main, tree.setting_args("--type", "sample_independent", *emb), capsys)[0] == 0
+    sg = next(tree.folder.glob("smoothie_sample_independent*_test.json"))
+    assert all(trial == json.loads(sg.read_text())["selected"] for trial in zero["selected"])
+
+    # evaluate scores both variants, and the report table names them
+    code, out, err = run_cli(evaluate.main, tree.setting_args(), capsys)
+    assert code == 0, err
+    scores = json.loads((tree.folder / "scores.json").read_text())
+    entry = next(iter(scores.values()))
+    assert {"labeled_smoothie_0", "labeled_smoothie_5"} <= set(entry)
+    assert entry["labeled_smoothie_0"] == entry["smoothie"][sg.name[: -len("_test.json")]]
+    assert "labeled_smoothie_5" in out
+    code, _, err = run_cli(labeled_smoothie.main, tree.setting_args("--n_labels", -1), capsys)
+    assert code == 2 and "--n_labels" in err
