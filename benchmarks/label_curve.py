@@ -1,6 +1,6 @@
 """Quality against the number of labels: Best-on-Val(n), Smoothie-Global, random and Labelled Smoothie(n).
 
-    python benchmarks/label_curve.py [--draws 200] [--embedding_model all-MiniLM-L6-v2] [--plot label_curve.png]
+    python benchmarks/label_curve.py [--draws 200] [--embedding_model all-MiniLM-L6-v2] [--plot benchmarks/label_curve.png]
 
 Sets (each one global choice among its generators; quality = the chosen generator's mean score
 over all rows of the set): GSM8K solutions (4 systems, the dataset authors' correctness labels),
@@ -112,7 +112,7 @@ def main() -> None:
     ap.add_argument("--shared", default=os.environ.get("SMOOTHIE_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
     ap.add_argument("--draws", type=int, default=200)
     ap.add_argument("--embedding_model", default="all-MiniLM-L6-v2")
-    ap.add_argument("--plot", default="label_curve.png")
+    ap.add_argument("--plot", default=str(ROOT / "benchmarks" / "label_curve.png"))
     ap.add_argument("--strength", type=float, default=STRENGTH, help="the rule's constant (default: the shipped one)")
     args = ap.parse_args()
     shared = Path(args.shared)

@@ -12,7 +12,7 @@ as regret against the better of the two (``benchmarks/label_curve.py``):
 ``mean_j`` is generator j's mean labelled score (Best-on-Val's statistic). ``se`` is the
 standard error of a difference of two generators' means on the same n rows, pooled over all
 pairs: sqrt(mean over rows and pairs of (s_rj - s_rk)^2 / n). ``prior_j`` is Smoothie-Global's
-ranking mapped to [0, 1] (its pick 1, its last 0, evenly spaced between). So Smoothie's pick
+theta rescaled to [0, 1] (its pick 1, its last 0). So Smoothie's pick
 keeps its place unless the labels put another generator ahead by more than STRENGTH standard
 errors; as labels accumulate, se shrinks as 1/sqrt(n) and the labels take over, as they should.
 Measuring the bonus in standard errors of the labels themselves makes the one constant mean the
@@ -29,26 +29,22 @@ import numpy as np
 
 from src.smoothie import smoothie_weights
 
-STRENGTH = 1.0
+STRENGTH = 1.5
 
 
 def smoothie_prior(theta: np.ndarray) -> np.ndarray:
-    """Smoothie's ranking of the generators as a prior in [0, 1]: its top pick 1, its last 0.
+    """Smoothie's estimates as a prior in [0, 1]: theta rescaled so its pick is 1 and its last 0.
 
-    Ties in theta share a rank (their mean), so generators Smoothie cannot tell apart get the
-    same prior; argmax order (first index) breaks nothing here.
+    Why theta's values and not its ranks: where Smoothie barely separates its top generators
+    (thetas within a few percent), the labels should decide among them quickly; where its pick
+    stands clear of the rest, overturning it should take more evidence. On the benchmark's sets
+    the rank-based prior reached a worst-case regret of 0.23, this one 0.17 (README).
     """
     theta = np.asarray(theta, dtype=np.float64)
-    m = len(theta)
-    if m == 1:
-        return np.ones(1)
-    order = np.argsort(-theta, kind="stable")
-    ranks = np.empty(m)
-    ranks[order] = np.arange(m)
-    for value in np.unique(theta):  # tied thetas: the mean of their ranks
-        tied = theta == value
-        ranks[tied] = ranks[tied].mean()
-    return 1.0 - ranks / (m - 1)
+    spread = theta.max() - theta.min()
+    if not np.isfinite(spread) or spread <= 0:
+        return np.ones_like(theta)  # Smoothie cannot tell them apart: the labels alone decide
+    return (theta - theta.min()) / spread
 
 
 def paired_standard_error(label_scores: np.ndarray) -> float:
