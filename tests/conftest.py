@@ -99,6 +99,17 @@ def _relay_as_models(individual: dict[str, Path], folder: Path, n_gens: int = 1)
 
 
 @pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """The demo task's splits, built offline from dataset_configs/demo_data."""
+    from src import make_dataset
+
+    out = tmp_path_factory.mktemp("demo-data")
+    assert make_dataset.main(["--dataset_config", str(ROOT / "dataset_configs" / "demo.yaml"),
+                              "--data_dir", str(out)]) is None
+    return out
+
+
+@pytest.fixture(scope="session")
 def smol_tree(tmp_path_factory):
     """The project's own multi-model fixture, made on any machine: SmolLM2-135M-Instruct answers
     the demo questions with 4 prompts (greedy, and 3 sampled generations each), and each prompt's

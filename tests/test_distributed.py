@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, minilm, run_cli, smollm2
 
-from src import get_generations, make_dataset, merge_shards
+from src import get_generations, merge_shards
 from src.embeddings import Embedder
 from src.generation.runner import FAIL_AFTER_ENV
 
@@ -26,16 +26,8 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    assert make_dataset.main(["--dataset_config", str(ROOT / "dataset_configs" / "demo.yaml"),
-                              "--data_dir", str(out)]) is None
-    return out
-
-
-def _args(demo, results, *extra):
-    return ["--dataset_config", ROOT / "dataset_configs" / "demo.yaml", "--data_dir", demo, "--results_dir", results,
+def _args(demo_data, results, *extra):
+    return ["--dataset_config", ROOT / "dataset_configs" / "demo.yaml", "--data_dir", demo_data, "--results_dir", results,
             "--model", smollm2(), "--multi_prompt", "--splits", "test", "--max_samples", 3, "--max_new_tokens", 6,
             "--batch_size", 3, *extra]
 
@@ -45,39 +37,39 @@ def _output(results):
 
 
 @pytest.fixture(scope="module")
-def single(demo, tmp_path_factory):
+def single(demo_data, tmp_path_factory):
     results = tmp_path_factory.mktemp("single")
-    assert get_generations.main([str(a) for a in _args(demo, results)]) is None
+    assert get_generations.main([str(a) for a in _args(demo_data, results)]) is None
     return _output(results).read_bytes()
 
 
-def test_shards_merge_to_the_single_process_file(demo, single, tmp_path, capsys):
+def test_shards_merge_to_the_single_process_file(demo_data, single, tmp_path, capsys):
     results = tmp_path / "r"
-    code, out, err = run_cli(get_generations.main, _args(demo, results, "--shard", "1/3"), capsys)
+    code, out, err = run_cli(get_generations.main, _args(demo_data, results, "--shard", "1/3"), capsys)
     assert code == 0 and "src.merge_shards" in out, err
     assert not _output(results).exists()
     # merging before every shard has finished names what is missing, in one line
-    code, out, err = run_cli(merge_shards.main, _args(demo, results), capsys)
+    code, out, err = run_cli(merge_shards.main, _args(demo_data, results), capsys)
     assert code == 2 and "batches are in no shard's checkpoint" in err and len(err.strip().splitlines()) == 1
     for i in (0, 2):
-        assert run_cli(get_generations.main, _args(demo, results, "--shard", f"{i}/3"), capsys)[0] == 0
-    code, out, err = run_cli(merge_shards.main, _args(demo, results), capsys)
+        assert run_cli(get_generations.main, _args(demo_data, results, "--shard", f"{i}/3"), capsys)[0] == 0
+    code, out, err = run_cli(merge_shards.main, _args(demo_data, results), capsys)
     assert code == 0, err
     assert _output(results).read_bytes() == single
     assert sorted(p.name for p in _output(results).parent.iterdir()) == ["individual_test.json"]  # checkpoints gone
-    code, _, err = run_cli(get_generations.main, _args(demo, results, "--shard", "3/3"), capsys)
+    code, _, err = run_cli(get_generations.main, _args(demo_data, results, "--shard", "3/3"), capsys)
     assert code == 2 and "--shard" in err
 
 
-def test_ray_generation_matches_and_resumes(local_ray, demo, single, tmp_path, capsys, monkeypatch):
+def test_ray_generation_matches_and_resumes(local_ray, demo_data, single, tmp_path, capsys, monkeypatch):
     results = tmp_path / "r"
     monkeypatch.setenv(FAIL_AFTER_ENV, "2")
     with pytest.raises(RuntimeError, match="simulated failure"):
-        run_cli(get_generations.main, _args(demo, results, "--ray_replicas", 1), capsys)
+        run_cli(get_generations.main, _args(demo_data, results, "--ray_replicas", 1), capsys)
     checkpoint = _output(results).with_name("individual_test.json.partial.jsonl")
     assert len(checkpoint.read_text().splitlines()) == 1 + 2  # header and the two batches finished before the kill
     monkeypatch.delenv(FAIL_AFTER_ENV)
-    code, out, err = run_cli(get_generations.main, _args(demo, results, "--ray_replicas", 2), capsys)
+    code, out, err = run_cli(get_generations.main, _args(demo_data, results, "--ray_replicas", 2), capsys)
     assert code == 0, err
     assert _output(results).read_bytes() == single
     assert not checkpoint.exists()

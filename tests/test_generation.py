@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import ROOT, run_cli
 
-from src import get_generations, make_dataset
+from src import get_generations
 from src.generation.hf import HFBackend
 from src.generation.models import resolve_model
 from src.generation.runner import FAIL_AFTER_ENV
@@ -44,14 +44,6 @@ def tiny_model(tmp_path_factory):
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
-
-
-@pytest.fixture(scope="session")
-def demo_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo-data")
-    assert make_dataset.main(["--dataset_config", str(ROOT / "dataset_configs" / "demo.yaml"),
-                              "--data_dir", str(out)]) is None
-    return out
 
 
 def _gen(capsys, demo_data, results, *extra):
