@@ -16,7 +16,7 @@ from pathlib import Path
 from src import cli
 from src.evaluate.metrics import LOWER_IS_BETTER
 from src.io import atomic_write_text, read_json
-from src.methods.registry import BASELINES
+from src.methods.registry import BASELINES, method_keys
 from src.paths import Setting
 from src.tasks.config import load_config
 
@@ -45,7 +45,8 @@ def smoothie_label(stem: str) -> str:
 
 def method_rows(entry: dict) -> list[tuple[str, float]]:
     rows = [(f"{smoothie_label(stem)} ({stem})", value) for stem, value in entry["smoothie"].items()]
-    rows += [(m.label, entry[m.name]) for m in BASELINES if m.name in entry]
+    rows += [(m.label + (f", n={key[len(m.name) + 1:]}" if key != m.name else ""), entry[key])
+             for m in BASELINES for key in method_keys(entry, m.name)]
     rows += [(EXTRA_LABELS["best_single"] + f" ({entry['best_generator']})", entry["best_single"]),
              (EXTRA_LABELS["oracle"], entry["oracle"])]
     return rows

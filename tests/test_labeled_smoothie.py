@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 from conftest import minilm, run_cli
 
-from src import labeled_smoothie, run_smoothie
+from src import labeled_smoothie, report, run_smoothie
 from src.evaluate import evaluate
 from src.methods.labeled_smoothie import combine, pick, smoothie_prior
 from src.methods.labeled_smoothie import labeled_smoothie as labeled_smoothie_on_arrays
@@ -108,5 +108,9 @@ def test_command_file_format_n0_and_seeds(smol_tree, tmp_path, capsys):
     assert {"labeled_smoothie_0", "labeled_smoothie_5"} <= set(entry)
     assert entry["labeled_smoothie_0"] == entry["smoothie"][sg.name[: -len("_test.json")]]
     assert "labeled_smoothie_5" in out
+    code, _, err = run_cli(report.main, tree.setting_args("--output", tmp_path / "report.md"), capsys)
+    assert code == 0, err
+    text = (tmp_path / "report.md").read_text()
+    assert "Labelled Smoothie (a few labels), n=0" in text and "Labelled Smoothie (a few labels), n=5" in text
     code, _, err = run_cli(labeled_smoothie.main, tree.setting_args("--n_labels", -1), capsys)
     assert code == 2 and "--n_labels" in err

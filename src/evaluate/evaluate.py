@@ -20,7 +20,7 @@ from src.evaluate.scoring import score_rows
 from src.experiment import Experiment
 from src.io import read_json, write_json
 from src.methods.baselines import oracle_and_best
-from src.methods.registry import BASELINES
+from src.methods.registry import BASELINES, method_keys
 from src.paths import TRIAL_METHODS, Setting, method_of
 from src.provenance import KEY as PROVENANCE
 from src.provenance import changed_inputs
@@ -112,7 +112,7 @@ def format_table(result: dict) -> str:
     for stem in first["smoothie"]:
         rows.append((stem, [result[k]["smoothie"][stem] for k in keys]))
     for method in (m.name for m in BASELINES):
-        for key in sorted(k for k in first if k == method or (k.startswith(method + "_") and k[len(method) + 1:].isdigit())):
+        for key in method_keys(first, method):
             rows.append((key, [result[k][key] for k in keys]))
     width = max(len(r[0]) for r in rows)
     head = " | ".join(f"{k + (' (lower is better)' if k in LOWER_IS_BETTER else ''):>12}" for k in keys)

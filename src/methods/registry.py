@@ -32,3 +32,9 @@ BY_NAME = {m.name: m for m in METHODS}
 BASELINES = tuple(m for m in METHODS if m is not SMOOTHIE)
 METHOD_PREFIXES = tuple(f"{m.name}_" for m in METHODS)
 TRIAL_METHODS = tuple(m.name for m in METHODS if m.trials)
+
+
+def method_keys(entry: dict, method: str) -> list[str]:
+    """A scores entry's keys for one method: its name, or ``<name>_<n>`` per variant when several
+    files of that method were scored (Labelled Smoothie at several label counts)."""
+    return sorted(k for k in entry if k == method or (k.startswith(method + "_") and k[len(method) + 1:].isdigit()))
