@@ -1,6 +1,6 @@
 """Quality against the number of labels: Best-on-Val(n), Smoothie-Global, random and Labelled Smoothie(n).
 
-    python benchmarks/label_curve.py [--draws 200] [--embedding_model all-MiniLM-L6-v2] [--plot benchmarks/label_curve.png]
+    python benchmarks/label_curve.py [--draws 200] [--seed 0] [--embedding_model all-MiniLM-L6-v2] [--plot benchmarks/label_curve.png]
 
 Sets (each one global choice among its generators; quality = the chosen generator's mean score
 over all rows of the set): GSM8K solutions (4 systems, the dataset authors' correctness labels),
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from src.embeddings import Embedder  # noqa: E402
 from src.evaluate.metrics import METRICS  # noqa: E402
-from src.methods.labeled_smoothie import STRENGTH, pick  # noqa: E402
+from src.methods.labeled_smoothie import ALPHA, pick  # noqa: E402
 from src.paths import Setting, split_file  # noqa: E402
 from src.route import route_generations  # noqa: E402
 
@@ -87,7 +87,7 @@ def demo(_shared: Path):
 
 
 def curves(scores: np.ndarray, theta: np.ndarray, draws: int, seed: int = 0,
-           strength: float = STRENGTH) -> dict[str, np.ndarray]:
+           alpha: float = ALPHA) -> dict[str, np.ndarray]:
     """(draws, len(NS)) qualities per method; random and SG repeat their one value."""
     quality = scores.mean(axis=0)
     rng = np.random.default_rng(seed)
@@ -101,7 +101,7 @@ def curves(scores: np.ndarray, theta: np.ndarray, draws: int, seed: int = 0,
                 means = scores[rows].mean(axis=0)
                 best = np.flatnonzero(means == means.max())
                 out["bov"][d, j] = quality[best].mean()  # ties broken uniformly: their expected quality
-            out["ls"][d, j] = quality[pick(theta, scores[rows], strength)]
+            out["ls"][d, j] = quality[pick(theta, scores[rows], alpha)]
     out["sg"] = np.full((draws, len(NS)), quality[int(np.argmax(theta))])
     out["random"] = np.full((draws, len(NS)), quality.mean())
     return out
@@ -113,7 +113,8 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=200)
     ap.add_argument("--embedding_model", default="all-MiniLM-L6-v2")
     ap.add_argument("--plot", default=str(ROOT / "benchmarks" / "label_curve.png"))
-    ap.add_argument("--strength", type=float, default=STRENGTH, help="the rule's constant (default: the shipped one)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the draws of labelled rows")
+    ap.add_argument("--alpha", type=float, default=ALPHA, help="the rule's test level (default: the shipped one)")
     args = ap.parse_args()
     shared = Path(args.shared)
     embedder = Embedder(args.embedding_model, show_progress=True)
@@ -124,13 +125,14 @@ def main() -> None:
     for source in sources:
         for name, task, gens, scores in source(shared):
             theta = route_generations(gens, k=None, task=task, embedder=embedder).weights[0]
-            c = curves(scores, theta, args.draws, strength=args.strength)
+            c = curves(scores, theta, args.draws, seed=args.seed, alpha=args.alpha)
             quality = scores.mean(axis=0)
             results[name] = (c, float(quality.max()), float(quality.mean()))
-    print(f"\nLabelled Smoothie, STRENGTH = {args.strength}; embedder {args.embedding_model}; {args.draws} draws per n\n")
-    print("| set | n | random | Smoothie-Global | Best-on-Val(n) ± SE | Labelled Smoothie(n) ± SE | r BoV | r SG | r LS |")
+    print(f"\nLabelled Smoothie, alpha = {args.alpha}; embedder {args.embedding_model}; {args.draws} draws per n, seed {args.seed}\n")
+    print("| set | n | random | Smoothie-Global | Best-on-Val(n) ± SE | Labelled Smoothie(n) ± SE | r BoV | r SG | r LS ± SE |")
     print("|---|---|---|---|---|---|---|---|---|")
     regret = {m: np.empty((len(results), len(NS))) for m in ("bov", "sg", "ls")}
+    regret_se = np.empty((len(results), len(NS)))  # the draws' standard error of r LS
     below = []
     for i, (name, (c, best, rand)) in enumerate(results.items()):
         gap = max(best - rand, 1e-12)
@@ -140,17 +142,19 @@ def main() -> None:
             envelope = max(mean["bov"], mean["sg"]) if n else mean["sg"]
             for m in regret:
                 regret[m][i, j] = (envelope - mean[m]) / gap
+            regret_se[i, j] = se["ls"] / gap
             if n >= 1 and mean["ls"] < mean["bov"] - se["bov"]:
-                below.append(f"{name} n={n}")
+                below.append(f"{name} n={n} ({mean['ls'] - mean['bov']:+.4f})")
             print(f"| {name} | {n} | {mean['random']:.4f} | {mean['sg']:.4f} | {mean['bov']:.4f} ± {se['bov']:.4f} | "
                   f"{mean['ls']:.4f} ± {se['ls']:.4f} | {regret['bov'][i, j]:.2f} | {regret['sg'][i, j]:.2f} | "
-                  f"{regret['ls'][i, j]:.2f} |")
+                  f"{regret['ls'][i, j]:.2f} ± {regret_se[i, j]:.2f} |")
     labelled = [j for j, n in enumerate(NS) if n >= 1]
     mid = [NS.index(n) for n in (2, 5, 10)]
     print("\n| summary over sets | Best-on-Val | Smoothie-Global | Labelled Smoothie | goal |")
     print("|---|---|---|---|---|")
+    worst = np.unravel_index(np.argmax(regret["ls"][:, labelled]), (len(results), len(labelled)))
     print("| worst-case r, n in 1..50 | " + " | ".join(f"{regret[m][:, labelled].max():.2f}" for m in regret)
-          + " | <= 0.15 |")
+          + f" (± {regret_se[:, labelled][worst]:.2f}: {list(results)[worst[0]]}, n = {NS[labelled[worst[1]]]}) | <= 0.15 |")
     print("| mean r at n in {2, 5, 10} | " + " | ".join(f"{regret[m][:, mid].mean():.3f}" for m in regret)
           + " | <= 0.03 |")
     print(f"| below Best-on-Val(n) by > 1 SE | | | {len(below)} ({', '.join(below) or 'none'}) | 0 |")

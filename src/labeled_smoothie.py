@@ -17,7 +17,7 @@ from src import cli
 from src.embeddings import Embedder
 from src.experiment import open_experiment
 from src.methods.baselines import orient
-from src.methods.labeled_smoothie import STRENGTH, labeled_smoothie_trials
+from src.methods.labeled_smoothie import ALPHA, labeled_smoothie_trials
 from src.paths import DEFAULT_EMBEDDER
 from src.route import route_table
 
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     picks, draws = labeled_smoothie_trials(theta, train_scores, table.n_samples, args.n_labels, args.n_trials,
                                            args.seed)
     exp.write_method(out, picks, provenance, labeled_train_rows=draws.tolist(), smoothie_theta=theta.tolist(),
-                     strength=STRENGTH)
+                     alpha=ALPHA)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from conftest import minilm, run_cli
 
 from src import labeled_smoothie, report, run_smoothie
 from src.evaluate import evaluate
-from src.methods.labeled_smoothie import combine, pick, smoothie_prior
+from src.methods.labeled_smoothie import combine, critical_value, paired_standard_errors, pick, smoothie_prior
 from src.methods.labeled_smoothie import labeled_smoothie as labeled_smoothie_on_arrays
 from src.smoothie import smoothie_weights
 
@@ -37,8 +37,12 @@ def test_planted_outlier_recovered_with_five_labels():
     theta = smoothie_weights(emb, k=None)[0]
     assert theta.argmax() != 4 and theta.argmin() == 4  # agreement alone ranks the outlier last
     rng = np.random.default_rng(1)
-    picks = [labeled_smoothie_on_arrays(emb, scores[rng.choice(len(scores), 5, replace=False)]) for _ in range(100)]
-    assert np.mean(np.array(picks) == 4) >= 0.8
+    draws = [scores[rng.choice(len(scores), 5, replace=False)] for _ in range(1000)]
+    assert [labeled_smoothie_on_arrays(emb, s) for s in draws[:20]] == [pick(theta, s) for s in draws[:20]]
+    # Smoothie ranks the outlier last, so its lead must pass the whole Bonferroni test: about 4 draws in 5
+    # with 5 labels (the SE of this rate over 1000 draws is 0.013), nearly all with 10
+    assert np.mean([pick(theta, s) == 4 for s in draws]) >= 0.75
+    assert np.mean([pick(theta, scores[rng.choice(len(scores), 10, replace=False)]) == 4 for _ in range(300)]) >= 0.95
     # and where Smoothie is right, five labels rarely move it
     top = int(theta.argmax())
     strong_first = scores.copy()
@@ -59,6 +63,37 @@ def test_rule_edges():
     labels = np.zeros((20, 4))
     labels[:, 0] = 1
     assert pick(theta, labels) == 0
+
+
+def test_challenger_must_pass_a_bonferroni_paired_test():
+    """A generator Smoothie ranks last (prior 0) replaces its pick only when its lead passes the
+    whole one-sided 5% test, Bonferroni-corrected over 3 challengers: z = 2.128 for 4 generators."""
+    from scipy.stats import norm
+
+    assert np.isclose(critical_value(4), norm.isf(0.05 / 3)) and np.isclose(critical_value(16), norm.isf(0.05 / 15))
+    assert critical_value(16) > critical_value(4)  # more challengers, more luck to guard against
+    theta = np.array([0.4, 0.3, 0.2, 0.1])  # generator 0 is Smoothie's pick, 3 its last
+    for n, switches in ((1, False), (2, False), (3, True)):
+        labels = np.zeros((n, 4))
+        labels[:, 3] = 1  # generator 3 right on every row, the others wrong: lead 1, no variance
+        np.testing.assert_allclose(paired_standard_errors(labels, 0), [0, 0, 0, 1 / n])
+        # se = sqrt((0 + 1 / n) / n) = 1 / n, so z = n: 1 and 2 fail the test, 3 passes it
+        assert (pick(theta, labels) == 3) is switches
+    # with variance: leads 1, 1, 0, 1 on four rows: mean 0.75, var 0.1875, z = 0.75 / sqrt((0.1875 + 0.75^2 / 4) / 4)
+    labels = np.zeros((4, 4))
+    labels[[0, 1, 3], 3] = 1
+    np.testing.assert_allclose(paired_standard_errors(labels, 0)[3], np.sqrt((0.1875 + 0.140625) / 4))
+    assert pick(theta, labels) == 3  # z = 2.62 > 2.128
+    # leads 1, 0, 0, 1: z = 0.5 / sqrt((0.25 + 0.0625) / 4) = 1.79 fails the whole test (Smoothie's last) ...
+    labels[1, 3] = 0
+    assert pick(theta, labels) == 0
+    # ... but passes the test scaled by 1 - prior for a challenger Smoothie ranks half-way (threshold 1.06)
+    assert pick(np.array([0.4, 0.3, 0.1, 0.25]), labels) == 3
+    # a challenger Smoothie ranks just below its pick (prior 1 - 1e-3) needs only to lead
+    theta = np.array([0.4, 0.4 - 3e-4, 0.2, 0.1])
+    labels = np.zeros((1, 4))
+    labels[0, 1] = 1
+    assert pick(theta, labels) == 1
 
 
 def _copy(tree, tmp_path):

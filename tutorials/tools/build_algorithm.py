@@ -150,17 +150,22 @@ md(r"""## 8. A handful of labels: Labelled Smoothie
 Section 7's lesson cuts both ways: Smoothie trusts agreement. When one strong generator stands apart from several
 similar weaker ones, agreement points at the crowd and Smoothie-Global ranks the strong one **last**. A few labelled
 rows can fix that, but Best-on-Val with $n$ labels is noisy at small $n$. `src.methods.labeled_smoothie` combines the
-two: generator $j$ scores
+two. Smoothie's pick $t$ is the incumbent and every other generator $j$ a challenger; generator $j$ scores
 
-$$\bar s_j + c \cdot \mathrm{se} \cdot p_j,$$
+$$\bar s_j - z_m \cdot \mathrm{se}_j \cdot (1 - p_j), \qquad
+\mathrm{se}_j = \sqrt{\frac{\operatorname{var}(d) + \bar d^{\,2}/n}{n}}, \quad d_r = s_{rj} - s_{rt},$$
 
-where $\bar s_j$ is its mean labelled score, $\mathrm{se}$ the standard error of a difference of two generators' means
-on the same $n$ rows (pooled over pairs), $p_j \in [0, 1]$ Smoothie-Global's $\theta_j$ rescaled (its pick 1, its last 0) and $c$ one
-constant for every data set. Smoothie's pick keeps its place unless the labels put another generator ahead by more than
-$c$ standard errors; as $n$ grows, se shrinks like $1/\sqrt{n}$ and the labels take over. Measuring the margin in the
-labels' own standard errors makes $c$ mean the same for accuracies, ROUGE and judge preferences. Below, a planted outlier:
+where $\bar s_j$ is its mean labelled score, $p_j \in [0, 1]$ Smoothie-Global's $\theta_j$ rescaled (its pick 1, its
+last 0) and $z_m$ the one-sided critical value of a paired test at 5%, Bonferroni-corrected over the $m - 1$
+challengers (2.13 for 4 generators, 2.71 for 16). So a challenger replaces Smoothie's pick only if its lead passes that
+test, scaled by how far below its pick Smoothie ranks it: one Smoothie ranks last must pass all of it, one Smoothie can
+hardly tell from its pick needs only to lead. The correction grows with $m$ because among 16 generators one beats the
+pick on a row or two by luck far more often than among 4. The standard error is the pair's own: two prompts of one model
+that agree on most rows are told apart by a few disagreements. With one row there is no variance to measure, so the lead
+itself stands in for the noise and a single row never suffices; with more rows the measured variance takes over, and
+as $n$ grows the labels decide. With no labels the rule is Smoothie-Global. Below, a planted outlier:
 four generators share a common error, one is alone but closest to the truth and scores best."""),
-code("""from src.methods.labeled_smoothie import STRENGTH, pick
+code("""from src.methods.labeled_smoothie import critical_value, pick
 rng = np.random.default_rng(0)
 N, d = 400, 64
 truth = rng.normal(size=(N, d)); shared = 1.5 * rng.normal(size=(N, d))
@@ -170,7 +175,7 @@ accuracy = np.array([0.3, 0.35, 0.3, 0.3, 0.7])
 scores = (rng.random((N, 5)) < accuracy).astype(float)
 theta = smoothie_weights(lam, k=None)[0]
 print("Smoothie-Global ranks the generators:", np.argsort(-theta), "(4 is the strong one)")
-print(f"c = {STRENGTH}")
+print(f"critical value for m = 5 generators: {critical_value(5):.2f}")
 for n in (1, 2, 5, 10, 20):
     bov, ls = [], []
     for _ in range(400):
@@ -181,11 +186,11 @@ for n in (1, 2, 5, 10, 20):
     print(f"n = {n:2d}: expected accuracy  Best-on-Val {np.mean(bov):.3f}   Labelled Smoothie {np.mean(ls):.3f}"
           f"   (Smoothie-Global {accuracy[theta.argmax()]:.2f})")"""),
 md("""This planted case is the hard one for the rule: 0/1 labels, a strong generator that Smoothie confidently ranks last,
-and a crowd whose thetas are all near the top. Labelled Smoothie stays with Smoothie for the first few labels and takes
-about 20 to switch, where Best-on-Val gains from the first label. That is the price of the margin. Where Smoothie is
-right (GSM8K, WebNLG in the README), the same margin keeps a few unlucky labels from talking it out of its pick, and
+and a crowd whose thetas are all near the top. Labelled Smoothie stays with Smoothie for the first few labels; by 20
+labels it has switched in about half of the draws, where Best-on-Val gains from the first label. That is the price of
+the test. Where Smoothie is right (GSM8K, WebNLG in the README), the same test keeps a few unlucky labels from talking it out of its pick, and
 there Best-on-Val with 1 or 2 labels loses most of the gap. With graded scores the switch comes much sooner
-(`tests/test_labeled_smoothie.py`: 5 labels suffice). `benchmarks/label_curve.py` measures both effects on real data
+(`tests/test_labeled_smoothie.py`: in about 4 draws in 5 with 5 labels, nearly all with 10). `benchmarks/label_curve.py` measures both effects on real data
 (README, "Labelled Smoothie")."""),
 ]
 nb["cells"] = cells
