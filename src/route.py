@@ -221,8 +221,8 @@ def route_with_flags(table: GenerationTable, args, **kwargs) -> Routed:
                        neighbours=args.neighbours, embedding_dtype=args.embedding_dtype, **kwargs)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    p = cli.parser("src.route", "Route among your own generation files with Smoothie (no labels).")
+def add_file_flags(p) -> None:
+    """The flags that name a user's own generation files (``src.route``, ``src.replay``)."""
     p.add_argument("--generations", nargs="+", required=True, help="one JSON file per generator")
     p.add_argument("--inputs", default=None, help="JSONL of the samples (needed for --k > 1)")
     p.add_argument("--input_field", default="embedding_input", help="field of --inputs holding the input text")
@@ -230,9 +230,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--output", required=True, help="where to write the routed JSON")
     p.add_argument("--no_clean", action="store_true",
                    help="embed generations as they are (default: special tokens dropped, first line kept)")
-    add_smoothie_flags(p)
-    args = p.parse_args(argv)
 
+
+def read_generation_files(args) -> tuple[list[str], list[Path], int, list[dict] | None]:
+    """Generator names, their files, the row count and the input rows (or None), checked against each other:
+    at least 3 distinct files of equal, non-zero length, and inputs of the same length."""
     paths = [Path(g) for g in args.generations]
     names = args.names or [g.name.removesuffix(".json").removesuffix("_test") for g in paths]
     if len(names) != len(paths):
@@ -257,6 +259,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     if rows is not None and len(rows) != n_rows:
         raise cli.UserError(f"--inputs {args.inputs} has {len(rows)} rows but the generation files hold {n_rows} "
                             "each; the inputs must list the same samples in the same order")
+    return names, paths, n_rows, rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = cli.parser("src.route", "Route among your own generation files with Smoothie (no labels).")
+    add_file_flags(p)
+    add_smoothie_flags(p)
+    args = p.parse_args(argv)
+
+    names, paths, n_rows, rows = read_generation_files(args)
     check_k(args, n_rows)
     table = tables_from_files(paths, n_rows, names)
     routed = route_with_flags(table, args, rows=rows, input_field=args.input_field, clean=not args.no_clean)
