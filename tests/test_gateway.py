@@ -308,3 +308,26 @@ def test_server_and_replay_route_a_stream_identically(backends, tmp_path, policy
     if policy != "fanout":
         assert 0 < sum(len(c) == 1 for c in out["called"]) < len(PROMPTS)  # some single calls, some fan-outs
     assert out["backend_calls"] == sum(len(s["called"]) for s in smoothies)
+
+
+def test_no_answer_at_all_is_a_502_naming_each_backend(backends, tmp_path):
+    """Two backends on closed ports and one that refuses the (wrong) key it is given."""
+    from gateway_servers import free_port
+
+    wrong = "sk-wrong-key-0c41e9"
+    flags = [f"smol=http://127.0.0.1:{free_port()}/v1", f"smolalpaca=http://127.0.0.1:{free_port()}/v1",
+             f"gemma={backends['gemma'].base_url},key_env=GEMMA_KEY"]
+    gw = Gateway(tmp_path, "dead", flags, "--store", str(tmp_path / "s.sqlite"), "--policy", "select",
+                 env={"GEMMA_KEY": wrong, "PYTHONUNBUFFERED": "1"}).start()
+    try:
+        r = httpx.post(gw.url + "/v1/chat/completions", timeout=120,
+                       json={"messages": [{"role": "user", "content": "Hello"}], **GEN})
+        direct = httpx.post(gw.url + "/v1/chat/completions", timeout=120,
+                            json={"model": "gemma", "messages": [{"role": "user", "content": "Hello"}], **GEN})
+    finally:
+        gw.stop()
+    assert r.status_code == 502 and direct.status_code == 502
+    err = r.json()["error"]
+    assert err["type"] == "upstream_error" and all(f"{b}:" in err["message"] for b in NAMES)
+    assert set(r.json()["smoothie"]["failed"]) == set(NAMES) and "HTTP 401" in r.json()["smoothie"]["failed"]["gemma"]
+    assert wrong not in r.text and wrong not in direct.text and wrong not in gw.log.read_text()

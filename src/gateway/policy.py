@@ -10,6 +10,12 @@ Every request goes through two steps:
 2. ``choose`` (fan-outs only): Smoothie-Local over this request and its ``k`` nearest stored
    fan-outs; while fewer than ``k`` are stored, Smoothie-Global over all of them plus this one.
 
+Backends are ranked by their estimated error delta, smallest first, and weights use the
+estimator's "argmin" rule (``src.smoothie``): where every delta is positive this is the paper's
+ranking exactly (theta = d / (2 delta)); where sampling noise makes a delta negative, the paper's
+"parity" normalisation flips the signs of the others' weights, which would put the worst backend
+second in the fallback order.
+
 Why pairwise distances are kept per row: with the m x m squared distances between a row's
 answers, the estimator's row sums for any subset of backends are sums of their entries, so a
 request that some backends failed is routed among those that answered without re-reading any
@@ -46,12 +52,20 @@ def pairwise_sq_distances(vecs: np.ndarray) -> np.ndarray:
     return np.einsum("ijd,ijd->ij", diff, diff)
 
 
-def pooled_weights(distances: np.ndarray, dim: int) -> np.ndarray:
-    """Smoothie weights from the (P, m, m) pairwise distances of a pool of rows."""
-    row_sums = distances.sum(axis=-1).mean(axis=0)
+@dataclass
+class Estimate:
+    """Smoothie's estimate over a pool of rows: each backend's error and weight."""
+
+    deltas: np.ndarray
+    weights: np.ndarray
+
+
+def pooled(distances: np.ndarray, dim: int) -> Estimate:
+    """Smoothie's estimate from the (P, m, m) pairwise distances of a pool of rows."""
+    deltas = deltas_from_row_sums(distances.sum(axis=-1).mean(axis=0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SmoothieWarning)  # the rule is applied; a gateway has no one to warn
-        return weights_from_deltas(deltas_from_row_sums(row_sums), dim)[0]
+        return Estimate(deltas, weights_from_deltas(deltas, dim, on_invalid="argmin")[0])
 
 
 def explore_draw(seed: int, seq: int) -> float:
@@ -128,26 +142,37 @@ class Router:
         dist = np.einsum("nd,nd->n", x, x) - 2.0 * (x @ q)
         return rows[np.argsort(dist, kind="stable")[:k]]
 
-    def global_weights(self) -> np.ndarray | None:
+    def global_estimate(self) -> Estimate | None:
         """Smoothie-Global over the last ``window`` complete stored fan-outs (None if there are none)."""
         rows = np.flatnonzero(self._complete())[-self.window :]
-        return pooled_weights(self.dists[rows], self.dim) if len(rows) else None
+        return pooled(self.dists[rows], self.dim) if len(rows) else None
 
-    def local_weights(self, query: np.ndarray) -> np.ndarray | None:
+    def local_estimate(self, query: np.ndarray) -> Estimate | None:
         """Smoothie-Local over the k complete stored fan-outs nearest to ``query``."""
         if self.n_complete() == 0:
             return None
-        return pooled_weights(self.dists[self._nearest(query, self.k)], self.dim)
+        return pooled(self.dists[self._nearest(query, self.k)], self.dim)
 
-    def _named(self, weights: np.ndarray | None, names: list[str] | None = None) -> dict[str, float] | None:
-        return None if weights is None else {b: float(w) for b, w in zip(names or self.backends, weights)}
+    def global_weights(self) -> np.ndarray | None:
+        est = self.global_estimate()
+        return None if est is None else est.weights
 
-    def ranked(self, weights: np.ndarray | None, among: list[str] | None = None) -> list[str]:
-        """Backends by weight, best first (ties, and no weights: configuration order)."""
+    def local_weights(self, query: np.ndarray) -> np.ndarray | None:
+        est = self.local_estimate(query)
+        return None if est is None else est.weights
+
+    def _named(self, est: Estimate | None, names: list[str] | None = None) -> dict[str, float] | None:
+        return None if est is None else {b: float(w) for b, w in zip(names or self.backends, est.weights)}
+
+    def ranked(self, est: Estimate | None, among: list[str] | None = None, names: list[str] | None = None
+               ) -> list[str]:
+        """``among`` by estimated error, best first (ties, and no estimate: configuration order);
+        ``names`` are the backends ``est`` covers (default: all)."""
         among = self.backends if among is None else among
-        if weights is None:
+        if est is None:
             return list(among)
-        return sorted(among, key=lambda b: (-weights[self._index[b]], self._index[b]))
+        where = {b: i for i, b in enumerate(names or self.backends)}
+        return sorted(among, key=lambda b: (est.deltas[where[b]], self._index[b]))
 
     # -- the two steps -------------------------------------------------------------------------
     def decide(self, seq: int, input_vec: np.ndarray | None = None) -> Decision:
@@ -159,12 +184,12 @@ class Router:
         if explore_draw(self.seed, seq) < self.explore:
             return Decision(seq, True, "explore", list(self.backends), None)
         if self.policy == "select":
-            weights = self.global_weights()
+            est = self.global_estimate()
         else:
             if input_vec is None:
                 raise ValueError("the local policy needs the request's input embedding")
-            weights = self.local_weights(input_vec)
-        return Decision(seq, False, self.policy, self.ranked(weights), self._named(weights))
+            est = self.local_estimate(input_vec)
+        return Decision(seq, False, self.policy, self.ranked(est), self._named(est))
 
     def choose(self, vecs: dict[str, np.ndarray], input_vec: np.ndarray | None
                ) -> tuple[str, dict[str, float] | None]:
@@ -174,8 +199,8 @@ class Router:
         if not answered:
             raise ValueError("no backend answered")
         if len(answered) < 3:  # too few for the triplet identity: the stored Global ranking decides
-            weights = self.global_weights()
-            return self.ranked(weights, answered)[0], self._named(weights)
+            est = self.global_estimate()
+            return self.ranked(est, answered)[0], self._named(est)
         cols = [self._index[b] for b in answered]
         own = pairwise_sq_distances(np.stack([vecs[b] for b in answered]))[None]
         complete = np.flatnonzero(self._complete())
@@ -184,6 +209,5 @@ class Router:
         else:
             pool = complete
         stored = self.dists[pool][:, cols][:, :, cols]
-        weights = pooled_weights(np.concatenate([own, stored]), len(next(iter(vecs.values()))))
-        best = answered[int(np.argmax(weights))]
-        return best, self._named(weights, answered)
+        est = pooled(np.concatenate([own, stored]), len(next(iter(vecs.values()))))
+        return self.ranked(est, answered, answered)[0], self._named(est, answered)

@@ -1,0 +1,253 @@
+"""Choose a gateway policy before deploying it: quality against backend calls on real outputs.
+
+    python benchmarks/gateway_policies.py [--embedding_model all-MiniLM-L6-v2] [--seeds 3] [--requests 300]
+
+Part 1 replays each policy with ``src.replay``'s routing code over real systems' outputs from
+../shared/data, row by row in file order as a stream of requests, and scores the answers it
+returns with each task's labels:
+- GSM8K, four OpenAI systems' solutions, 1,319 problems: the authors' correctness labels;
+- WebNLG 2020, 16 submitted systems, 1,779 inputs: ROUGE-2 against the references;
+- AlpacaEval 2.0, six leaderboard models, 805 instructions: the GPT-4 Turbo judge's verdicts
+  (win rate x 100 against the reference answers).
+Explore draws are random, so select and local are averaged over ``--seeds`` seeds (the spread
+is printed). Baselines: the best single system in hindsight and a uniform random pick (the mean
+of the systems).
+
+Part 2 measures the gateway's own cost: ``src.serve`` in front of three backends that answer
+instantly from GSM8K's files (an OpenAI-compatible FastAPI app in a subprocess), so everything
+the client waits for beyond ``smoothie.latency_ms`` is the gateway's (HTTP, embedding, routing,
+the store). It prints p50/p99 of that added time and the requests per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from src.cleaning import clean_for_task  # noqa: E402
+from src.embeddings import Embedder  # noqa: E402
+from src.evaluate.metrics import rouge2  # noqa: E402
+from src.io import read_json, read_jsonl  # noqa: E402
+from src.replay import replay  # noqa: E402
+
+EXPLORE = (0.02, 0.05, 0.1, 0.2)
+
+
+def load_gsm8k(shared: Path):
+    d = shared / "gsm8k_solutions"
+    names = ["6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification"]
+    rows = read_jsonl(d / "gsm8k_solutions_test.jsonl")
+    answers = np.array([read_json(d / "generations" / f"{n}_test.json")["generations"] for n in names],
+                       dtype=object).T
+    quality = np.array([read_json(d / "labels" / f"{n}_test.json")["is_correct"] for n in names], float).T
+    return "GSM8K (accuracy)", names, [r["embedding_input"] for r in rows], answers, quality, "gsm8k"
+
+
+def load_webnlg(shared: Path):
+    d = shared / "webnlg2020"
+    names = sorted(p.name.removesuffix("_test.json") for p in (d / "generations").glob("*_test.json"))
+    rows = read_jsonl(d / "webnlg2020_test.jsonl")
+    answers = np.array([read_json(d / "generations" / f"{n}_test.json")["generations"] for n in names],
+                       dtype=object).T
+    refs = [r["reference"] for r in rows]
+    quality = np.array([rouge2([clean_for_task(a, "web_nlg") for a in answers[:, j]], refs)
+                        for j in range(len(names))]).T
+    return "WebNLG 2020 (ROUGE-2)", names, [r["embedding_input"] for r in rows], answers, quality, "web_nlg"
+
+
+def load_alpaca(shared: Path):
+    d = shared / "alpaca_eval_sample"
+    names = sorted(p.stem for p in (d / "downloaded_outputs").glob("*.json"))
+    by_model = {}
+    for n in names:
+        outputs = read_json(d / "downloaded_outputs" / f"{n}.json")
+        prefs = read_json(d / "preferences" / f"{n}.json")["preference"]
+        by_model[n] = {o["instruction"]: (o["output"], (p - 1) * 100) for o, p in zip(outputs, prefs)}
+    instructions = [o["instruction"] for o in read_json(d / "downloaded_outputs" / f"{names[0]}.json")]
+    instructions = [i for i in instructions if all(i in by_model[n] for n in names)]
+    answers = np.array([[by_model[n][i][0] for n in names] for i in instructions], dtype=object)
+    quality = np.array([[by_model[n][i][1] for n in names] for i in instructions], float)
+    return "AlpacaEval 2.0 (win rate)", names, instructions, answers, quality, "alpaca"
+
+
+def embed_set(embedder: Embedder, inputs, answers, task):
+    n, m = answers.shape
+    texts = [clean_for_task(str(a), task) for row in answers for a in row]
+    vecs = np.asarray(embedder.embed_array(texts)).reshape(n, m, -1)
+    return vecs, np.asarray(embedder.embed_array(inputs))
+
+
+def policy_table(title, names, inputs, answers, quality, task, embedder, seeds: int) -> None:
+    vecs, input_vecs = embed_set(embedder, inputs, answers, task)
+    n, m = answers.shape
+    col = {b: j for j, b in enumerate(names)}
+    best = quality.mean(axis=0).max()
+    rand = quality.mean()
+    print(f"\n### {title}: {n} requests, {m} backends\n")
+    print("| policy | explore | backend calls / request | quality | of best - random gap |")
+    print("|---|---|---|---|---|")
+
+    def row(label, explore, calls, q, spread=""):
+        print(f"| {label} | {explore} | {calls:.2f} | {q:.3f}{spread} | {(q - rand) / (best - rand):+.2f} |")
+
+    row(f"best single ({names[int(quality.mean(axis=0).argmax())]}, in hindsight)", "", 1, best)
+    row("random single", "", 1, rand)
+
+    def run(policy, explore, seed):
+        out = replay(answers, vecs, input_vecs, names, inputs=inputs, policy=policy, k=20, explore=explore, seed=seed)
+        q = float(np.mean([quality[i, col[b]] for i, b in enumerate(out["selected"])]))
+        return out["backend_calls"] / n, q
+
+    calls, q = run("fanout", 0.0, 0)
+    row("fanout (full fan-out, Smoothie-Local k=20)", "", calls, q)
+    for policy in ("select", "local"):
+        for explore in EXPLORE:
+            runs = [run(policy, explore, s) for s in range(seeds)]
+            qs = [r[1] for r in runs]
+            spread = f" ± {np.std(qs):.3f}" if seeds > 1 else ""
+            row(policy, explore, float(np.mean([r[0] for r in runs])), float(np.mean(qs)), spread)
+
+
+# -- part 2: the gateway's own latency -------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_files(port: int, folder: str) -> None:
+    """Backends that answer instantly: /NAME/v1/chat/completions returns NAME's answer to the prompt."""
+    import uvicorn
+    from fastapi import FastAPI, Request
+
+    d = Path(folder)
+    rows = read_jsonl(d / "gsm8k_solutions_test.jsonl")
+    names = ["6b_verification", "175b_finetuning", "175b_verification"]
+    table = {n: dict(zip((r["embedding_input"] for r in rows), read_json(d / "generations" / f"{n}_test.json")
+                         ["generations"])) for n in names}
+    app = FastAPI()
+
+    @app.post("/{name}/v1/chat/completions")
+    async def chat(name: str, request: Request):
+        body = await request.json()
+        text = table[name].get(body["messages"][-1]["content"], "")
+        return {"id": "x", "object": "chat.completion", "created": 0, "model": name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def wait(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited")
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready")
+
+
+def latency(shared: Path, embedding_model: str, n_requests: int, concurrency: int) -> None:
+    import httpx
+
+    folder = shared / "gsm8k_solutions"
+    questions = [r["embedding_input"] for r in read_jsonl(folder / "gsm8k_solutions_test.jsonl")][:n_requests]
+    bport = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    files = subprocess.Popen([sys.executable, __file__, "--serve_files", str(bport), str(folder)], env=env)
+    procs = [files]
+    print(f"\n### The gateway's own time per request ({n_requests} GSM8K questions, {concurrency} at a time, "
+          f"backends answering from files, embedder {embedding_model})\n")
+    print("| policy | requests/s | added p50 (ms) | added p99 (ms) | backend p50 (ms) |")
+    print("|---|---|---|---|---|")
+    try:
+        wait(f"http://127.0.0.1:{bport}/docs", files)
+        for policy in ("fanout", "select"):
+            gport = free_port()
+            store = Path(f"/tmp/gateway_bench_{os.getpid()}_{policy}.sqlite")
+            gw = subprocess.Popen([sys.executable, "-m", "src.serve", "--policy", policy, "--port", str(gport),
+                                   "--store", str(store), "--embedding_model", embedding_model,
+                                   *(a for n in ("6b_verification", "175b_finetuning", "175b_verification")
+                                     for a in ("--backend", f"{n}=http://127.0.0.1:{bport}/{n}/v1"))],
+                                  cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+            procs.append(gw)
+            wait(f"http://127.0.0.1:{gport}/health", gw)
+
+            async def one(client, q, url=f"http://127.0.0.1:{gport}/v1/chat/completions"):
+                start = time.perf_counter()
+                r = await client.post(url,
+                                      json={"model": "smoothie", "messages": [{"role": "user", "content": q}]})
+                total = (time.perf_counter() - start) * 1000
+                s = r.json()["smoothie"]
+                backend = max(s["latency_ms"].values()) if len(s["called"]) > 1 else sum(s["latency_ms"].values())
+                return total - backend, backend
+
+            async def load():
+                sem = asyncio.Semaphore(concurrency)
+                async with httpx.AsyncClient(timeout=300) as client:
+                    async def limited(q):
+                        async with sem:
+                            return await one(client, q)
+                    start = time.perf_counter()
+                    results = await asyncio.gather(*(limited(q) for q in questions))
+                    return results, time.perf_counter() - start
+
+            results, seconds = asyncio.run(load())
+            added = np.array([r[0] for r in results])
+            back = np.array([r[1] for r in results])
+            print(f"| {policy} | {len(results) / seconds:.1f} | {np.percentile(added, 50):.1f} | "
+                  f"{np.percentile(added, 99):.1f} | {np.percentile(back, 50):.1f} |")
+            gw.terminate()
+            gw.wait(20)
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{store}{suffix}").unlink(missing_ok=True)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(20)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", default=os.environ.get("SMOOTHIE_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap.add_argument("--embedding_model", default="all-MiniLM-L6-v2")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=300, help="requests in the latency part (0: skip it)")
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--only", nargs="*", default=["gsm8k", "webnlg", "alpaca"])
+    ap.add_argument("--serve_files", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve_files:
+        return serve_files(int(args.serve_files[0]), args.serve_files[1])
+    shared = Path(args.shared)
+    if not shared.is_dir():
+        sys.exit(f"gateway_policies: the shared data folder {shared} is missing (--shared)")
+    embedder = Embedder(args.embedding_model)
+    loaders = {"gsm8k": load_gsm8k, "webnlg": load_webnlg, "alpaca": load_alpaca}
+    print(f"Policies replayed with src.replay's routing code (k = 20, warmup = 20, embedder {args.embedding_model}, "
+          f"{args.seeds} explore seeds)")
+    for name in args.only:
+        policy_table(*loaders[name](shared), embedder, args.seeds)
+    if args.requests:
+        latency(shared, args.embedding_model, args.requests, args.concurrency)
+
+
+if __name__ == "__main__":
+    main()
