@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
@@ -25,8 +26,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to an option's help, unless the help already says its default or
+    there is none to state (None, a switch that is off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
-    return _Parser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return _Parser(prog=prog, description=description, formatter_class=_Formatter)
 
 
 def command_name(main: Callable) -> str:
@@ -42,8 +54,14 @@ def command_name(main: Callable) -> str:
 def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:
     """Run ``main`` and turn :class:`UserError` into a one-line message and exit status 2."""
     prog = command_name(main)
+
+    def one_line(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"{prog}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
     try:
-        main(argv)
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line  # what happened and what to do, not a source line
+            main(argv)
     except UserError as exc:
         msg = " ".join(str(exc).split("\n"))
         print(f"{prog}: error: {msg}", file=sys.stderr)

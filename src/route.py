@@ -9,6 +9,8 @@ generation file is ``{"generations": [N strings]}`` in the same order.
 
 from __future__ import annotations
 
+import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,6 +234,18 @@ def add_file_flags(p) -> None:
                    help="embed generations as they are (default: special tokens dropped, first line kept)")
 
 
+def warn_identical(paths: Sequence[Path], generations: Sequence[list]) -> None:
+    """Say which generator files hold exactly the same outputs: Smoothie reads two identical
+    generators as two error-free ones (they agree perfectly), which is rarely what a user meant."""
+    seen: dict[str, Path] = {}
+    for path, gens in zip(paths, generations):
+        twin = seen.setdefault(json.dumps(gens), path)
+        if twin is not path:
+            warnings.warn(f"--generations {twin} and {path} are identical: Smoothie sees two generators that agree "
+                          "perfectly and gives them the weight; drop one of them unless that is intended",
+                          stacklevel=2)
+
+
 def read_generation_files(args) -> tuple[list[str], list[Path], int, list[dict] | None]:
     """Generator names, their files, the row count and the input rows (or None), checked against each other:
     at least 3 distinct files of equal, non-zero length, and inputs of the same length."""
@@ -247,12 +261,14 @@ def read_generation_files(args) -> tuple[list[str], list[Path], int, list[dict] 
         raise cli.UserError(f"--generations names {repeated} more than once; each generator is one file")
     if len(set(names)) != len(names):
         raise cli.UserError(f"--names: generator names must differ ({', '.join(names)})")
-    lengths = [len(read_generations(p)) for p in paths]
+    generations = [read_generations(p) for p in paths]
+    lengths = [len(g) for g in generations]
     if len(set(lengths)) != 1:
         short = paths[lengths.index(min(lengths))]
         raise cli.UserError(f"--generations files differ in length ({', '.join(map(str, lengths))}); {short} has "
                             f"{min(lengths)} entries")
     n_rows = lengths[0]
+    warn_identical(paths, generations)
     if n_rows == 0:
         raise cli.UserError(f"--generations: {paths[0]} holds no generations; nothing to route")
     rows = read_dataset(args.inputs, required=()) if args.inputs else None

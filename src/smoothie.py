@@ -89,8 +89,10 @@ def weights_from_deltas(deltas: np.ndarray, dim: int, on_invalid: str = "parity"
     n_bad = int(nonpositive.sum() + (~finite_delta).sum())
     if n_bad:
         warnings.warn(
-            f"{n_bad} of {len(deltas)} rows have a non-positive or non-finite error estimate; "
-            f"handled by the '{on_invalid}' rule (see src/smoothie.py)",
+            f"{n_bad} of {len(deltas)} rows have a non-positive or non-finite error estimate (some generators "
+            f"agree more closely than the Gaussian model allows, often identical outputs); they follow the "
+            f"'{on_invalid}' rule. Nothing to do if that is expected; --on_invalid argmin gives all weight to "
+            f"the smallest estimate instead (README, faithfulness notes)",
             SmoothieWarning,
             stacklevel=3,
         )
