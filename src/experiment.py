@@ -3,6 +3,8 @@ loaded lazily and once. The baselines, MBR and evaluate all start from here."""
 
 from __future__ import annotations
 
+import warnings
+
 from functools import cached_property
 from pathlib import Path
 
@@ -125,6 +127,12 @@ def open_experiment(p, argv, method: str, suffix=lambda args: "") -> tuple[objec
     args = p.parse_args(argv)
     exp = Experiment(Setting.from_args(args), args.dataset_config, args.no_clean)
     _ = exp.config  # a broken config is reported as such, before any split is read
+    n_labels = getattr(args, "n_labels", None)
+    if n_labels and BY_NAME[method].labelled and n_labels > len(exp.train_rows):
+        # say so, and name the output by the labels actually used, not by the ones asked for
+        warnings.warn(f"--n_labels {n_labels}: the train split has only {len(exp.train_rows)} rows "
+                      f"({exp.setting.split_file('train')}); using all {len(exp.train_rows)}", stacklevel=2)
+        args.n_labels = len(exp.train_rows)
     out = exp.setting.method_file(method, suffix(args))
     settings = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS} | {"clean": exp.clean}
     provenance = exp.provenance(settings, ("train", "test") if BY_NAME[method].labelled else ("test",))

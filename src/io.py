@@ -18,10 +18,21 @@ import yaml
 from src.cli import UserError
 
 
+def write_failed(path: str | os.PathLike, exc: OSError) -> UserError:
+    """A failed write (permissions, a full disk, a path through a file) as one line naming the
+    place the user chose, not the hidden temporary file beside it."""
+    path = Path(path)
+    return UserError(f"cannot write {path}: {exc.strerror or exc} (is {path.parent} a writable folder with free "
+                     "space?)")
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise write_failed(path, exc) from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a shared results folder needs the user's umask
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -29,6 +40,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_failed(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -70,11 +84,28 @@ def read_jsonl(path: str | os.PathLike, what: str = "file") -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
+                if lineno == 1 and _is_one_json_document(path):
+                    raise UserError(_NOT_JSONL.format(path=path)) from None
                 raise UserError(f"{path}:{lineno}: not valid JSON ({exc})") from None
+            if isinstance(row, list) and lineno == 1:
+                raise UserError(_NOT_JSONL.format(path=path))
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{lineno}: each line must be a JSON object")
             rows.append(row)
     return rows
+
+
+_NOT_JSONL = ("{path} is one JSON document, but a JSONL file is expected: one JSON object per line "
+              "(for a JSON list: python -c \"import json,sys; [print(json.dumps(r)) for r in json.load(sys.stdin)]\" "
+              "< file.json > file.jsonl)")
+
+
+def _is_one_json_document(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
