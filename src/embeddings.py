@@ -112,6 +112,10 @@ def load_sentence_model(target: str, device: str | None, backend: str = "torch",
     """A SentenceTransformer, or for "onnx"/"openvino" its graph under that runtime (CPU only)."""
     from sentence_transformers import SentenceTransformer
 
+    from src.hub import ensure_reachable_or_offline
+
+    if not Path(target).is_dir():
+        ensure_reachable_or_offline()
     if backend == "torch":
         return SentenceTransformer(target, device=device or default_device())
     from src.embedding_backends import ExportedSentenceModel, export_onnx
@@ -291,8 +295,12 @@ class Embedder:
                 pass
         if not texts:
             return np.zeros((0, self.dimension()), dtype=dtype)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.partial.npy")
+
+        def open_out(dim: int) -> np.ndarray:  # the folder is made only once there is a vector to put in it
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(texts), dim))
+
         out = None
         missing: dict[str, str] = {}
         where: dict[str, list[int]] = {}
@@ -300,8 +308,7 @@ class Embedder:
             chunk = keys[start : start + ARRAY_CHUNK]
             found = self._lookup(list(dict.fromkeys(chunk)))
             if out is None and found:
-                dim = len(next(iter(found.values())))
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(texts), dim))
+                out = open_out(len(next(iter(found.values()))))
             for i, key in enumerate(chunk, start):
                 if key in found:
                     out[i] = found[key]
@@ -310,8 +317,7 @@ class Embedder:
                     where.setdefault(key, []).append(i)
         encoded = self._encode_missing(missing)
         if out is None:
-            dim = len(next(iter(encoded.values())))
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(texts), dim))
+            out = open_out(len(next(iter(encoded.values()))))
         for key, rows in where.items():
             out[rows] = encoded[key]
         out.flush()

@@ -4,7 +4,6 @@ loaded lazily and once. The baselines, MBR and evaluate all start from here."""
 from __future__ import annotations
 
 import warnings
-
 from functools import cached_property
 from pathlib import Path
 

@@ -60,7 +60,7 @@ def test_more_labels_than_train_rows_warns_and_names_the_output_by_what_was_used
     code, out, err = run_cli(labeled_smoothie.main, tree.setting_args("--n_labels", 50, "--embedding_model",
                                                                       "all-MiniLM-L6-v2"), capsys)
     assert code == 0, err
-    assert f"--n_labels 50" in err and f"only {SMOL_TRAIN}" in err
+    assert "--n_labels 50" in err and f"only {SMOL_TRAIN}" in err
     made = sorted(f.name for f in tree.folder.glob("labeled_smoothie_*"))
     assert len(made) == 1 and f"_{SMOL_TRAIN}_" in made[0] and "_50_" not in made[0], made
     code, out, err = run_cli(labeled_oracle.main, tree.setting_args("--n_labels", 50), capsys)
@@ -101,3 +101,21 @@ def test_unwritable_outputs_are_one_line_naming_the_place(tmp_path, capsys):
                                             "--embedding_model", "all-MiniLM-L6-v2", "--output", target], capsys)
         lines = err.strip().splitlines()
         assert code == 2 and place in lines[-1] and "Traceback" not in err and ".tmp" not in lines[-1], err
+
+
+def test_an_unreachable_hub_is_one_quick_line_and_leaves_no_cache_folder(tmp_path):
+    """Typed by hand, without the Makefile's HF_HUB_OFFLINE=1: the hub is looked up once, found
+    unreachable, and the command stops with one line, without the hub client's retry loop."""
+    paths = _write_generations(tmp_path, {"a": ["x", "y"], "b": ["y", "z"], "c": ["z", "x"]})
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["SMOOTHIE_CACHE_DIR"] = str(tmp_path / "cache")
+    proc = subprocess.run([sys.executable, "-m", "src.route", "--generations", *paths, "--type", "sample_independent",
+                           "--embedding_model", "no-such-org/no-such-embedder", "--output", str(tmp_path / "o.json")],
+                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 2, proc.stderr
+    assert "Retrying" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "no-such-org/no-such-embedder" in errors[0] and "--embedding_model" in errors[0]
+    leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.suffix in (".arrays", ".sqlite")]
+    assert leftovers == [], leftovers

@@ -7,6 +7,8 @@ is greedy unless a temperature is given; several sampled sequences per prompt co
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from src.cli import UserError
 from src.generation.models import ModelRef
 
@@ -27,6 +29,10 @@ class HFBackend:
         if dtype == "auto":
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
         kwargs = {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
+        if not Path(str(ref.load_from)).exists():
+            from src.hub import ensure_reachable_or_offline
+
+            ensure_reachable_or_offline()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(ref.load_from, **kwargs)
             self.model = AutoModelForCausalLM.from_pretrained(ref.load_from, dtype=getattr(torch, dtype), **kwargs)

@@ -85,6 +85,9 @@ def load_hub_split(task: Task, split: str):
     after the script error."""
     import datasets
 
+    from src.hub import ensure_reachable_or_offline
+
+    ensure_reachable_or_offline()
     if not task.parquet_export:
         try:
             return datasets.load_dataset(task.hub_id, task.subset, split=split)
