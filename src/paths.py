@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from src.cli import UserError
@@ -20,6 +21,42 @@ SPLITS = ("train", "test")
 # folder is a generator's generations.
 _N_GENS = re.compile(r"_\d+_gens$")
 _N_GENS_ANY = re.compile(r"_(\d+)_gens(?=_|$)")
+
+
+_CLONE = Path(__file__).resolve().parents[1]
+SHIPPED = ("dataset_configs", "prompt_templates")  # folders a wheel carries inside the package, as src/_data/
+
+
+def shipped(folder: str) -> Path:
+    """A folder that ships with the project (``dataset_configs``, ``prompt_templates``): the
+    clone's own when running from one, else the copy a wheel installs inside the package."""
+    here = _CLONE / folder
+    if here.is_dir():
+        return here
+    return Path(str(resources.files("src") / "_data" / folder))
+
+
+def shipped_path(path: str | os.PathLike) -> Path | None:
+    """``dataset_configs/demo.yaml`` (any path under a shipped folder) in the shipped copy, if it is there."""
+    parts = Path(path).parts
+    if parts and parts[0] in SHIPPED:
+        candidate = shipped(parts[0]).joinpath(*parts[1:])
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def dataset_config_path(text: str | os.PathLike) -> Path:
+    """What ``--dataset_config`` names: a file as given, else a shipped config by path or by name
+    (``demo`` or ``demo.yaml`` for ``dataset_configs/demo.yaml``), from any working folder."""
+    path = Path(text)
+    if path.exists():
+        return path
+    found = shipped_path(path)
+    if found is None and len(path.parts) == 1:
+        named = shipped("dataset_configs") / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+        found = named if named.is_file() else None
+    return found or path
 
 
 def config_stem(dataset_config: str | os.PathLike) -> str:

@@ -26,11 +26,10 @@ from pathlib import Path
 
 from src import cli
 from src.constants import MODEL_GROUPS
-from src.paths import DEFAULT_EMBEDDER, Setting, datasets_dir, paper_dir, results_root, split_file
+from src.paths import DEFAULT_EMBEDDER, Setting, datasets_dir, paper_dir, results_root, shipped, split_file
 from src.provenance import KEY as PROVENANCE
 from src.provenance import changed_inputs
 from src.tasks.config import load_config
-from src.tasks.registry import REPO
 
 TABLE1_TASKS = ["cnn_dailymail", "definition_extraction", "e2e_nlg", "squad", "trivia_qa", "web_nlg", "xsum"]
 TABLE2_GROUPS = ["acc_group", "rouge2_group"]
@@ -96,7 +95,7 @@ class Options:
 
 
 def _config(name: str) -> Path:
-    path = REPO / "dataset_configs" / f"{name}.yaml"
+    path = shipped("dataset_configs") / f"{name}.yaml"
     try:
         return path.relative_to(Path.cwd())  # commands read as the README writes them
     except ValueError:

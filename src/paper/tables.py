@@ -18,14 +18,13 @@ from pathlib import Path
 from src import cli
 from src.io import atomic_write_text, read_json
 from src.methods.registry import BASELINES
-from src.paths import DEFAULT_EMBEDDER, Setting, results_root
-from src.tasks.registry import REPO
+from src.paths import DEFAULT_EMBEDDER, Setting, results_root, shipped
 
 TABLE1_TASKS = ["cnn_dailymail", "definition_extraction", "e2e_nlg", "squad", "trivia_qa", "web_nlg", "xsum"]
 
 
 def _is_group(config: str) -> bool:
-    path = REPO / "dataset_configs" / f"{config}.yaml"
+    path = shipped("dataset_configs") / f"{config}.yaml"
     return config.endswith("_group") or (path.is_file() and "tasks:" in path.read_text())
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from src.cli import UserError
 from src.io import read_yaml
-from src.tasks.registry import REPO, Task, custom_task, get_task
+from src.paths import dataset_config_path, shipped, shipped_path
+from src.tasks.registry import Task, custom_task, get_task
 
-TEMPLATE_DIR = REPO / "prompt_templates"
+TEMPLATE_DIR = shipped("prompt_templates")
 SINGLE_KEYS = {"dataset", "multi_prompt_template", "multi_model_prompt_template", "max_new_tokens",
                "train_size", "test_size", "metrics", "source", "input_column", "reference_column", "clean"}
 GROUP_KEYS = {"tasks", "max_new_tokens"}
@@ -68,8 +69,8 @@ class DatasetConfig:
 
 
 def _resolve(path: str, base: Path) -> Path:
-    for candidate in (Path(path), REPO / path, base / path, base / Path(path).name):
-        if candidate.exists():
+    for candidate in (Path(path), shipped_path(path), base / path, base / Path(path).name):
+        if candidate is not None and candidate.exists():
             return candidate
     return Path(path)
 
@@ -151,7 +152,7 @@ def _load_task(path: Path, data: dict) -> TaskConfig:
 
 
 def load_config(path: str | Path) -> DatasetConfig:
-    path = Path(path)
+    path = dataset_config_path(path)
     data = read_yaml(path)
     if "tasks" in data:
         unknown = set(data) - GROUP_KEYS

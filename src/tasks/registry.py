@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from src.paths import shipped  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -123,7 +125,7 @@ register(Task(
     name="demo", hub_id=None, subset=None, test_split="test", train_split="train",
     columns=("question", "answers"), fields=lambda r: {"question": _text(r, "question")},
     embedding_input=lambda r: _text(r, "question"), reference=lambda r: list(r["answers"]),
-    metric="trivia_qa_acc", builtin_source=REPO / "dataset_configs" / "demo_data",
+    metric="trivia_qa_acc", builtin_source=shipped("dataset_configs") / "demo_data",
 ))
 
 
