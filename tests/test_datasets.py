@@ -313,7 +313,7 @@ def test_mix_instruct_labelled_baselines_stop_with_one_line(tmp_path, capsys):
     config = tmp_path / "mix_instruct.yaml"
     code, _, err = run_cli(labeled_oracle.main, ["--dataset_config", config, "--data_dir", tmp_path / "out",
                                                  "--results_dir", tmp_path / "results", "--model_group",
-                                                 "mix_instruct", "--multi_model"], capsys)
+                                                 "mix_instruct", "--multi_model", "--n_labels", 8], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "mix_instruct_train.jsonl" in err and "no reference" in err
 
