@@ -1,4 +1,4 @@
-"""Routing a million rows on one machine: the figures of the README's "Scale" section.
+"""Routing a million rows on one machine: the figures of docs/scale.md.
 
     python benchmarks/bench_scale.py [--n 1000000] [--parts global local recall pipeline] [--workdir DIR]
 

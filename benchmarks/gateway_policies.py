@@ -246,7 +246,7 @@ def main() -> None:
     shared = Path(args.shared)
     if not shared.is_dir():
         sys.exit(f"gateway_policies: the shared data folder {shared} is missing (--shared)")
-    embedder = Embedder(args.embedding_model)
+    embedder = Embedder(args.embedding_model, one_per_pass=True)  # as src.serve and src.replay embed
     loaders = {"gsm8k": load_gsm8k, "webnlg": load_webnlg, "alpaca": load_alpaca}
     print(f"Policies replayed with src.replay's routing code (k = 20, warmup = 20, embedder {args.embedding_model}, "
           f"{args.seeds} explore seeds)")

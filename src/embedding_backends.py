@@ -7,7 +7,7 @@ embeddings) and the two runtimes run that graph; mean pooling and normalisation,
 these models, are a few lines of numpy. The object below quacks like the SentenceTransformer
 that ``encode_unpadded`` drives (tokenizer, max_seq_length, encode), so batches, and therefore
 vectors, are formed exactly as on the torch path. Which backend is faster here, and whether it
-routes the same, is measured by ``benchmarks/bench_embedding_backends.py`` (README, "Scale").
+routes the same, is measured by ``benchmarks/bench_embedding_backends.py`` (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from src.cli import UserError
 
 BACKENDS = ("torch", "onnx", "openvino")
-DEFAULT_BACKEND = "torch"  # measured: ONNX Runtime 1.48x (MiniLM), 1.18x (mpnet), under the 1.5x bar (README, Scale)
+DEFAULT_BACKEND = "torch"  # measured: ONNX Runtime 1.48x (MiniLM), 1.18x (mpnet), under the 1.5x bar (docs/scale.md)
 
 
 def export_onnx(st_model, path: Path) -> Path:

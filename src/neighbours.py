@@ -6,7 +6,7 @@ build and search grow as N log N. HNSW was chosen over FAISS's inverted-file ind
 recall held on every data set tried: on 20,000 synthetic low-rank vectors IVF-Flat reached
 recall@20 of 0.58 where HNSW reached 0.96 (both near 1 on real mpnet vectors). Recall and the
 agreement of Smoothie-Local's picks with exact search are measured by ``benchmarks/bench_scale.py``
-(README, "Scale").
+(docs/scale.md).
 
 Exact search is scikit-learn's, as it always was here, so results below the threshold are what
 they were before the approximate path existed. The approximate path is deterministic: HNSW's

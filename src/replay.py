@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     tasks = [r.get("task_name") for r in rows] if rows is not None else [None] * n_rows
     texts = [clean_for_task(str(a), tasks[i]) if not args.no_clean else str(a)
              for i in range(n_rows) for a in answers[i]]
-    embedder = Embedder(args.embedding_model, backend=args.embedding_backend)
+    embedder = Embedder(args.embedding_model, backend=args.embedding_backend, one_per_pass=True)  # as src.serve
     vecs = np.asarray(embedder.embed_array(texts)).reshape(n_rows, len(names), -1)
     input_vecs = np.asarray(embedder.embed_array(inputs)) if inputs is not None else None
     out = replay(answers, vecs, input_vecs, names, inputs=inputs, policy=args.policy, k=args.k,

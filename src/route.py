@@ -193,7 +193,7 @@ def add_smoothie_flags(p, type_required: bool = False) -> None:
                    help="precision of the on-disk embedding arrays (float16 halves disk and reads at large N)")
     p.add_argument("--embedding_backend", choices=EMBEDDING_BACKENDS, default=DEFAULT_EMBEDDING_BACKEND,
                    help="runtime for the embedder: torch, or its exported graph under ONNX Runtime or OpenVINO "
-                        "(CPU); each has its own cache (README, Scale)")
+                        "(CPU); each has its own cache (docs/scale.md)")
     p.add_argument("--ray_replicas", type=cli.positive_int, default=None, metavar="N",
                    help="embed cache misses on N Ray replicas, one GPU each where there are GPUs (RAY_ADDRESS: a "
                         "running cluster); same vectors as without")

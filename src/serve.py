@@ -4,8 +4,8 @@
                         [--config gateway.yaml] [--policy fanout|select|local] [--port 8000]
 
 A request whose ``model`` names a backend goes to it alone; any other ``model`` is routed, and
-the response says which backend answered (``model``) and why (the ``smoothie`` object). See the
-README's "Serving" section and ``src.gateway``.
+the response says which backend answered (``model``) and why (the ``smoothie`` object). See
+docs/serving.md and ``src.gateway``.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = settings_from_args(args)
     import uvicorn
 
-    embedder = Embedder(settings.embedding_model, show_progress=False, backend=args.embedding_backend)
+    embedder = Embedder(settings.embedding_model, show_progress=False, backend=args.embedding_backend,
+                        one_per_pass=True)
     embedder.dimension()  # load the model now (or fail with one line), not on the first request
     app = create_app(settings, embedder)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

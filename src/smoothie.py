@@ -92,7 +92,7 @@ def weights_from_deltas(deltas: np.ndarray, dim: int, on_invalid: str = "parity"
             f"{n_bad} of {len(deltas)} rows have a non-positive or non-finite error estimate (some generators "
             f"agree more closely than the Gaussian model allows, often identical outputs); they follow the "
             f"'{on_invalid}' rule. Nothing to do if that is expected; --on_invalid argmin gives all weight to "
-            f"the smallest estimate instead (README, faithfulness notes)",
+            f"the smallest estimate instead (docs/notes.md)",
             SmoothieWarning,
             stacklevel=3,
         )

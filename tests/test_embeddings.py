@@ -160,3 +160,17 @@ def test_exported_backends_match_torch_and_keep_their_own_cache(tmp_path, backen
 def test_unknown_backend_is_a_user_error():
     with pytest.raises(UserError, match="--embedding_backend"):
         Embedder("all-MiniLM-L6-v2", backend="tensorrt")
+
+
+def test_one_text_per_pass_is_batch_independent_and_cached_apart(tmp_path):
+    """The gateway's mode: each text alone in its forward pass, so its vector cannot depend on
+    the other texts of a request; it has its own cache, since its last bits may differ from the
+    batch commands' vectors."""
+    texts = ["What is 2 plus 2?", "Four.", "The answer is 4, since 2 + 2 = 4.", "Paris", "A much longer answer " * 9]
+    together = Embedder(minilm(), cache_dir=tmp_path / "a", show_progress=False, one_per_pass=True).embed(texts)
+    alone = np.stack([Embedder(minilm(), cache_dir=tmp_path / f"b{i}", show_progress=False,
+                               one_per_pass=True).embed([t])[0] for i, t in enumerate(texts)])
+    assert np.array_equal(together, alone)
+    batch = Embedder(minilm(), cache_dir=tmp_path / "a", show_progress=False)
+    assert batch.cache_path != Embedder(minilm(), cache_dir=tmp_path / "a", one_per_pass=True).cache_path
+    np.testing.assert_allclose(batch.embed(texts), together, atol=1e-5)

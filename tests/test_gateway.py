@@ -17,7 +17,7 @@ from conftest import minilm
 from gateway_servers import BACKEND_KEY, Gateway, LlamaServer
 
 openai = pytest.importorskip("openai", reason="the openai SDK is installed by make install (requirements.txt)")
-pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by make install (see README, Serving)")
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by make install (see docs/serving.md)")
 
 NAMES = ["smol", "smolalpaca", "gemma"]
 GEN = {"max_tokens": 12, "temperature": 0}
@@ -298,7 +298,7 @@ def test_server_and_replay_route_a_stream_identically(backends, tmp_path, policy
         stored.setdefault(rid, {})[backend] = text
     answers = np.array([[stored.get(r.id, {}).get(b, r.choices[0].message.content if b == r.model else "")
                          for b in NAMES] for r in responses], dtype=object)
-    embedder = Embedder("all-minilm-l6-v2", show_progress=False)
+    embedder = Embedder("all-minilm-l6-v2", show_progress=False, one_per_pass=True)  # the server's mode
     vecs = embedder.embed([a for row in answers for a in row]).reshape(len(PROMPTS), len(NAMES), -1)
     out = replay(answers, vecs, embedder.embed(PROMPTS), NAMES, inputs=PROMPTS, policy=policy, k=3, warmup=3,
                  explore=0.3, seed=5)

@@ -16,7 +16,7 @@ class VLLMBackend:
         except ImportError:
             raise UserError(
                 "--backend vllm: vLLM is not installed; on a GPU machine run `pip install vllm` "
-                "(see README, 'vLLM backend'), or use --backend hf"
+                "(see docs/reproducing.md, 'vLLM backend'), or use --backend hf"
             ) from None
         model = ref.load_from if not ref.gguf_file else f"{ref.load_from}/{ref.gguf_file}"
         self.llm = LLM(model=model, dtype="bfloat16" if dtype == "auto" else dtype, seed=42,

@@ -28,7 +28,7 @@ they should. With no labels (n = 0) the rule is Smoothie-Global; with identical 
 it keeps Smoothie's order.
 
 ALPHA is the textbook 5%; nothing is fitted per set. How the rule was chosen, and what other
-constants gave, is in the README ("Labelled Smoothie").
+constants gave, is in docs/results.md ("Labelled Smoothie").
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ def _load_task(path: Path, data: dict) -> TaskConfig:
     if own:
         missing = [k for k in ("input_column", "reference_column", "metrics") if k not in data]
         if missing:
-            raise UserError(f"{path}: your own task needs {', '.join(missing)} too (README: your own task)")
+            raise UserError(f"{path}: your own task needs {', '.join(missing)} too (docs/own_task.md)")
         if not isinstance(data["metrics"], list) or not data["metrics"]:
             raise UserError(f"{path}: metrics must be a non-empty list of metric names")
         task = custom_task(str(data["dataset"]), str(data["input_column"]), str(data["reference_column"]),

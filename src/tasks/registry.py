@@ -152,5 +152,5 @@ def get_task(name: str) -> Task:
 
     if name not in TASKS:
         raise UserError(f"unknown dataset {name!r}; known: {', '.join(sorted(TASKS))}; for your own data, "
-                        "give the config input_column, reference_column, metrics and source (README: your own task)")
+                        "give the config input_column, reference_column, metrics and source (docs/own_task.md)")
     return TASKS[name]

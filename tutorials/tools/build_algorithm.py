@@ -191,7 +191,7 @@ labels it has switched in about half of the draws, where Best-on-Val gains from 
 the test. Where Smoothie is right (GSM8K, WebNLG in the README), the same test keeps a few unlucky labels from talking it out of its pick, and
 there Best-on-Val with 1 or 2 labels loses most of the gap. With graded scores the switch comes much sooner
 (`tests/test_labeled_smoothie.py`: in about 4 draws in 5 with 5 labels, nearly all with 10). `benchmarks/label_curve.py` measures both effects on real data
-(README, "Labelled Smoothie")."""),
+(docs/results.md, "Labelled Smoothie")."""),
 ]
 nb["cells"] = cells
 nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
