@@ -46,7 +46,8 @@ def replay(answers: np.ndarray, answer_vecs: np.ndarray, input_vecs: np.ndarray 
         decision = router.decide(i, query)
         if decision.fanout:
             vecs = {b: answer_vecs[i, j] for j, b in enumerate(names)}
-            chosen, _ = router.choose(vecs, query)
+            empty = frozenset(b for j, b in enumerate(names) if not str(answers[i, j]).strip())
+            chosen, _ = router.choose(vecs, query, empty)
             router.record(Fanout(f"row-{i}", inputs[i] if inputs is not None else "",
                                  query if query is not None else np.zeros(d, np.float32),
                                  {b: str(answers[i, j]) for j, b in enumerate(names)}, vecs))

@@ -145,3 +145,16 @@ def test_yaml_config_with_flags_on_top(tmp_path):
     s = serve.settings_from_args(args)
     assert [b.name for b in s.backends] == ["a", "b", "c"] and [b.model_id for b in s.backends] == ["a", "m-b", "m-c"]
     assert (s.policy, s.explore, s.k, s.warmup_rows, s.host) == ("select", 0.2, 9, 9, "127.0.0.1")
+
+
+def test_an_empty_answer_is_returned_only_when_every_answer_is_empty():
+    vecs, inputs = planted(30, seed=6)
+    router = Router(NAMES, FanoutStore(":memory:", "e"), k=5)
+    fill(router, vecs, inputs)
+    answers = {b: vecs[0, j] for j, b in enumerate(NAMES)}
+    best, weights = router.choose(answers, inputs[0])
+    second = sorted(weights, key=weights.get)[-2]
+    assert router.choose(answers, inputs[0], frozenset({best}))[0] == second
+    assert router.choose(answers, inputs[0], frozenset(NAMES))[0] == best
+    two = {b: answers[b] for b in NAMES[:2]}
+    assert router.choose(two, inputs[0], frozenset({"a"}))[0] == "b"

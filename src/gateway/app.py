@@ -194,7 +194,8 @@ class Gateway:
         else:
             vecs = await self.embed(texts)
         by_name = dict(zip(names, vecs))
-        chosen, weights = self.router.choose(by_name, input_vec)
+        empty = frozenset(b for b in names if not answer_text(req.kind, answers[b]).strip())
+        chosen, weights = self.router.choose(by_name, input_vec, empty)
         self.router.record(Fanout(rid, req.text, input_vec,
                                   {b: answer_text(req.kind, answers[b]) for b in names}, by_name))
         smoothie.update(chosen=chosen, weights=weights)

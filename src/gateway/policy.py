@@ -191,16 +191,22 @@ class Router:
             est = self.local_estimate(input_vec)
         return Decision(seq, False, self.policy, self.ranked(est), self._named(est))
 
-    def choose(self, vecs: dict[str, np.ndarray], input_vec: np.ndarray | None
+    def choose(self, vecs: dict[str, np.ndarray], input_vec: np.ndarray | None, empty: frozenset[str] = frozenset()
                ) -> tuple[str, dict[str, float] | None]:
         """The chosen backend among those that answered a fan-out (``vecs``: backend -> its
-        answer's embedding) and the weights it was chosen by."""
+        answer's embedding) and the weights it was chosen by. Backends in ``empty`` answered
+        with no text: they count in the estimate (that is how it learns they are poor), but an
+        empty answer is returned only when every answer is empty."""
         answered = [b for b in self.backends if b in vecs]  # configuration order
         if not answered:
             raise ValueError("no backend answered")
+
+        def first_usable(ranking: list[str]) -> str:
+            return next((b for b in ranking if b not in empty), ranking[0])
+
         if len(answered) < 3:  # too few for the triplet identity: the stored Global ranking decides
             est = self.global_estimate()
-            return self.ranked(est, answered)[0], self._named(est)
+            return first_usable(self.ranked(est, answered)), self._named(est)
         cols = [self._index[b] for b in answered]
         own = pairwise_sq_distances(np.stack([vecs[b] for b in answered]))[None]
         complete = np.flatnonzero(self._complete())
@@ -210,4 +216,4 @@ class Router:
             pool = complete
         stored = self.dists[pool][:, cols][:, :, cols]
         est = pooled(np.concatenate([own, stored]), len(next(iter(vecs.values()))))
-        return self.ranked(est, answered, answered)[0], self._named(est, answered)
+        return first_usable(self.ranked(est, answered, answered)), self._named(est, answered)
