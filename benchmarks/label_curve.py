@@ -1,6 +1,7 @@
 """Quality against the number of labels: Best-on-Val(n), Smoothie-Global, random and Labelled Smoothie(n).
 
     python benchmarks/label_curve.py [--draws 200] [--seed 0] [--embedding_model all-MiniLM-L6-v2] [--plot benchmarks/label_curve.png]
+    python benchmarks/label_curve.py --holdout [--draws 200]      # alpha chosen leave-one-source-out, noisy labels
 
 Sets (each one global choice among its generators; quality = the chosen generator's mean score
 over all rows of the set): GSM8K solutions (4 systems, the dataset authors' correctness labels),
@@ -72,6 +73,29 @@ def alpaca(shared: Path):
                np.array([prefs[m] for m in members]).T)
 
 
+FLIPS = (0.1, 0.2)
+
+
+def flipped(scores: np.ndarray, share: float, seed: int = 0) -> np.ndarray:
+    """0/1 labels with a share of them flipped at random (fixed seed): what a hurried labeller gives."""
+    rng = np.random.default_rng(seed)
+    return np.where(rng.random(scores.shape) < share, 1.0 - scores, scores)
+
+
+def webnlg_one_reference(shared: Path):
+    """WebNLG labelled by ROUGE-2 against its first reference only, scored against the others
+    (rows with two or more references): labels that only approximate the quality that matters."""
+    names, gens = _generation_files(shared / "webnlg2020" / "generations")
+    rows = [json.loads(line) for line in (shared / "webnlg2020" / "webnlg2020_test.jsonl").read_text().splitlines()]
+    keep = [i for i, r in enumerate(rows) if isinstance(r["reference"], list) and len(r["reference"]) >= 2]
+    gens = [[g[i] for i in keep] for g in gens]
+    first = [rows[i]["reference"][0] for i in keep]
+    others = [rows[i]["reference"][1:] for i in keep]
+    labels = np.array([METRICS["rouge2"](g, first) for g in gens]).T
+    quality = np.array([METRICS["rouge2"](g, others) for g in gens]).T
+    return gens, quality, labels
+
+
 def demo(_shared: Path):
     gens_file = Setting(config="demo", results_dir=ROOT / "results", model="smollm2-135m").generations_file("test")
     data_file = ROOT / split_file("demo", "test")
@@ -87,8 +111,11 @@ def demo(_shared: Path):
 
 
 def curves(scores: np.ndarray, theta: np.ndarray, draws: int, seed: int = 0,
-           alpha: float = ALPHA) -> dict[str, np.ndarray]:
-    """(draws, len(NS)) qualities per method; random and SG repeat their one value."""
+           alpha: float = ALPHA, labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """(draws, len(NS)) qualities per method; random and SG repeat their one value. ``labels``
+    (default: the scores themselves) are what Best-on-Val and Labelled Smoothie see on the
+    labelled rows; quality is always the scores' mean."""
+    labels = scores if labels is None else labels
     quality = scores.mean(axis=0)
     rng = np.random.default_rng(seed)
     out = {name: np.empty((draws, len(NS))) for name in ("bov", "ls")}
@@ -98,10 +125,10 @@ def curves(scores: np.ndarray, theta: np.ndarray, draws: int, seed: int = 0,
             if n == 0:
                 out["bov"][d, j] = quality.mean()  # no labels: Best-on-Val is a random generator
             else:
-                means = scores[rows].mean(axis=0)
+                means = labels[rows].mean(axis=0)
                 best = np.flatnonzero(means == means.max())
                 out["bov"][d, j] = quality[best].mean()  # ties broken uniformly: their expected quality
-            out["ls"][d, j] = quality[pick(theta, scores[rows], alpha)]
+            out["ls"][d, j] = quality[pick(theta, labels[rows], alpha)]
     out["sg"] = np.full((draws, len(NS)), quality[int(np.argmax(theta))])
     out["random"] = np.full((draws, len(NS)), quality.mean())
     return out
@@ -115,7 +142,12 @@ def main() -> None:
     ap.add_argument("--plot", default=str(ROOT / "benchmarks" / "label_curve.png"))
     ap.add_argument("--seed", type=int, default=0, help="seed of the draws of labelled rows")
     ap.add_argument("--alpha", type=float, default=ALPHA, help="the rule's test level (default: the shipped one)")
+    ap.add_argument("--holdout", action="store_true",
+                    help="also choose alpha by leave-one-source-out over ALPHAS, add the noisy-label conditions, "
+                         "and print held-out regret beside the in-sample one")
     args = ap.parse_args()
+    if args.holdout:
+        return holdout(args)
     shared = Path(args.shared)
     embedder = Embedder(args.embedding_model, show_progress=True)
     sources = [demo] + ([gsm8k, webnlg, alpaca] if shared.is_dir() else [])
@@ -162,6 +194,87 @@ def main() -> None:
     if args.plot:
         plot(results, Path(args.plot))
         print(f"\nwrote {args.plot}")
+
+
+ALPHAS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+SOURCES = {"demo": "demo", "GSM8K": "GSM8K", "WebNLG": "WebNLG", "AlpacaEval": "AlpacaEval"}
+
+
+def source_of(name: str) -> str:
+    return next(s for key, s in SOURCES.items() if name.startswith(key))
+
+
+def all_sets(shared: Path, embedder) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(name, theta, quality scores, labels) for every set and noisy-label condition."""
+    sets = []
+    sources = [demo] + ([gsm8k, webnlg, alpaca] if shared.is_dir() else [])
+    for source in sources:
+        for name, task, gens, scores in source(shared):
+            theta = route_generations(gens, k=None, task=task, embedder=embedder).weights[0]
+            sets.append((name, theta, scores, scores))
+            if task in ("gsm8k", "demo"):
+                sets += [(f"{name}, {int(share * 100)}% labels flipped", theta, scores, flipped(scores, share))
+                         for share in FLIPS]
+    if shared.is_dir():
+        gens, quality, labels = webnlg_one_reference(shared)
+        theta = route_generations(gens, k=None, task="web_nlg", embedder=embedder).weights[0]
+        sets.append(("WebNLG 2020, labels = ROUGE-2 vs one reference", theta, quality, labels))
+    return sets
+
+
+def regrets(sets, alpha: float, draws: int, seed: int) -> np.ndarray:
+    """(sets, len(NS)) relative regret of Labelled Smoothie at ``alpha`` on each set."""
+    out = np.empty((len(sets), len(NS)))
+    for i, (_, theta, quality_scores, labels) in enumerate(sets):
+        c = curves(quality_scores, theta, draws, seed=seed, alpha=alpha, labels=labels)
+        quality = quality_scores.mean(axis=0)
+        gap = max(float(quality.max() - quality.mean()), 1e-12)
+        for j, n in enumerate(NS):
+            envelope = max(c["bov"][:, j].mean(), c["sg"][:, j].mean()) if n else c["sg"][:, j].mean()
+            out[i, j] = (envelope - c["ls"][:, j].mean()) / gap
+    return out
+
+
+def holdout(args) -> None:
+    """Leave one source out: alpha is chosen (smallest worst-case r, then smallest mean r) on the
+    sets of the other sources and measured on the left-out source's sets. The four sources
+    (the demo, GSM8K, WebNLG, AlpacaEval) are left out whole, since the six AlpacaEval ensembles
+    share five of their six models and the noisy-label conditions share their set's generations."""
+    shared = Path(args.shared)
+    embedder = Embedder(args.embedding_model, show_progress=True)
+    sets = all_sets(shared, embedder)
+    names = [name for name, *_ in sets]
+    labelled = [j for j, n in enumerate(NS) if n >= 1]
+    mid = [NS.index(n) for n in (2, 5, 10)]
+    r = {a: regrets(sets, a, args.draws, args.seed) for a in ALPHAS}
+    print(f"\nLabelled Smoothie, held out: leave one source out; embedder {args.embedding_model}; {args.draws} draws "
+          f"per n, seed {args.seed}; alpha chosen from {ALPHAS}\n")
+    print("| held-out set | alpha chosen on the other sources | worst r, n in 1..50, held out | worst r in-sample "
+          f"(alpha {ALPHA}) | mean r at n in {{2, 5, 10}}, held out | in-sample |")
+    print("|---|---|---|---|---|---|")
+    held = np.empty((len(sets), len(NS)))
+    for source in dict.fromkeys(source_of(n) for n in names):
+        inside = [i for i, n in enumerate(names) if source_of(n) != source]
+        outside = [i for i, n in enumerate(names) if source_of(n) == source]
+        chosen = min(ALPHAS, key=lambda a: (round(r[a][inside][:, labelled].max(), 6), r[a][inside][:, mid].mean()))
+        for i in outside:
+            held[i] = r[chosen][i]
+            print(f"| {names[i]} | {chosen} | {held[i, labelled].max():.2f} | {r[ALPHA][i, labelled].max():.2f} | "
+                  f"{held[i, mid].mean():+.3f} | {r[ALPHA][i, mid].mean():+.3f} |")
+    print("\n| held-out set | r at n = " + ", ".join(str(NS[j]) for j in labelled) + " (held out) |")
+    print("|---|---|")
+    for i, name in enumerate(names):
+        print(f"| {name} | " + ", ".join(f"{held[i, j]:.2f}" for j in labelled) + " |")
+    print("\n| summary over sets | held out | in-sample (alpha 0.05) | goal |")
+    print("|---|---|---|---|")
+    worst = int(np.argmax(held[:, labelled].max(axis=1)))
+    print(f"| worst-case r, n in 1..50 | {held[:, labelled].max():.2f} ({names[worst]}) | "
+          f"{r[ALPHA][:, labelled].max():.2f} | <= 0.15 |")
+    print(f"| mean r at n in {{2, 5, 10}} | {held[:, mid].mean():+.3f} | {r[ALPHA][:, mid].mean():+.3f} | <= 0.03 |")
+    print("\n| alpha | worst-case r over all sets | mean r at n in {2, 5, 10} |")
+    print("|---|---|---|")
+    for a in ALPHAS:
+        print(f"| {a} | {r[a][:, labelled].max():.2f} | {r[a][:, mid].mean():+.3f} |")
 
 
 def plot(results: dict, path: Path) -> None:

@@ -22,6 +22,18 @@ from src.paths import DEFAULT_EMBEDDER
 from src.route import route_table
 
 
+def _level(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < 0.5:
+        raise argparse.ArgumentTypeError(f"a test level is between 0 and 0.5, got {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = cli.parser("src.labeled_smoothie", "Smoothie-Global corrected by a few labelled train samples.")
     p.add_argument("--n_labels", type=cli.non_negative_int, default=5,
@@ -31,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--embedding_model", default=DEFAULT_EMBEDDER,
                    help="sentence-transformers short name, hub id or local folder (as run_smoothie)")
     p.add_argument("--device", default=None, help="embedding device (default: cuda, mps or cpu)")
+    p.add_argument("--alpha", type=_level, default=ALPHA,
+                   help="the paired test's level: lower trusts Smoothie's pick longer (labels you suspect are noisy: "
+                        "0.01; docs/results.md, held out)")
     if (opened := open_experiment(p, argv, "labeled_smoothie", suffix=lambda a: f"_{a.n_labels}")) is None:
         return
     args, exp, out, provenance = opened
@@ -42,9 +57,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                          rows=exp.test_rows, clean=exp.clean)
     theta = routed.weights[0]
     picks, draws = labeled_smoothie_trials(theta, train_scores, table.n_samples, args.n_labels, args.n_trials,
-                                           args.seed)
+                                           args.seed, alpha=args.alpha)
     exp.write_method(out, picks, provenance, labeled_train_rows=draws.tolist(), smoothie_theta=theta.tolist(),
-                     alpha=ALPHA)
+                     alpha=args.alpha)
 
 
 if __name__ == "__main__":

@@ -149,3 +149,15 @@ def test_command_file_format_n0_and_seeds(smol_tree, tmp_path, capsys):
     assert "Labelled Smoothie (a few labels), n=0" in text and "Labelled Smoothie (a few labels), n=5" in text
     code, _, err = run_cli(labeled_smoothie.main, tree.setting_args("--n_labels", -1), capsys)
     assert code == 2 and "--n_labels" in err
+
+
+def test_a_stricter_level_is_recorded_and_a_bad_one_refused(smol_tree, tmp_path, capsys):
+    tree = _copy(smol_tree, tmp_path)
+    emb = ["--embedding_model", minilm()]
+    code, _, err = run_cli(labeled_smoothie.main, tree.setting_args("--n_labels", 5, "--alpha", "0.01", *emb), capsys)
+    assert code == 0, err
+    data = json.loads(next(tree.folder.glob("labeled_smoothie_*_5_test.json")).read_text())
+    assert data["alpha"] == 0.01 and data["provenance"]["settings"]["alpha"] == 0.01
+    for bad in ("0", "0.7", "x"):
+        code, _, err = run_cli(labeled_smoothie.main, tree.setting_args("--n_labels", 5, "--alpha", bad), capsys)
+        assert code == 2 and "--alpha" in err
