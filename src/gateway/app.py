@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -47,11 +48,7 @@ class Gateway:
                                 cooldown=settings.cooldown)
         self.metrics = Metrics()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
-        self._api_key = None
-        if settings.api_key_env:
-            import os
-
-            self._api_key = os.environ[settings.api_key_env].encode()
+        self._api_key = os.environ[settings.api_key_env].encode() if settings.api_key_env else None
 
     async def close(self) -> None:
         await self.pool.aclose()
@@ -136,7 +133,7 @@ class Gateway:
         direct = req.model if req.model and self.settings.backend(req.model) else None
         policy = "direct" if direct else self.settings.policy
         try:
-            response = await (self._direct(req, rid, direct, start) if direct else self._routed(req, rid, start))
+            response = await (self._direct(req, rid, direct) if direct else self._routed(req, rid))
         except ApiError as exc:
             self._finish(rid, path, policy, exc.status, start, error=exc.message)
             raise
@@ -150,12 +147,12 @@ class Gateway:
         return ApiError(502, f"no backend answered ({detail})", type_="upstream_error", code="backends_failed",
                         extra={"smoothie": smoothie})
 
-    async def _direct(self, req, rid: str, name: str, start: float) -> Response:
+    async def _direct(self, req, rid: str, name: str) -> Response:
         smoothie = {"policy": "direct", "chosen": None, "weights": None, "called": [], "failed": {},
                     "latency_ms": {}}
         return await self._single(req, rid, [name], smoothie)
 
-    async def _routed(self, req, rid: str, start: float) -> Response:
+    async def _routed(self, req, rid: str) -> Response:
         s = self.settings
         seq = self.store.next_sequence()
         input_vec = None
@@ -310,6 +307,12 @@ def create_app(settings: Settings, embedder) -> FastAPI:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         message = f"no route {request.method} {request.url.path}" if exc.status_code in (404, 405) else str(exc.detail)
         return JSONResponse(ApiError(exc.status_code, message, code=code).body(), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):  # a bug of ours: still an OpenAI-style body, logged
+        log.error(json.dumps({"path": request.url.path, "error": gateway.pool.redact(f"{type(exc).__name__}: {exc}")}))
+        return JSONResponse(ApiError(500, "internal error in the gateway (see its log)", type_="server_error",
+                                     code="internal_error").body(), status_code=500)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
