@@ -198,6 +198,11 @@ def test_backend_keys_never_appear_in_responses_or_logs(fanout_gateway):
                    json={"messages": [{"role": "user", "content": "Hello"}], **GEN})
     assert "gemma" in r.json()["smoothie"]["called"] and "gemma" not in r.json()["smoothie"]["failed"]
     assert BACKEND_KEY not in r.text and BACKEND_KEY not in fanout_gateway.log.read_text()
+    time.sleep(0.5)
+    lines = [json.loads(line) for line in fanout_gateway.log.read_text().splitlines() if line.startswith("{")]
+    mine = [entry for entry in lines if entry.get("id") == r.json()["id"]]
+    assert len(mine) == 1 and {"id", "policy", "chosen", "status", "latency_ms"} <= set(mine[0])
+    assert (mine[0]["policy"], mine[0]["chosen"], mine[0]["status"]) == ("fanout", r.json()["model"], 200)
 
 
 def test_a_killed_backend_is_left_out_then_used_again(fanout_gateway, backends):
@@ -303,6 +308,7 @@ def test_server_and_replay_route_a_stream_identically(backends, tmp_path, policy
     out = replay(answers, vecs, embedder.embed(PROMPTS), NAMES, inputs=PROMPTS, policy=policy, k=3, warmup=3,
                  explore=0.3, seed=5)
     assert out["selected"] == [r.model for r in responses]
+    assert out["generations"] == [r.choices[0].message.content for r in responses]
     assert out["called"] == [s["called"] for s in smoothies]
     assert out["modes"] == [s["mode"] for s in smoothies]
     if policy != "fanout":
