@@ -268,9 +268,9 @@ def read_generation_files(args) -> tuple[list[str], list[Path], int, list[dict] 
         raise cli.UserError(f"--generations files differ in length ({', '.join(map(str, lengths))}); {short} has "
                             f"{min(lengths)} entries")
     n_rows = lengths[0]
-    warn_identical(paths, generations)
     if n_rows == 0:
         raise cli.UserError(f"--generations: {paths[0]} holds no generations; nothing to route")
+    warn_identical(paths, generations)
     rows = read_dataset(args.inputs, required=()) if args.inputs else None
     if rows is not None and len(rows) != n_rows:
         raise cli.UserError(f"--inputs {args.inputs} has {len(rows)} rows but the generation files hold {n_rows} "

@@ -89,13 +89,18 @@ def backend_requests(servers) -> dict[str, int]:
 # -- fanout, through the SDK and plain HTTP --------------------------------------------------------
 def test_fanout_answers_through_the_sdk_with_the_smoothie_object(fanout_gateway):
     client = sdk(fanout_gateway)
+    store = fanout_gateway.argv[fanout_gateway.argv.index("--store") + 1]
     for text in ("What is the capital of France?", "Name a colour of the rainbow.", "What is 3 plus 4?"):
         r = ask(client, text)
         s = smoothie_of(r)
         assert r.model in NAMES and s["chosen"] == r.model and s["policy"] == "fanout"
         assert s["called"] == NAMES and s["failed"] == {}
         assert set(s["weights"]) == set(NAMES) and abs(sum(s["weights"].values()) - 1) < 1e-9
-        assert r.model == max(s["weights"], key=s["weights"].get)
+        # the best-weighted backend whose answer has text (an empty answer is returned only if all are)
+        answers = dict(sqlite3.connect(store).execute(
+            "SELECT a.backend, a.text FROM answers a JOIN fanouts f ON f.seq = a.seq WHERE f.request_id = ?", (r.id,)))
+        ranked = sorted(NAMES, key=lambda b: (-s["weights"][b], NAMES.index(b)))
+        assert r.model == next((b for b in ranked if answers[b].strip()), ranked[0]) and answers[r.model] == r.choices[0].message.content
         assert set(s["latency_ms"]) == set(NAMES) and all(v > 0 for v in s["latency_ms"].values())
         assert isinstance(r.choices[0].message.content, str)
     c = client.completions.create(model="smoothie", prompt="Q: Name a primary colour.\nA:", **GEN)

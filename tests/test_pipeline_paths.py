@@ -230,5 +230,5 @@ def test_labeled_knn_checks_files_before_loading_the_embedder(smol_tree, capsys,
     tree = _copy(smol_tree, tmp_path)
     short = tree.folder / f"{tree.generators[1]}_test.json"
     short.write_text(json.dumps({"generations": ["x"] * 3}))
-    _one_line(*run_cli(labeled_knn.main, tree.setting_args("--embedding_model", "no-such-org/no-such-embedder"),
-                       capsys)[:3:2], short.name, "3 generations")
+    argv = tree.setting_args("--embedding_model", "no-such-org/no-such-embedder", "--n_labels", tree.n_train)
+    _one_line(*run_cli(labeled_knn.main, argv, capsys)[:3:2], short.name, "3 generations")
