@@ -16,7 +16,7 @@ import numpy as np
 from src.cli import UserError
 from src.embeddings import Embedder
 from src.io import read_json
-from src.smoothie import smoothie_weights
+from src.smoothie import smoothie_weights, stable_argmax
 
 
 @dataclass
@@ -141,7 +141,7 @@ def predictions(
         }
         out[("pick_random", t)] = _rows(data, texts, members, random_pick, None, f"pick_random_{t}")
         for method, w in weights.items():
-            out[(method, t)] = _rows(data, texts, members, w.argmax(axis=1), w, f"{method}_{t}")
+            out[(method, t)] = _rows(data, texts, members, stable_argmax(w), w, f"{method}_{t}")
     return out
 
 

@@ -218,11 +218,27 @@ class Smoothie:
 
     def predict(self, query_inputs: np.ndarray | None = None, n_queries: int | None = None) -> np.ndarray:
         """The selected generator index per query."""
-        return self.predict_weights(query_inputs, n_queries).argmax(axis=1)
+        return stable_argmax(self.predict_weights(query_inputs, n_queries))
+
+
+TIE_DECIMALS = 9
+
+
+def stable_argmax(values: np.ndarray, decimals: int = TIE_DECIMALS) -> np.ndarray:
+    """Argmax along the last axis where values equal to ``decimals`` places count as tied, and a
+    tie goes to the lowest index.
+
+    Why: identical outputs make exact ties (two generators that both answer "" and two that both
+    answer "Belgium" are symmetric), and the last bits of the computed values then decide, which
+    differ between CPUs' kernels (AVX-512 and AMX against AVX2). The demo's MBR row read 48.0 on
+    one machine and 49.0 on another for that reason alone. Rounding first makes the pick a
+    property of the data, not of the machine.
+    """
+    return np.round(np.asarray(values, dtype=np.float64), decimals).argmax(axis=-1)
 
 
 def smoothie_weights(
-    embeddings: np.ndarray,
+    embeddings: np.ndarray | None,
     input_embeddings: np.ndarray | None = None,
     k: int | None = None,
     *,
@@ -230,6 +246,7 @@ def smoothie_weights(
     train_input_embeddings: np.ndarray | None = None,
     on_invalid: str = "parity",
     neighbours: str = "auto",
+    n_queries: int | None = None,
 ) -> np.ndarray:
     """(N, m) Smoothie weights for N samples' m generations (rows sum to 1).
 
@@ -239,7 +256,18 @@ def smoothie_weights(
     (the train_time regime); otherwise on these samples' own generations (test_time).
     ``embeddings`` may also be (N, n, m, d): n sampled generation sets per sample, and may be a
     memmap on disk. ``neighbours`` picks exact or approximate neighbour search (``src.neighbours``).
+    In the train_time regime the test generations are never read: ``embeddings=None`` with
+    ``n_queries`` (the test row count) spares embedding them.
     """
+    if embeddings is None:
+        if train_embeddings is None or n_queries is None:
+            raise ValueError("embeddings=None needs train_embeddings and n_queries (the train_time regime)")
+        model = Smoothie(k=k, on_invalid=on_invalid, neighbours=neighbours).fit(train_embeddings, train_input_embeddings)
+        if k is None:
+            return model.predict_weights(n_queries=n_queries)
+        if input_embeddings is None:
+            raise ValueError("Smoothie-Local in the train_time regime needs the test input embeddings")
+        return model.predict_weights(input_embeddings)
     x = _as_rows(embeddings)
     if train_embeddings is None:
         model = Smoothie(k=k, on_invalid=on_invalid, neighbours=neighbours).fit(x, input_embeddings)

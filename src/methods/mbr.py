@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from src.evaluate.metrics import rouge2
+from src.smoothie import stable_argmax
 
 
 def mbr_cosine(embeddings: np.ndarray) -> np.ndarray:
@@ -19,7 +20,7 @@ def mbr_cosine(embeddings: np.ndarray) -> np.ndarray:
     sims = np.einsum("nid,njd->nij", x, x)
     m = x.shape[1]
     mean_other = (sims.sum(axis=2) - np.einsum("nii->ni", sims)) / (m - 1)
-    return mean_other.argmax(axis=1)
+    return stable_argmax(mean_other)  # identical outputs tie exactly: the machine must not decide
 
 
 def mbr_rouge(texts: np.ndarray) -> np.ndarray:
@@ -31,5 +32,5 @@ def mbr_rouge(texts: np.ndarray) -> np.ndarray:
         for a in range(m):
             others = [b for b in range(m) if b != a]
             pair[a, others] = rouge2([str(texts[i, a])] * (m - 1), [str(texts[i, b]) for b in others])
-        picks[i] = pair.sum(axis=1).argmax()
+        picks[i] = stable_argmax(pair.sum(axis=1))
     return picks
