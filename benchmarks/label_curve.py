@@ -190,7 +190,6 @@ def main() -> None:
     print("| mean r at n in {2, 5, 10} | " + " | ".join(f"{regret[m][:, mid].mean():.3f}" for m in regret)
           + " | <= 0.03 |")
     print(f"| below Best-on-Val(n) by > 1 SE | | | {len(below)} ({', '.join(below) or 'none'}) | 0 |")
-    print(f"| n = 0 equals Smoothie-Global | | | {all(np.allclose(c['ls'][:, 0], c['sg'][:, 0]) for c, _, _ in results.values())} | True |")
     if args.plot:
         plot(results, Path(args.plot))
         print(f"\nwrote {args.plot}")

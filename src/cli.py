@@ -112,30 +112,3 @@ def add_setting_flags(p: argparse.ArgumentParser) -> None:
 
 def add_redo_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redo", action="store_true", help="recompute even if the output exists")
-
-
-def already_done(path, redo: bool, provenance: dict | None = None, trust_unstamped: bool = False) -> bool:
-    """True (and says so) when ``path`` exists, --redo was not given and, when ``provenance`` is
-    given, the file was computed from the same inputs and settings: finished work is reused,
-    stale work is recomputed. ``trust_unstamped`` reuses a file that records no provenance
-    (generations made elsewhere or by an older version: too costly to redo unasked)."""
-    from pathlib import Path
-
-    from src.provenance import KEY, stale_reason
-
-    path = Path(path)
-    if not path.exists() or redo:
-        return False
-    if provenance is not None:
-        import json
-
-        try:
-            recorded = json.loads(path.read_text(encoding="utf-8")).get(KEY)
-        except (ValueError, AttributeError):
-            recorded = None
-        reason = None if (recorded is None and trust_unstamped) else stale_reason(recorded, provenance)
-        if reason:
-            print(f"{path} exists but is stale ({reason}); recomputing")
-            return False
-    print(f"{path} exists; skipping (use --redo to recompute)")
-    return True

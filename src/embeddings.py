@@ -42,15 +42,12 @@ def text_key(text: str) -> str:
 
 
 def _fingerprint(folder: Path) -> str:
-    """Identity of a local model folder that survives moving it: its configs and weight sizes."""
-    h = hashlib.sha256()
-    for f in sorted(folder.rglob("*")):
-        if f.is_file() and f.suffix in {".json", ".txt", ".safetensors", ".bin", ".onnx"}:
-            rel = f.relative_to(folder).as_posix()
-            small = f.suffix == ".json" and f.stat().st_size < 1_000_000
-            h.update(rel.encode())
-            h.update(f.read_bytes() if small else str(f.stat().st_size).encode())
-    return h.hexdigest()[:16]
+    """Identity of a local model folder by the content of its weights, configs and tokenizer
+    (cached on disk by path, size and time): two checkpoints saved in folders of the same name,
+    or a folder whose weights were retrained in place, get caches of their own."""
+    from src.manifest import weights_digest
+
+    return weights_digest(folder)[:16]
 
 
 def resolve(name_or_path: str) -> tuple[str, str]:

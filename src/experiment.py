@@ -9,14 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from src import cli
+from src import cli, manifest
 from src.evaluate.scoring import row_metrics, score_table
 from src.generations import GenerationTable, generation_files, load_generations
 from src.io import read_dataset, write_json
 from src.methods.registry import BY_NAME
 from src.paths import Setting
-from src.provenance import KEY as PROVENANCE
-from src.provenance import stamp
 from src.tasks.config import DatasetConfig, load_config
 
 
@@ -43,15 +41,21 @@ class Experiment:
         return rows[: self.setting.max_samples] if self.setting.max_samples else rows
 
     def input_files(self, splits: tuple[str, ...] = ("test",)) -> list:
-        """The files a method's output depends on: the splits' rows and every generation file."""
-        files = []
+        """The files a method's output depends on: the config and its templates, the splits' rows
+        and every generation file of those splits."""
+        files = list(self.config.files)
         for split in splits:
             files.append(self.setting.split_file(split))
             files += generation_files(self.setting, split)
         return files
 
-    def provenance(self, settings: dict, splits: tuple[str, ...] = ("test",)) -> dict:
-        return stamp(self.input_files(splits), {**settings, "max_samples": self.setting.max_samples})
+    def manifest(self, settings: dict, splits: tuple[str, ...] = ("test",), models: dict | None = None,
+                 kind: str = "method") -> dict:
+        """What an output computed here records; ``splits`` are the splits it read (recorded too,
+        so a reader knows which files it must still match)."""
+        return manifest.build(self.input_files(splits), {**settings, "max_samples": self.setting.max_samples,
+                                                          "splits": list(splits)},
+                              kind=kind, models=models, rows=len(self.test_rows))
 
     @cached_property
     def test_rows(self) -> list[dict]:
@@ -104,23 +108,33 @@ class Experiment:
             return [str(first[i, p]) for i, p in enumerate(picks)]
         return [[str(first[i, p]) for i, p in enumerate(trial)] for trial in picks]
 
-    def write_method(self, out, picks: np.ndarray, provenance: dict, **extra) -> None:
+    def write_method(self, out, picks: np.ndarray, recorded: dict, **extra) -> None:
         """A routing method's output file: selected texts (per trial where picks is 2-D), indices,
-        names, and what it was computed from."""
+        names, and its manifest."""
         write_json(out, {"generations": self.selections_to_texts(picks), "selected": np.asarray(picks).tolist(),
-                         "generators": self.test_table.names, **extra, PROVENANCE: provenance})
+                         "generators": self.test_table.names, **extra, manifest.KEY: recorded})
         print(f"wrote {out}")
+
+
+def embedder_model(args) -> dict[str, str]:
+    """The ``models`` entry of a method that embeds with ``--embedding_model``: its cache identity,
+    which names the model by the content of its files."""
+    from src.embeddings import Embedder
+
+    backend = getattr(args, "embedding_backend", "torch")
+    return {"embedder": Embedder(args.embedding_model, backend=backend).identity}
 
 
 # flags that do not change a method's result (where it runs, where files are)
 _NOT_SETTINGS = {"redo", "device", "results_dir", "data_dir", "dataset_config", "max_samples"}
 
 
-def open_experiment(p, argv, method: str, suffix=lambda args: "") -> tuple[object, Experiment, Path, dict] | None:
+def open_experiment(p, argv, method: str, suffix=lambda args: "", models=lambda args: None
+                    ) -> tuple[object, Experiment, Path, dict] | None:
     """Parse a method command's flags (the shared setting flags and --redo are added here) and
-    validate them at the edge. Returns (args, experiment, output path, provenance), or None when
-    the output exists and was computed from the same inputs and settings (finished work is
-    reused; a stale file is recomputed)."""
+    validate them at the edge. Returns (args, experiment, output path, manifest), or None when
+    the output exists and is fresh (finished work is reused; anything else is recomputed).
+    ``models(args)`` names the models the method runs (an embedder), by content."""
     cli.add_setting_flags(p)
     cli.add_redo_flag(p)
     args = p.parse_args(argv)
@@ -133,8 +147,9 @@ def open_experiment(p, argv, method: str, suffix=lambda args: "") -> tuple[objec
                       f"({exp.setting.split_file('train')}); using all {len(exp.train_rows)}", stacklevel=2)
         args.n_labels = len(exp.train_rows)
     out = exp.setting.method_file(method, suffix(args))
-    settings = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS} | {"clean": exp.clean}
-    provenance = exp.provenance(settings, ("train", "test") if BY_NAME[method].labelled else ("test",))
-    if cli.already_done(out, args.redo, provenance):
+    settings = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS} | {"clean": exp.clean,
+                                                                                  "method": method}
+    recorded = exp.manifest(settings, ("train", "test") if BY_NAME[method].labelled else ("test",), models(args))
+    if manifest.skip_if_done(out, args.redo, recorded):
         return None
-    return args, exp, out, provenance
+    return args, exp, out, recorded

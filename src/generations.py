@@ -14,16 +14,15 @@ import numpy as np
 
 from src.cli import UserError
 from src.constants import MODEL_GROUPS
-from src.io import read_generations, read_json
+from src.io import read_generations
 from src.paths import Setting, n_gens_suffix
-from src.provenance import KEY as PROVENANCE
 
 
 @dataclass
 class GenerationTable:
     names: list[str]  # the m generators
     texts: np.ndarray  # (N, n, m) object array of strings
-    sources: list[Path] = field(default_factory=list)  # the files it was read from (provenance)
+    sources: list[Path] = field(default_factory=list)  # the files it was read from (manifests)
 
     @property
     def n_samples(self) -> int:
@@ -45,9 +44,9 @@ def read_setting_generations(setting: Setting, path: Path, n_rows: int) -> list:
         try:
             return read_generations(path, n_rows)
         except UserError:
-            data = read_json(path, what="generations file")
-            made_with = (data.get(PROVENANCE, {}) or {}).get("settings", {}).get("max_samples") \
-                if isinstance(data, dict) else None
+            from src import manifest
+
+            made_with = ((manifest.read(path) or {}).get("settings") or {}).get("max_samples")
             if made_with:
                 raise UserError(
                     f"{path}: holds only the first {made_with} rows (made with --max_samples {made_with}); pass "

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from src import cli
+from src import cli, manifest
 from src.constants import MODEL_GROUPS
 from src.generation.models import resolve_model
-from src.generation.runner import BackendSpec, Job, parse_shard, run_job
+from src.generation.runner import BackendSpec, Job, parse_shard, read_checkpoints, run_job
 from src.io import read_dataset, write_json
-from src.paths import SPLITS, Setting, generation_checkpoint, model_slug, shard_checkpoints
-from src.provenance import KEY as PROVENANCE
-from src.provenance import stamp
+from src.paths import SPLITS, Setting, generation_checkpoint, model_slug, shard_checkpoint, shard_checkpoints
 from src.tasks.config import load_config
 
 BACKENDS = ("hf", "vllm")
@@ -37,6 +35,25 @@ def _prompt_fields(rows: list[dict], multi_prompt: bool, path) -> list[str]:
     if not fields:
         raise cli.UserError(f"{path}: no multi_prompt_<i> fields (a group config has none; use --multi_model)")
     return fields
+
+
+def model_identity(ref) -> str:
+    """A generation model by the content of its files (a GGUF file or a local folder), or by its
+    hub id where it is not on disk (the hub's own revision then stands for it)."""
+    from pathlib import Path
+
+    where = Path(ref.load_from) / ref.gguf_file if ref.gguf_file else Path(ref.load_from)
+    return manifest.weights_digest(where) if where.exists() else f"hub:{ref.load_from}"
+
+
+def run_settings(args, ref) -> tuple[tuple[str, str], ...]:
+    """How a generation runs, which changes its outputs in the last bits or more: the backend, the
+    dtype and device kind actually used (``auto`` resolved), and the model's weights by content."""
+    from src.embeddings import default_device
+
+    device = (args.device or default_device()).split(":")[0]
+    dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    return (("backend", args.backend), ("device", device), ("dtype", dtype), ("weights", model_identity(ref)))
 
 
 def main(argv: Sequence[str] | None = None, merge: bool = False) -> None:
@@ -104,18 +121,27 @@ def main(argv: Sequence[str] | None = None, merge: bool = False) -> None:
         for split, (rows, fields) in splits.items():
             out = setting.generations_file(split, model_slug(model) if setting.multi_model else None)
             checkpoint = generation_checkpoint(out)
-            provenance = stamp([setting.split_file(split)], {
-                "model": model, "prompt_fields": fields, "n_generations": args.n_generations,
-                "max_new_tokens": max_new_tokens, "temperature": args.temperature, "seed": args.seed,
-                "chat_template": args.chat_template, "max_samples": args.max_samples})
-            if cli.already_done(out, args.redo, provenance, trust_unstamped=True):
-                continue
-            if args.redo:
-                for old in (checkpoint, *shard_checkpoints(checkpoint)):
-                    old.unlink(missing_ok=True)
             prompts = tuple(r[f] for r in rows for f in fields)  # sample-major, prompt order within
             job = Job(model=model, prompts=prompts, n=args.n_generations, max_new_tokens=max_new_tokens,
-                      temperature=args.temperature, seed=args.seed, batch_size=args.batch_size)
+                      temperature=args.temperature, seed=args.seed, batch_size=args.batch_size,
+                      chat_template=args.chat_template, run=() if merge else run_settings(args, refs[model]))
+            settings = {"model": model, "prompt_fields": fields, "n_generations": args.n_generations,
+                        "max_new_tokens": max_new_tokens, "temperature": args.temperature, "seed": args.seed,
+                        "chat_template": args.chat_template, "max_samples": args.max_samples}
+            # how the shards ran, as their checkpoints record it (they must all agree); a checkpoint
+            # of another run is refused here, before any model loads
+            own = checkpoint if args.shard is None else shard_checkpoint(checkpoint, *args.shard)
+            run = read_checkpoints([checkpoint, *shard_checkpoints(checkpoint), own], job)[1] if not args.redo \
+                else dict(job.run)
+            recorded = manifest.build([setting.split_file(split)], {**settings, **{k: v for k, v in run.items()
+                                                                                   if k != "weights"}},
+                                      kind="generations", models={"generator": run.get("weights", "")},
+                                      rows=len(rows))
+            if manifest.skip_if_done(out, args.redo, recorded, trust_unstamped=True):
+                continue
+            if args.redo:  # this run's own checkpoint only: other shards' finished work is theirs
+                for old in (own, *(shard_checkpoints(checkpoint) if args.shard is None else ())):
+                    old.unlink(missing_ok=True)
             spec = None if merge else BackendSpec(args.backend, refs[model], args.device, args.dtype,
                                                   args.chat_template)
             if spec is not None and backend is None and not (args.ray_replicas or args.shard):
@@ -134,7 +160,7 @@ def main(argv: Sequence[str] | None = None, merge: bool = False) -> None:
                 per_sample = outputs[i * width:(i + 1) * width]  # width lists of n strings
                 flat = [s for per_prompt in per_sample for s in per_prompt]  # prompt-major
                 generations.append(flat[0] if width == 1 and args.n_generations == 1 else flat)
-            write_json(out, {"generations": generations, PROVENANCE: provenance})
+            write_json(out, {"generations": generations, manifest.KEY: recorded})
             for finished in (checkpoint, *shard_checkpoints(checkpoint)):
                 finished.unlink(missing_ok=True)
             print(f"wrote {out} ({len(rows)} samples)")

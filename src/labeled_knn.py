@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from src import cli
 from src.embeddings import Embedder
-from src.experiment import open_experiment
+from src.experiment import embedder_model, open_experiment
 from src.methods.baselines import labeled_knn
 from src.paths import DEFAULT_EMBEDDER
 
@@ -20,9 +20,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--embedding_model", default=DEFAULT_EMBEDDER)
     p.add_argument("--device", default=None)
-    if (opened := open_experiment(p, argv, "labeled_knn")) is None:
+    if (opened := open_experiment(p, argv, "labeled_knn", models=embedder_model)) is None:
         return
-    args, exp, out, provenance = opened
+    args, exp, out, recorded = opened
     train_scores, _ = exp.train_scores, exp.test_table  # every file checked before the model loads
     if args.k > min(args.n_labels, len(exp.train_rows)):
         print(f"note: --k {args.k} is more than the {min(args.n_labels, len(exp.train_rows))} labelled samples; "
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     test_x = embedder.embed([r["embedding_input"] for r in exp.test_rows])
     picks, draws = labeled_knn(train_scores, exp.train_metrics, train_x, test_x, args.k, args.n_labels,
                                args.n_trials, args.seed)
-    exp.write_method(out, picks, provenance, labeled_train_rows=draws.tolist())
+    exp.write_method(out, picks, recorded, labeled_train_rows=draws.tolist())
 
 
 if __name__ == "__main__":

@@ -17,10 +17,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=42)
     if (opened := open_experiment(p, argv, "labeled_oracle")) is None:
         return
-    args, exp, out, provenance = opened
+    args, exp, out, recorded = opened
     picks, draws = labeled_oracle(exp.train_scores, exp.train_metrics, exp.test_table.n_samples, args.n_labels,
                                   args.n_trials, args.seed)
-    exp.write_method(out, picks, provenance, labeled_train_rows=draws.tolist())
+    exp.write_method(out, picks, recorded, labeled_train_rows=draws.tolist())
 
 
 if __name__ == "__main__":

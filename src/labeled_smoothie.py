@@ -15,7 +15,7 @@ import numpy as np
 
 from src import cli
 from src.embeddings import Embedder
-from src.experiment import open_experiment
+from src.experiment import embedder_model, open_experiment
 from src.methods.baselines import orient
 from src.methods.labeled_smoothie import ALPHA, labeled_smoothie_trials
 from src.paths import DEFAULT_EMBEDDER
@@ -46,9 +46,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--alpha", type=_level, default=ALPHA,
                    help="the paired test's level: lower trusts Smoothie's pick longer (labels you suspect are noisy: "
                         "0.01; docs/results.md, held out)")
-    if (opened := open_experiment(p, argv, "labeled_smoothie", suffix=lambda a: f"_{a.n_labels}")) is None:
+    if (opened := open_experiment(p, argv, "labeled_smoothie", suffix=lambda a: f"_{a.n_labels}", models=embedder_model)) is None:
         return
-    args, exp, out, provenance = opened
+    args, exp, out, recorded = opened
     table = exp.test_table
     # no labels, no train scores read: n = 0 is Smoothie-Global and needs no references
     train_scores = (orient(exp.train_scores, exp.train_metrics) if args.n_labels
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     theta = routed.weights[0]
     picks, draws = labeled_smoothie_trials(theta, train_scores, table.n_samples, args.n_labels, args.n_trials,
                                            args.seed, alpha=args.alpha)
-    exp.write_method(out, picks, provenance, labeled_train_rows=draws.tolist(), smoothie_theta=theta.tolist(),
+    exp.write_method(out, picks, recorded, labeled_train_rows=draws.tolist(), smoothie_theta=theta.tolist(),
                      alpha=args.alpha)
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from src import cli
 from src.embeddings import Embedder
-from src.experiment import open_experiment
+from src.experiment import embedder_model, open_experiment
 from src.methods.mbr import mbr_cosine, mbr_rouge
 from src.paths import DEFAULT_EMBEDDER
 from src.route import embed_table
@@ -18,9 +18,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="cosine over the embeddings Smoothie uses (default), or ROUGE-2 between texts")
     p.add_argument("--embedding_model", default=DEFAULT_EMBEDDER)
     p.add_argument("--device", default=None)
-    if (opened := open_experiment(p, argv, "mbr")) is None:
+    if (opened := open_experiment(p, argv, "mbr", models=embedder_model)) is None:
         return
-    args, exp, out, provenance = opened
+    args, exp, out, recorded = opened
     table = exp.test_table
     if args.similarity == "cosine":
         emb = embed_table(Embedder(args.embedding_model, device=args.device), table,
@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         picks = mbr_cosine(emb[:, 0])
     else:
         picks = mbr_rouge(table.first())
-    exp.write_method(out, picks, provenance)
+    exp.write_method(out, picks, recorded)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--batch_size", type=cli.positive_int, default=8)
     if (opened := open_experiment(p, argv, "pair_rm")) is None:
         return
-    args, exp, out, provenance = opened
+    args, exp, out, recorded = opened
     prompts = [r.get("multi_model_prompt") or r["embedding_input"] for r in exp.test_rows]
-    exp.write_method(out, pair_rm_select(prompts, exp.test_table.first(), args.batch_size), provenance)
+    exp.write_method(out, pair_rm_select(prompts, exp.test_table.first(), args.batch_size), recorded)
 
 
 if __name__ == "__main__":

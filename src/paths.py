@@ -13,7 +13,6 @@ from importlib import resources
 from pathlib import Path
 
 from src.cli import UserError
-from src.methods.registry import METHOD_PREFIXES, TRIAL_METHODS  # noqa: F401 (re-exported)
 
 DEFAULT_EMBEDDER = "all-mpnet-base-v2"
 SPLITS = ("train", "test")
@@ -158,14 +157,17 @@ class Setting:
 
     def discover_generators(self) -> list[str]:
         """Generators found as ``<model>[_<n>_gens]_test.json`` in the group folder (for this
-        setting's n), sorted by name."""
+        setting's n), sorted by name: every such file that is not a routing method's output by
+        its content (``src.manifest.method_name``), whatever its name."""
+        from src.manifest import method_name
+
         if not self.folder.is_dir():
             return []
         tail = f"{n_gens_suffix(self.n_generations)}_test.json"
         names = []
         for path in self.folder.glob(f"*{tail}"):
             stem = path.name[: -len(tail)]
-            if path.name.startswith(METHOD_PREFIXES) or _N_GENS.search(stem) or not stem:
+            if _N_GENS.search(stem) or not stem or method_name(path) is not None:
                 continue
             names.append(stem)
         return sorted(names)
@@ -200,30 +202,26 @@ class Setting:
         return self.folder / f"{self._method_stem(method)}{suffix}{n_gens_suffix(self.n_generations)}_test.json"
 
     def method_files(self) -> list[Path]:
-        """Every routing-method output in the folder made for this setting's n, sorted."""
+        """Every routing-method output in the folder made for this setting's n, sorted: told
+        apart from generators' files by content, not by name."""
+        from src.manifest import method_name
+
         if not self.folder.is_dir():
             return []
         return sorted(p for p in self.folder.glob("*_test.json")
-                      if p.name.startswith(METHOD_PREFIXES) and n_generations_of(p) == self.n_generations)
+                      if n_generations_of(p) == self.n_generations and method_name(p) is not None)
 
     def scores_file(self) -> Path:
-        """``scores.json``, or ``scores_<n>_gens.json`` for sampled generations."""
-        return self.folder / f"scores{n_gens_suffix(self.n_generations)}.json"
+        """``scores.json`` (``scores_<n>_gens.json`` for sampled generations); a ``--max_samples N``
+        run writes ``scores_first<N>.json`` instead, so a partial result never takes a full one's name."""
+        partial = f"_first{self.max_samples}" if self.max_samples else ""
+        return self.folder / f"scores{n_gens_suffix(self.n_generations)}{partial}.json"
 
 
 def n_generations_of(name: str | Path) -> int:
     """n of a file made from n sampled generations per sample (1 when its name says none)."""
     found = _N_GENS_ANY.search(Path(name).name)
     return int(found.group(1)) if found else 1
-
-
-def method_of(name: str | Path) -> str:
-    """The method a method file (or its stem) belongs to: ``labeled_knn`` for ``labeled_knn_3b_test.json``."""
-    base = Path(name).name + "_"  # a multi-prompt stem has no _<group> after the method's name
-    for prefix in sorted(METHOD_PREFIXES, key=len, reverse=True):  # the longest matching name wins
-        if base.startswith(prefix):
-            return prefix.rstrip("_")
-    raise ValueError(f"{name} is not a method file")
 
 
 def cache_dir(cache: str | os.PathLike | None = None) -> Path:

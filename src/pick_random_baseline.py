@@ -15,9 +15,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=42)
     if (opened := open_experiment(p, argv, "pick_random")) is None:
         return
-    args, exp, out, provenance = opened
+    args, exp, out, recorded = opened
     exp.write_method(out, pick_random(exp.test_table.n_samples, exp.test_table.n_generators, args.n_trials,
-                                      args.seed), provenance)
+                                      args.seed), recorded)
 
 
 if __name__ == "__main__":

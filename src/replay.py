@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from src import cli
+from src import cli, manifest
 from src.cleaning import clean_for_task
 from src.embedding_backends import BACKENDS as EMBEDDING_BACKENDS
 from src.embeddings import Embedder
@@ -109,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                  identity=embedder.identity, progress=True)
     out["settings"].update(embedding_model=args.embedding_model, clean=not args.no_clean,
                            generations=[str(p) for p in paths], inputs=args.inputs)
+    out[manifest.KEY] = manifest.build([*paths, *([args.inputs] if args.inputs else [])], out["settings"],
+                                       kind="replay", models={"embedder": embedder.identity}, rows=n_rows)
     write_json(args.output, out)
     counts = {b: out["selected"].count(b) for b in names}
     print(f"wrote {args.output}: {out['backend_calls']} backend calls for {n_rows} requests "

@@ -10,11 +10,14 @@ model) and each routing method's.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from src import cli
+from src import cli, manifest
+from src.evaluate.evaluate import metric_entries, scores_problems
 from src.evaluate.metrics import LOWER_IS_BETTER
+from src.experiment import Experiment
 from src.io import atomic_write_text, read_json
 from src.methods.registry import BASELINES, method_keys
 from src.paths import Setting
@@ -23,44 +26,25 @@ from src.tasks.config import load_config
 EXTRA_LABELS = {"oracle": "Oracle (best per sample)", "best_single": "Best single generator"}
 
 
-def smoothie_label(stem: str) -> str:
-    """``smoothie_sample_dependent_3b_20_train_time`` -> ``Smoothie-Local k=20, train_time``: the bar
-    names say which variant they are, not only which family."""
-    kind = "Smoothie-Global" if "sample_independent" in stem else "Smoothie-Local"
-    rest = stem.split("sample_independent" if kind == "Smoothie-Global" else "sample_dependent", 1)[1]
-    parts = [p for p in rest.split("_") if p]
-    details = []
-    if kind == "Smoothie-Local":
-        k = next((p for p in parts if p.isdigit()), None)
-        if k is not None:
-            details.append(f"k={k}")
-    if "train" in parts and "time" in parts:
-        details.append("train_time")
-    if "gens" in parts:
-        details.append(f"{parts[parts.index('gens') - 1]} gens")
-    if "full" in parts and "text" in parts:
-        details.append("full text")
-    return kind + (f" {', '.join(details)}" if details else "")
-
-
-def method_rows(entry: dict) -> list[tuple[str, float]]:
-    rows = [(f"{smoothie_label(stem)} ({stem})", value) for stem, value in entry["smoothie"].items()]
-    rows += [(m.label + (f", n={key[len(m.name) + 1:]}" if key != m.name else ""), entry[key])
-             for m in BASELINES for key in method_keys(entry, m.name)]
+def method_rows(entry: dict, labels: dict[str, str]) -> list[tuple[str, float]]:
+    """(display name, score) of each method in a scores entry; names come from the method files'
+    manifests, as ``evaluate`` recorded them."""
+    rows = [(labels.get(stem, stem), value) for stem, value in entry["smoothie"].items()]
+    rows += [(labels.get(key, key), entry[key]) for m in BASELINES for key in method_keys(entry, m.name)]
     rows += [(EXTRA_LABELS["best_single"] + f" ({entry['best_generator']})", entry["best_single"]),
              (EXTRA_LABELS["oracle"], entry["oracle"])]
     return rows
 
 
-def figure(entry: dict, metric: str, out: Path) -> None:
+def figure(entry: dict, metric: str, out: Path, labels: dict[str, str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     gens = list(entry["ensemble"].items())
-    methods = method_rows(entry)
-    names = [g for g, _ in gens] + [m.split(" (")[0] for m, _ in methods]
+    methods = method_rows(entry, labels)
+    names = [g for g, _ in gens] + [m for m, _ in methods]
     values = [100 * v for _, v in gens] + [100 * v for _, v in methods]
     colours = ["#9bb7d4"] * len(gens) + ["#e07b39" if n.startswith("Smoothie") else "#7f7f7f" for n in names[len(gens):]]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.2))
@@ -78,15 +62,19 @@ def figure(entry: dict, metric: str, out: Path) -> None:
 
 
 def render(setting: Setting, config_path: str, scores: dict, png_names: dict[str, str]) -> str:
-    lines = [f"# Smoothie report: {setting.config} / {setting.folder.name}", "",
+    recorded = scores.get(manifest.KEY, {})
+    labels = recorded.get("settings", {}).get("labels", {})
+    partial = (f" (partial: the first {recorded.get('rows')} test rows only, --max_samples)"
+               if recorded.get("settings", {}).get("partial") else "")
+    lines = [f"# Smoothie report: {setting.config} / {setting.folder.name}{partial}", "",
              f"Scores on {setting.split_file('test').name}, x100. Smoothie and MBR use no labels; "
              "Best-on-Val and labelled kNN see labelled train samples (50 per trial by default, or the whole "
              "train split when it is smaller; 10 trials).", ""]
-    for metric, entry in scores.items():
+    for metric, entry in metric_entries(scores).items():
         direction = " (lower is better)" if metric in LOWER_IS_BETTER else ""
         lines += [f"## `{metric}`{direction}", "", "| generator or method | score |", "|---|---|"]
         lines += [f"| {g} | {100 * v:.1f} |" for g, v in entry["ensemble"].items()]
-        lines += [f"| **{m}** | {100 * v:.1f} |" for m, v in method_rows(entry)]
+        lines += [f"| **{m}** | {100 * v:.1f} |" for m, v in method_rows(entry, labels)]
         lines += ["", f"![{metric}]({png_names[metric]})", ""]
     config = load_config(config_path)
     templates = config.tasks[0].multi_prompt_templates
@@ -103,14 +91,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--output", default=None, help="report path (default: <results folder>/report.md)")
     args = p.parse_args(argv)
     setting = Setting.from_args(args)
-    scores = read_json(setting.scores_file(), what="scores file (run `python -m src.evaluate.evaluate` first)")
+    scores_path = setting.scores_file()
+    scores = read_json(scores_path, what="scores file (run `python -m src.evaluate.evaluate` first)")
+    problems = scores_problems(Experiment(setting, args.dataset_config, args.no_clean), scores)
+    if problems:
+        raise cli.UserError(f"{scores_path} is stale ({'; '.join(problems)}); rerun python -m src.evaluate.evaluate "
+                            "with the same flags")
+    labels = scores.get(manifest.KEY, {}).get("settings", {}).get("labels", {})
     out = Path(args.output) if args.output else setting.folder / "report.md"
     pngs = {}
-    for i, (metric, entry) in enumerate(scores.items()):
+    for i, (metric, entry) in enumerate(metric_entries(scores).items()):
         png = out.with_suffix(".png") if i == 0 else out.with_name(f"{out.stem}_{metric}.png")
-        figure(entry, metric, png)
+        figure(entry, metric, png, labels)
         pngs[metric] = png.name
-    atomic_write_text(out, render(setting, args.dataset_config, scores, pngs))
+    text = render(setting, args.dataset_config, scores, pngs)
+    recorded = manifest.build([scores_path], {"partial": bool(setting.max_samples)}, kind="report")
+    atomic_write_text(out, text + f"\n<!-- {manifest.KEY}: {json.dumps(recorded)} -->\n")
     print(f"wrote {out} and {', '.join(pngs.values())}")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src import cli
+from src import cli, manifest
 from src.cleaning import clean_for_task
 from src.embedding_backends import BACKENDS as EMBEDDING_BACKENDS
 from src.embedding_backends import DEFAULT_BACKEND as DEFAULT_EMBEDDING_BACKEND
@@ -27,7 +27,7 @@ from src.io import read_dataset, read_generations, write_json
 from src.neighbours import EXACT_MAX_ROWS
 from src.neighbours import METHODS as NEIGHBOUR_METHODS
 from src.paths import DEFAULT_EMBEDDER
-from src.smoothie import ON_INVALID, smoothie_weights
+from src.smoothie import ON_INVALID, smoothie_weights, stable_argmax
 
 TYPES = ("sample_dependent", "sample_independent")
 
@@ -108,7 +108,9 @@ def route_table(
 
     needs_inputs = full_text or (local and (k > 1 or train is not None))
     test_inputs = inputs(rows) if needs_inputs else None
-    emb = embed_table(embedder, table, tasks(rows), test_inputs if full_text else None, clean, embedding_dtype)
+    # the train_time regime estimates on the train split alone: the test generations are not embedded
+    emb = None if train is not None else embed_table(embedder, table, tasks(rows), test_inputs if full_text else None,
+                                                     clean, embedding_dtype)
     input_emb = embedder.embed_array(test_inputs, embedding_dtype) if local and test_inputs is not None else None
 
     kwargs = {}
@@ -123,8 +125,8 @@ def route_table(
         if local:
             kwargs["train_input_embeddings"] = embedder.embed_array(train_inputs, embedding_dtype)
     weights = smoothie_weights(emb, input_emb, k=k if local else None, on_invalid=on_invalid, neighbours=neighbours,
-                               **kwargs)
-    selected = weights.argmax(axis=1)
+                               n_queries=table.n_samples, **kwargs)
+    selected = stable_argmax(weights)
     first = table.first()
     return Routed(
         weights=weights,
@@ -288,7 +290,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     check_k(args, n_rows)
     table = tables_from_files(paths, n_rows, names)
     routed = route_with_flags(table, args, rows=rows, input_field=args.input_field, clean=not args.no_clean)
-    write_json(args.output, routed.to_json())
+    settings = {k: v for k, v in vars(args).items() if k not in ("output", "device", "ray_replicas")}
+    embedder = Embedder(args.embedding_model, backend=args.embedding_backend).identity
+    recorded = manifest.build([*paths, *([args.inputs] if args.inputs else [])], settings | {"method": "smoothie"},
+                              kind="routed", models={"embedder": embedder}, rows=n_rows)
+    write_json(args.output, {**routed.to_json(), manifest.KEY: recorded})
     counts = np.bincount(routed.selected, minlength=len(names))
     print(f"wrote {args.output}: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts)))
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from src import cli
+from src import cli, manifest
 from src.embeddings import Embedder
 from src.experiment import Experiment
 from src.io import write_json
 from src.paths import Setting
-from src.provenance import KEY as PROVENANCE
 from src.route import add_smoothie_flags, check_k, route_with_flags
 
 
@@ -33,21 +32,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = setting.smoothie_file(args.type, args.k, args.regime, args.embedding_model,
                                 full_text=args.use_full_text_embeddings)
     splits = ("train", "test") if args.regime == "train_time" else ("test",)
-    settings = {"type": args.type, "k": args.k if args.type == "sample_dependent" else None, "regime": args.regime,
-                "embedder": Embedder(args.embedding_model, backend=args.embedding_backend).identity, "n_generations": setting.n_generations,
+    settings = {"method": "smoothie", "type": args.type, "k": args.k if args.type == "sample_dependent" else None,
+                "regime": args.regime, "embedding_model": args.embedding_model,
+                "embedding_backend": args.embedding_backend, "n_generations": setting.n_generations,
                 "full_text": args.use_full_text_embeddings, "on_invalid": args.on_invalid, "clean": exp.clean,
                 "neighbours": args.neighbours, "embedding_dtype": args.embedding_dtype}
     check_k(args, len(exp.train_rows) if args.regime == "train_time" else len(exp.test_rows), setting.n_generations,
             args.regime)
-    provenance = exp.provenance(settings, splits)
-    if cli.already_done(out, args.redo, provenance):
+    recorded = exp.manifest(settings, splits,
+                            {"embedder": Embedder(args.embedding_model, backend=args.embedding_backend).identity})
+    if manifest.skip_if_done(out, args.redo, recorded):
         return
 
     rows, table = exp.test_rows, exp.test_table
     train = (exp.train_table, exp.train_rows) if args.regime == "train_time" else None
     routed = route_with_flags(table, args, rows=rows, full_text=args.use_full_text_embeddings, train=train,
                               clean=exp.clean)
-    write_json(out, {**routed.to_json(), PROVENANCE: provenance})
+    write_json(out, {**routed.to_json(), manifest.KEY: recorded})
     print(f"wrote {out}")
 
 

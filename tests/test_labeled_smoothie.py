@@ -114,7 +114,7 @@ def test_command_file_format_n0_and_seeds(smol_tree, tmp_path, capsys):
     assert len(data["generations"]) == 10 and all(len(t) == tree.n_test for t in data["generations"])
     assert np.array(data["labeled_train_rows"]).shape == (10, 5)
     assert all(len(set(rows)) == 5 and max(rows) < tree.n_train for rows in data["labeled_train_rows"])
-    assert data["generators"] == tree.generators and "provenance" in data
+    assert data["generators"] == tree.generators and "manifest" in data
     for trial, chosen in zip(data["selected"], data["generations"]):
         assert len(set(trial)) == 1  # one generator per trial, every row
         texts = json.loads((tree.folder / f"{tree.generators[trial[0]]}_test.json").read_text())["generations"]
@@ -142,7 +142,7 @@ def test_command_file_format_n0_and_seeds(smol_tree, tmp_path, capsys):
     entry = next(iter(scores.values()))
     assert {"labeled_smoothie_0", "labeled_smoothie_5"} <= set(entry)
     assert entry["labeled_smoothie_0"] == entry["smoothie"][sg.name[: -len("_test.json")]]
-    assert "labeled_smoothie_5" in out
+    assert "Labelled Smoothie (a few labels), n=5" in out
     code, _, err = run_cli(report.main, tree.setting_args("--output", tmp_path / "report.md"), capsys)
     assert code == 0, err
     text = (tmp_path / "report.md").read_text()
@@ -157,7 +157,7 @@ def test_a_stricter_level_is_recorded_and_a_bad_one_refused(smol_tree, tmp_path,
     code, _, err = run_cli(labeled_smoothie.main, tree.setting_args("--n_labels", 5, "--alpha", "0.01", *emb), capsys)
     assert code == 0, err
     data = json.loads(next(tree.folder.glob("labeled_smoothie_*_5_test.json")).read_text())
-    assert data["alpha"] == 0.01 and data["provenance"]["settings"]["alpha"] == 0.01
+    assert data["alpha"] == 0.01 and data["manifest"]["settings"]["alpha"] == 0.01
     for bad in ("0", "0.7", "x"):
         code, _, err = run_cli(labeled_smoothie.main, tree.setting_args("--n_labels", 5, "--alpha", bad), capsys)
         assert code == 2 and "--alpha" in err

@@ -14,8 +14,22 @@ def _write(path, obj):
     path.write_text(json.dumps(obj))
 
 
+# display names as evaluate records them from each method file's manifest (src.methods.registry.label)
+LABELS = {"smoothie_sample_independent_3b": "Smoothie-Global",
+          "smoothie_sample_independent_3b_all-MiniLM-L6-v2": "Smoothie-Global, all-MiniLM-L6-v2",
+          "smoothie_sample_dependent_7b_1": "Smoothie-Local k=1", "smoothie_sample_independent_7b": "Smoothie-Global",
+          "smoothie_sample_independent": "Smoothie-Global", "smoothie_sample_dependent_1": "Smoothie-Local k=1"}
+
+
+def _manifest(entries: dict) -> dict:
+    stems = {s for e in entries.values() for s in e.get("smoothie", {})}
+    return {"kind": "scores", "inputs": {}, "models": {}, "rows": 1,
+            "settings": {"partial": False, "labels": {s: LABELS[s] for s in stems}}}
+
+
 def _scores(metric, ensemble, **methods):
-    return {metric: {"ensemble": ensemble, "smoothie": methods.pop("smoothie", {}), **methods}}
+    entries = {metric: {"ensemble": ensemble, "smoothie": methods.pop("smoothie", {}), **methods}}
+    return {**entries, "manifest": _manifest(entries)}
 
 
 def test_three_tables_and_figure(tmp_path, capsys):
@@ -25,11 +39,12 @@ def test_three_tables_and_figure(tmp_path, capsys):
         smoothie={"smoothie_sample_independent_3b": 0.612, "smoothie_sample_independent_3b_all-MiniLM-L6-v2": 0.577}))
     _write(r / "squad/3b/smoothie_sample_independent_3b_test.json",
            {"generations": ["a"], "smoothie_weights": [[0.4, 0.6]], "generators": ["dolly-3b", "incite-3b"]})
-    _write(r / "acc_group/7b/scores.json", {
+    group = {
         "squad_acc": {"ensemble": {"a": 0.1}}, "average": {
             "ensemble": {"a": 0.5, "b": 0.8}, "smoothie": {"smoothie_sample_dependent_7b_1": 0.75,
                                                        "smoothie_sample_independent_7b": 0.665},
-            "pick_random": 0.654, "labeled_knn": 0.717, "best_single": 0.732, "oracle": 0.9}})
+            "pick_random": 0.654, "labeled_knn": 0.717, "best_single": 0.732, "oracle": 0.9}}
+    _write(r / "acc_group/7b/scores.json", {**group, "manifest": _manifest(group)})
     _write(r / "trivia_qa/falcon-1b/individual_test.json", {"generations": [["x", "y", "z"]]})
     _write(r / "trivia_qa/falcon-1b/scores.json", _scores(
         "trivia_qa_acc", {"prompt_0": 0.2, "prompt_1": 0.3, "prompt_2": 0.4},
@@ -61,6 +76,13 @@ def test_three_tables_and_figure(tmp_path, capsys):
                                          "--out_dir", tmp_path / "minilm"], capsys)
     assert code == 0, err
     assert "| 3b | Smoothie-Global | - | - | - | 57.7 |" in (tmp_path / "minilm" / "table1.md").read_text()
+
+
+def test_scores_without_a_manifest_are_refused(tmp_path, capsys):
+    r = tmp_path / "results"
+    _write(r / "squad/3b/scores.json", {"squad_acc": {"ensemble": {"a": 0.5}, "smoothie": {}}})
+    code, _, err = run_cli(tables.main, ["--results_dir", r], capsys)
+    assert code == 2 and "squad/3b/scores.json" in err and "no manifest" in err
 
 
 def test_no_results_is_a_user_error(tmp_path, capsys):

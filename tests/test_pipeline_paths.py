@@ -96,7 +96,7 @@ def test_quick_runs_do_not_masquerade_as_full_ones(smol_tree, capsys, tmp_path):
     # the full run does not skip the quick run's file
     code, out, err = run_cli(get_generations.main, prompt_args + ["--splits", "test", "--max_new_tokens", 10],
                              capsys)
-    assert code == 0 and "stale" in out and "wrote" in out, out + err
+    assert code == 0 and "made with other settings (setting max_samples was 3, now None" in out and "wrote" in out, out + err
     assert len(json.loads(quick.read_text())["generations"]) == tree.n_test
 
 
@@ -137,7 +137,8 @@ def test_report_shows_every_metric_and_names_each_smoothie_variant(smol_tree, ca
     text = out.read_text()
     for metric in ("trivia_qa_acc", "rouge2", "average"):
         assert f"## `{metric}`" in text
-    assert "Smoothie-Local k=1 (" in text and "Smoothie-Local k=3 (" in text and "Smoothie-Global (" in text
+    assert "Smoothie-Local k=1, all-MiniLM-L6-v2" in text and "Smoothie-Local k=3, all-MiniLM-L6-v2" in text
+    assert "Smoothie-Global, all-MiniLM-L6-v2" in text
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "report_rouge2.png").is_file()
 

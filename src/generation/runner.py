@@ -4,8 +4,10 @@ The work is a list of prompts, cut into batches by a fixed plan (longest prompts
 that an out-of-memory error comes at once, not at the end). Each finished batch is appended to
 a JSONL checkpoint beside the output and fsynced; a rerun with the same settings skips the
 batches found there. Sampling is seeded per batch from the batch's number, so a resumed run
-produces exactly what an uninterrupted one does. The checkpoint's first line fingerprints the
-job; a checkpoint made with other settings is refused rather than silently mixed in.
+produces exactly what an uninterrupted one does. The checkpoint's first line records the job:
+what fixes its outputs (model, prompts, chat template, sampling, batch plan) and how it ran
+(backend, dtype, device kind, the model's weights by content). A checkpoint made with any other
+of these is refused, naming what differs (``src.manifest.differences``), rather than mixed in.
 
 The same two facts (a fixed batch plan, a seed per batch) make the work divisible with identical
 results: ``--shard i/n`` runs every n-th batch into a checkpoint of its own (for SLURM and other
@@ -38,11 +40,18 @@ class Job:
     temperature: float = 0.0
     seed: int = 42
     batch_size: int = 8
+    chat_template: bool = False
+    run: tuple[tuple[str, str], ...] = ()  # how it runs: backend, dtype, device kind, weights (merging: empty)
+
+    def settings(self) -> dict:
+        """What fixes the outputs, prompts by their hash (the checkpoint header's ``settings``)."""
+        d = asdict(self)
+        d.pop("run")
+        d["prompts"] = hashlib.sha256("\x00".join(self.prompts).encode()).hexdigest()[:20]
+        return d
 
     def fingerprint(self) -> str:
-        d = asdict(self)
-        d["prompts"] = hashlib.sha256("\x00".join(self.prompts).encode()).hexdigest()
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:20]
+        return hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:20]
 
     def batches(self) -> list[list[int]]:
         order = sorted(range(len(self.prompts)), key=lambda i: (-len(self.prompts[i]), i))
@@ -80,7 +89,14 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def _read_one(path: Path, fingerprint: str, done: dict[int, list[str]]) -> None:
+def _refuse(path: Path, reasons: list[str]) -> UserError:
+    return UserError(f"{path}: checkpoint of a run with other settings ({'; '.join(reasons) or 'an older version'}); "
+                     "rerun with the same flags, or delete it (--redo deletes this run's own)")
+
+
+def _read_one(path: Path, job: Job, done: dict[int, list[str]], runs: dict[Path, dict]) -> None:
+    from src.manifest import differences
+
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f):
             try:
@@ -88,22 +104,31 @@ def _read_one(path: Path, fingerprint: str, done: dict[int, list[str]]) -> None:
             except json.JSONDecodeError:
                 break  # a line cut short by a crash: everything after it is redone
             if lineno == 0:
-                if entry.get("fingerprint") != fingerprint:
-                    raise UserError(
-                        f"{path}: checkpoint of a run with other settings (model, prompts, batch size, "
-                        "sampling); delete it or pass --redo"
-                    )
+                if entry.get("fingerprint") != job.fingerprint():
+                    raise _refuse(path, differences(entry.get("settings") or {}, job.settings()))
+                run = entry.get("run") or {}
+                if job.run and run != dict(job.run):
+                    raise _refuse(path, differences(run, dict(job.run)))
+                runs[path] = run
                 continue
             done.update(zip(entry["items"], entry["outputs"]))
 
 
-def _read_checkpoints(paths: list[Path], fingerprint: str) -> dict[int, list[str]]:
-    """Finished prompts from this run's checkpoint and every shard's: whoever finished a batch, it counts."""
+def read_checkpoints(paths: list[Path], job: Job) -> tuple[dict[int, list[str]], dict]:
+    """Finished prompts from this run's checkpoint and every shard's (whoever finished a batch, it
+    counts), and how they ran: every checkpoint must agree, so a merge mixes no two settings."""
+    from src.manifest import differences
+
     done: dict[int, list[str]] = {}
-    for path in paths:
+    runs: dict[Path, dict] = {}
+    for path in dict.fromkeys(paths):
         if path.exists():
-            _read_one(path, fingerprint, done)
-    return done
+            _read_one(path, job, done, runs)
+    first = next(iter(runs.items()), None)
+    for path, run in runs.items():
+        if first is not None and run != first[1]:
+            raise _refuse(path, [f"{first[0].name} ran differently: " + "; ".join(differences(first[1], run))])
+    return done, (first[1] if first else dict(job.run))
 
 
 def _ray_outputs(spec: BackendSpec, job: Job, pending: list[tuple[int, list[int]]], replicas: int):
@@ -156,10 +181,9 @@ def run_job(
     ``ray_replicas`` > 0 spreads the batches over that many model replicas with Ray Data.
     ``backend``: an already loaded backend to reuse (single-process runs over several splits).
     """
-    fingerprint = job.fingerprint()
     shards = shard_checkpoints(checkpoint)
     own = checkpoint if shard is None else shard_checkpoint(checkpoint, *shard)
-    done = _read_checkpoints([checkpoint, *shards, own], fingerprint)
+    done, _ = read_checkpoints([checkpoint, *shards, own], job)
     pending = [(number, items) for number, items in enumerate(job.batches())
                if (shard is None or number % shard[1] == shard[0]) and not all(i in done for i in items)]
     if spec is None:  # merging: every batch must already be in some checkpoint
@@ -171,7 +195,8 @@ def run_job(
     fail_after = int(os.environ.get(FAIL_AFTER_ENV, "0"))
     own.parent.mkdir(parents=True, exist_ok=True)
     if not own.exists():
-        own.write_text(json.dumps({"fingerprint": fingerprint, "model": job.model}) + "\n")
+        own.write_text(json.dumps({"fingerprint": job.fingerprint(), "model": job.model, "settings": job.settings(),
+                                   "run": dict(job.run)}) + "\n")
     total = sum(len(items) for number, items in enumerate(job.batches())
                 if shard is None or number % shard[1] == shard[0])
     todo = sum(len(items) for _, items in pending)

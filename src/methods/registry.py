@@ -34,6 +34,29 @@ METHOD_PREFIXES = tuple(f"{m.name}_" for m in METHODS)
 TRIAL_METHODS = tuple(m.name for m in METHODS if m.trials)
 
 
+def label(settings: dict, default_embedder: str = "all-mpnet-base-v2") -> str:
+    """A method output's display name, from the settings its manifest records (never parsed out
+    of a file name): ``Smoothie-Local k=1, bge-small-en-v1.5`` and ``Smoothie-Local k=1`` are the
+    paper's embedder ablation, and a model group called ``2024`` is not a k."""
+    method = settings.get("method", "")
+    if method != SMOOTHIE.name:
+        base = BY_NAME[method].label if method in BY_NAME else method
+        return base + (f", n={settings['n_labels']}" if method == "labeled_smoothie" else "")
+    local = settings.get("type") == "sample_dependent"
+    parts = []
+    if settings.get("regime") == "train_time":
+        parts.append("train_time")
+    embedder = str(settings.get("embedding_model") or default_embedder)
+    if embedder.split("/")[-1].lower() != default_embedder.lower():
+        parts.append(embedder.rstrip("/").split("/")[-1])
+    if (settings.get("n_generations") or 1) > 1:
+        parts.append(f"{settings['n_generations']} gens")
+    if settings.get("full_text"):
+        parts.append("full text")
+    name = f"Smoothie-Local k={settings.get('k')}" if local else "Smoothie-Global"
+    return ", ".join([name, *parts])
+
+
 def method_keys(entry: dict, method: str) -> list[str]:
     """A scores entry's keys for one method: its name, or ``<name>_<n>`` per variant when several
     files of that method were scored (Labelled Smoothie at several label counts)."""

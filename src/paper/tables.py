@@ -15,11 +15,13 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from src import cli
+from src import cli, manifest
+from src.evaluate.evaluate import metric_entries
 from src.io import atomic_write_text, read_json
-from src.methods.registry import BASELINES
-from src.paths import DEFAULT_EMBEDDER, Setting, results_root, shipped
+from src.methods.registry import BASELINES, label
+from src.paths import DEFAULT_EMBEDDER, Setting, datasets_dir, results_root, shipped
 
+LABELLED_N = 5  # Labelled Smoothie's column: the default label count of src.labeled_smoothie
 TABLE1_TASKS = ["cnn_dailymail", "definition_extraction", "e2e_nlg", "squad", "trivia_qa", "web_nlg", "xsum"]
 
 
@@ -34,36 +36,83 @@ def _headline(scores: dict) -> tuple[str, dict]:
     return key, scores[key]
 
 
-def collect(results: Path, embedding_model: str = DEFAULT_EMBEDDER) -> list[dict]:
-    """One record per results folder that has a scores.json; Smoothie rows are the runs made
-    with ``embedding_model``."""
-    records = []
-    for path in sorted(results.glob("*/*/scores.json")):
-        folder, config = path.parent, path.parent.parent.name
+def _scores_file(folder: Path, allow_partial: bool) -> Path | None:
+    """A folder's full ``scores.json``; with ``allow_partial`` a ``--max_samples`` run's
+    ``scores_first<N>.json`` where there is no full one (the largest N)."""
+    full = folder / "scores.json"
+    if full.is_file() or not allow_partial:
+        return full if full.is_file() else None
+    partial = sorted(folder.glob("scores_first*.json"), key=lambda p: int(p.stem[len("scores_first"):] or 0))
+    return partial[-1] if partial else None
+
+
+def _problems(path: Path, scores: dict, setting: Setting, data_dir: Path) -> list[str]:
+    """Why a folder's scores no longer describe it: its recorded inputs, looked up by name among
+    the folder's files, the split files and the shipped configs, and any method file new since."""
+    recorded = scores.get(manifest.KEY)
+    config = Path((recorded or {}).get("settings", {}).get("dataset_config") or path)
+    own = [config, *config.parent.glob("*.yaml"), *config.parent.glob("*.json"), *config.parent.glob("*.txt")]
+    candidates = [*own, *path.parent.glob("*.json"), *data_dir.glob("*.jsonl"), *shipped("dataset_configs").rglob("*.yaml"),
+                  *shipped("prompt_templates").glob("*")]
+    reasons = manifest.check_recorded(recorded, candidates, complete=False)
+    if isinstance(recorded, dict):
+        reasons += [f"{p.name} is new since" for p in setting.method_files() if p.name not in recorded["inputs"]]
+        if recorded.get("settings", {}).get("partial") and path.name == "scores.json":
+            reasons.append("it is a --max_samples run's, under the full run's name")
+    return reasons
+
+
+def collect(results: Path, embedding_model: str = DEFAULT_EMBEDDER, allow_partial: bool = False,
+            data_dir: Path | None = None) -> list[dict]:
+    """One record per results folder that has scores; Smoothie rows are the runs made with
+    ``embedding_model``, found by the labels their manifests give them. Partial results (a
+    ``--max_samples`` run) only with ``allow_partial``, marked as such; stale scores are refused."""
+    records, stale = [], []
+    data_dir = data_dir or datasets_dir()
+    for folder in sorted(p for p in results.glob("*/*") if p.is_dir()):
+        path = _scores_file(folder, allow_partial)
+        if path is None:
+            continue
+        config = folder.parent.name
         multi_prompt = (folder / "individual_test.json").exists()
         setting = Setting(config=config, results_dir=results, model=folder.name) if multi_prompt else Setting(
             config=config, results_dir=results, group=folder.name)
-        metric, s = _headline(read_json(path))
+        scores = read_json(path)
+        problems = _problems(path, scores, setting, data_dir)
+        if problems:
+            stale.append(f"{path} ({'; '.join(problems)})")
+            continue
+        recorded = scores[manifest.KEY]
+        labels = recorded["settings"].get("labels", {})
+        metric, s = _headline(metric_entries(scores))
         smoothie = s.get("smoothie", {})
 
-        def stem(type_, k=None, setting=setting):
-            return setting.smoothie_file(type_, k, embedding_model=embedding_model).name[: -len("_test.json")]
+        def by_label(type_, k=None, labels=labels, smoothie=smoothie):
+            want = label({"method": "smoothie", "type": type_, "k": k, "embedding_model": embedding_model})
+            return next((v for stem, v in smoothie.items() if labels.get(stem) == want), None)
 
         ensemble = s["ensemble"]
+        labelled = s.get("labeled_smoothie", s.get(f"labeled_smoothie_{LABELLED_N}"))
         records.append({
-            "config": config, "folder": folder.name, "multi_prompt": multi_prompt, "metric": metric,
+            "config": config, "metric": metric, "multi_prompt": multi_prompt,
+            "folder": folder.name + (f" (first {recorded.get('rows')} rows)" if recorded["settings"].get("partial")
+                                     else ""),
             "setting": setting, "embedding_model": embedding_model,
             "values": {
                 **{m.column: s.get(m.name) for m in BASELINES},
+                "Labeled-Smoothie": labelled,
                 "Random": s.get("pick_random", sum(ensemble.values()) / len(ensemble)),
                 "Ensemble mean": sum(ensemble.values()) / len(ensemble),
-                "Smoothie-Global": smoothie.get(stem("sample_independent")),
-                "Smoothie-Local": smoothie.get(stem("sample_dependent", 1)),
+                "Smoothie-Global": by_label("sample_independent"),
+                "Smoothie-Local": by_label("sample_dependent", 1),
                 "Best-Model": s.get("best_single"),
                 "Oracle": s.get("oracle"),
             },
             "ensemble": ensemble,
         })
+    if stale:
+        raise cli.UserError(f"{len(stale)} scores file(s) no longer match their folders: {' | '.join(stale)}; rerun "
+                            "python -m src.evaluate.evaluate there")
     return records
 
 
@@ -104,13 +153,15 @@ def build_tables(records: list[dict]) -> dict[str, tuple[str, str]]:
     extra_tasks = sorted({r["config"] for r in single} - set(TABLE1_TASKS))
     tables = {
         "table1": _grid(single, TABLE1_TASKS + extra_tasks, lambda r: r["config"],
-                        ["Random", "Smoothie-Global", "Best-on-Val"],
+                        ["Random", "Smoothie-Global", "Best-on-Val", "Labeled-Smoothie"],
                         "Table 1: Smoothie-Global selects one generator per dataset", "ensemble"),
         "table2": _grid(groups, sorted({r["config"] for r in groups}), lambda r: r["config"],
-                        ["Random", "PairRM", "Labeled-KNN", "Best-Model", "Smoothie-Global", "Smoothie-Local"],
+                        ["Random", "PairRM", "Labeled-KNN", "Best-Model", "Smoothie-Global", "Smoothie-Local",
+                         "Labeled-Smoothie"],
                         "Table 2: routing per sample on task groups", "ensemble"),
         "table3": _grid(prompts, TABLE1_TASKS + sorted({r["config"] for r in prompts} - set(TABLE1_TASKS)),
-                        lambda r: r["config"], ["Random", "Smoothie-Global", "Smoothie-Local", "Best-on-Val"],
+                        lambda r: r["config"], ["Random", "Smoothie-Global", "Smoothie-Local", "Best-on-Val",
+                                                "Labeled-Smoothie"],
                         "Table 3: prompt selection", "model"),
     }
     return {k: v for k, v in tables.items() if v is not None}
@@ -136,8 +187,8 @@ def weights_figure(records: list[dict], out: Path) -> Path | None:
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for label, xs, ys in points:
-        ax.scatter(xs, ys, label=label, s=28)
+    for name, xs, ys in points:
+        ax.scatter(xs, ys, label=name, s=28)
     ax.set_xlabel("Smoothie-Global weight")
     ax.set_ylabel("generator's true score (x100)")
     ax.set_title("Does Smoothie weigh better generators higher?")
@@ -154,15 +205,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--results_dir", default=None, help="results root (default $RESULTS_DIR or results)")
     p.add_argument("--out_dir", default=None, help="default: <results_dir>/paper")
     p.add_argument("--embedding_model", default=DEFAULT_EMBEDDER, help="show the Smoothie runs made with this embedder")
+    p.add_argument("--data_dir", default=None, help="where the split files are (default $HF_DATASETS_DIR/datasets)")
+    p.add_argument("--allow_partial", action="store_true",
+                   help="also show --max_samples runs (scores_first<N>.json) where a folder has no full one, marked "
+                        "'(first N rows)'")
     args = p.parse_args(argv)
     results = results_root(args.results_dir)
-    records = collect(results, args.embedding_model)
+    records = collect(results, args.embedding_model, args.allow_partial,
+                      Path(args.data_dir) if args.data_dir else None)
     if not records:
-        raise cli.UserError(f"{results}: no */*/scores.json found (run `python -m src.evaluate.evaluate` first)")
+        raise cli.UserError(f"{results}: no */*/scores.json found (run `python -m src.evaluate.evaluate` first"
+                            f"{'' if args.allow_partial else '; partial runs show with --allow_partial'})")
     out_dir = Path(args.out_dir) if args.out_dir else results / "paper"
+    used = [_scores_file(r["setting"].folder, args.allow_partial) for r in records]
+    recorded = json.dumps(manifest.build(used, {"embedding_model": args.embedding_model,
+                                                "allow_partial": args.allow_partial}, kind="tables",
+                                         relative_to=results))
     for name, (md, tex) in build_tables(records).items():
-        atomic_write_text(out_dir / f"{name}.md", md)
-        atomic_write_text(out_dir / f"{name}.tex", tex)
+        atomic_write_text(out_dir / f"{name}.md", md + f"\n<!-- {manifest.KEY}: {recorded} -->\n")
+        atomic_write_text(out_dir / f"{name}.tex", tex + f"% {manifest.KEY}: {recorded}\n")
         print(md)
     fig = weights_figure(records, out_dir / "smoothie_weights.png")
     print(f"wrote tables{' and ' + str(fig) if fig else ''} to {out_dir}")

@@ -57,8 +57,24 @@ class DatasetConfig:
 
     @property
     def metric_overrides(self) -> dict[str, str]:
-        """Each task's metric as the config names it (its first ``metrics`` entry)."""
+        """Each task's primary metric as the config names it (its first ``metrics`` entry): the
+        one labelled methods learn from and the group average uses."""
         return {tc.task.name: tc.metrics[0] for tc in self.tasks}
+
+    @property
+    def task_metrics(self) -> dict[str, list[str]]:
+        """Every metric each task's rows are scored with (its whole ``metrics`` list)."""
+        return {tc.task.name: list(tc.metrics) for tc in self.tasks}
+
+    @property
+    def files(self) -> list[Path]:
+        """The config's own file, its tasks' files and every prompt template it reads: what a
+        result computed under this config depends on (its manifest's inputs)."""
+        out = [self.path]
+        for tc in self.tasks:
+            out += [tc.path] + ([tc.multi_model_template.path] if tc.multi_model_template else [])
+            out += [t.path for t in tc.multi_prompt_templates]
+        return list(dict.fromkeys(Path(p) for p in out))
 
     def clean(self, no_clean_flag: bool = False) -> bool:
         """Whether outputs are cleaned before embedding and scoring: ``--no_clean`` wins, then
