@@ -45,26 +45,54 @@ class SmoothieWarning(UserWarning):
     """Some rows had non-positive or non-finite error estimates (see module docstring)."""
 
 
+def _exact_row_sums(block: np.ndarray) -> np.ndarray:
+    """Row sums from the coordinate differences of every pair: identical generations at exactly 0."""
+    m = block.shape[1]
+    sums = np.zeros(block.shape[:2])
+    for i in range(m):
+        for j in range(i + 1, m):
+            diff = block[:, i] - block[:, j]
+            dist = np.einsum("rd,rd->r", diff, diff)
+            sums[:, i] += dist
+            sums[:, j] += dist
+    return sums
+
+
+def _rows_with_close_pairs(norms: np.ndarray, dots: np.ndarray) -> np.ndarray:
+    """Rows where two generations might be identical: equal, to rounding, in their norm and in
+    their dot with the row's sum (identical vectors always are; a false alarm only costs the
+    exact path). Both keys come from the expansion's own pass, so finding them reads no data."""
+    keys = np.stack([norms, dots], axis=-1)  # (r, m, 2)
+    tol = 1e-9 * (1.0 + np.abs(keys))
+    m = norms.shape[1]
+    found = np.zeros(len(norms), dtype=bool)
+    for i in range(m):
+        for j in range(i + 1, m):
+            found |= (np.abs(keys[:, i] - keys[:, j]) <= np.maximum(tol[:, i], tol[:, j])).all(axis=-1)
+    return found
+
+
 def row_distance_sums(embeddings: np.ndarray) -> np.ndarray:
     """Per row of m generations, r_i = sum_j ||l_i - l_j||^2, in float64. Shape (..., m, d) -> (..., m).
 
-    Each distance is summed from the coordinate differences, not expanded as
-    ||a||^2 + ||b||^2 - 2<a, b>: identical generations then sit at exactly 0, so the documented
-    delta == 0 rule fires on duplicated outputs instead of rounding noise of either sign.
+    Expanded without pairs: r_i = m ||l_i||^2 + sum_j ||l_j||^2 - 2 <l_i, sum_j l_j>, one pass over
+    the data. Rows where two generations may be identical are summed again from the coordinate
+    differences, so identical outputs sit at exactly 0 and the documented delta == 0 rule fires on
+    them instead of rounding noise of either sign (found apart from the expansion, by its own norms
+    and dots: no second pass over the data).
     """
     x = np.asarray(embeddings)
     lead, (m, d) = x.shape[:-2], x.shape[-2:]
     flat = x.reshape(-1, m, d)
     out = np.empty(flat.shape[:2], dtype=np.float64)
-    pairs = [(i, j) for i in range(m) for j in range(i + 1, m)]
     for start in range(0, len(flat), _CHUNK):
         block = flat[start : start + _CHUNK].astype(np.float64, copy=False)
-        sums = np.zeros(block.shape[:2])
-        for i, j in pairs:
-            diff = block[:, i] - block[:, j]
-            dist = np.einsum("rd,rd->r", diff, diff)
-            sums[:, i] += dist
-            sums[:, j] += dist
+        norms = np.einsum("rmd,rmd->rm", block, block)
+        dots = np.einsum("rmd,rd->rm", block, block.sum(axis=1))
+        sums = m * norms + norms.sum(axis=1, keepdims=True) - 2.0 * dots
+        dup = _rows_with_close_pairs(norms, dots)
+        if dup.any():
+            sums[dup] = _exact_row_sums(block[dup])
         out[start : start + _CHUNK] = sums
     return out.reshape(*lead, m)
 
