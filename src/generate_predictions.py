@@ -17,6 +17,7 @@ from src.alpaca import PAIRINGS, draw_trials, load_outputs, predictions, read_en
 from src.embeddings import Embedder
 from src.io import write_json
 from src.paths import DEFAULT_EMBEDDER, alpaca_downloaded_dir, alpaca_outputs_dir, alpaca_prediction_file
+from src.route import add_precision_flag
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -28,6 +29,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--n_neighbors", type=int, default=1, help="neighbours for Smoothie-Local (1 = the sample)")
     p.add_argument("--embedding_model", default=DEFAULT_EMBEDDER)
     p.add_argument("--device", default=None)
+    add_precision_flag(p)
     p.add_argument("--downloaded_dir", default=None, help="default: alpaca/downloaded_outputs")
     p.add_argument("--outputs_dir", default=None, help="default: alpaca/algorithm_outputs")
     p.add_argument("--max_instructions", type=cli.positive_int, default=None,
@@ -48,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     trials = (read_ensembles(Path(args.ensembles), data.models) if args.ensembles
               else draw_trials(data.models, args.n_trials, args.k, args.seed))
     print(f"{len(data.models)} models, {len(data.instructions)} instructions, {len(trials)} trials")
-    result = predictions(data, trials, Embedder(args.embedding_model, device=args.device), args.n_neighbors,
+    result = predictions(data, trials, Embedder(args.embedding_model, device=args.device, precision=args.embedding_precision), args.n_neighbors,
                          args.seed)
     out_dir = alpaca_outputs_dir(args.outputs_dir)
     for (method, trial), rows in result.items():

@@ -10,6 +10,7 @@ from src.embeddings import Embedder
 from src.experiment import embedder_model, open_experiment
 from src.methods.baselines import labeled_knn
 from src.paths import DEFAULT_EMBEDDER
+from src.route import add_precision_flag
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -20,6 +21,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--embedding_model", default=DEFAULT_EMBEDDER)
     p.add_argument("--device", default=None)
+    add_precision_flag(p)
     if (opened := open_experiment(p, argv, "labeled_knn", models=embedder_model)) is None:
         return
     args, exp, out, recorded = opened
@@ -27,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.k > min(args.n_labels, len(exp.train_rows)):
         print(f"note: --k {args.k} is more than the {min(args.n_labels, len(exp.train_rows))} labelled samples; "
               "every labelled sample votes")
-    embedder = Embedder(args.embedding_model, device=args.device)
+    embedder = Embedder(args.embedding_model, device=args.device, precision=args.embedding_precision)
     train_x = embedder.embed([r["embedding_input"] for r in exp.train_rows])
     test_x = embedder.embed([r["embedding_input"] for r in exp.test_rows])
     picks, draws = labeled_knn(train_scores, exp.train_metrics, train_x, test_x, args.k, args.n_labels,

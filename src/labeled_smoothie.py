@@ -19,7 +19,7 @@ from src.experiment import embedder_model, open_experiment
 from src.methods.baselines import orient
 from src.methods.labeled_smoothie import ALPHA, labeled_smoothie_trials
 from src.paths import DEFAULT_EMBEDDER
-from src.route import route_table
+from src.route import add_precision_flag, route_table
 
 
 def _level(text: str) -> float:
@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--embedding_model", default=DEFAULT_EMBEDDER,
                    help="sentence-transformers short name, hub id or local folder (as run_smoothie)")
     p.add_argument("--device", default=None, help="embedding device (default: cuda, mps or cpu)")
+    add_precision_flag(p)
     p.add_argument("--alpha", type=_level, default=ALPHA,
                    help="the paired test's level: lower trusts Smoothie's pick longer (labels you suspect are noisy: "
                         "0.01; docs/results.md, held out)")
@@ -53,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     # no labels, no train scores read: n = 0 is Smoothie-Global and needs no references
     train_scores = (orient(exp.train_scores, exp.train_metrics) if args.n_labels
                     else np.zeros((0, len(table.names))))  # every file checked before the model loads
-    routed = route_table(table, Embedder(args.embedding_model, device=args.device), type_="sample_independent",
+    embedder = Embedder(args.embedding_model, device=args.device, precision=args.embedding_precision)
+    routed = route_table(table, embedder, type_="sample_independent",
                          rows=exp.test_rows, clean=exp.clean)
     theta = routed.weights[0]
     picks, draws = labeled_smoothie_trials(theta, train_scores, table.n_samples, args.n_labels, args.n_trials,

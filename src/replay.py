@@ -27,7 +27,8 @@ from src.gateway.store import Fanout, FanoutStore
 from src.generations import tables_from_files
 from src.io import write_json
 from src.paths import DEFAULT_EMBEDDER
-from src.route import add_file_flags, read_generation_files
+from src.route import add_file_flags, add_precision_flag, read_generation_files
+from src.serve import SERVE_PRECISION
 
 
 def replay(answers: np.ndarray, answer_vecs: np.ndarray, input_vecs: np.ndarray | None, names: list[str], *,
@@ -84,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--embedding_model", default=DEFAULT_EMBEDDER,
                    help="sentence-transformers short name, hub id or local folder")
     p.add_argument("--embedding_backend", choices=EMBEDDING_BACKENDS, default="torch", help="embedder runtime")
+    add_precision_flag(p, SERVE_PRECISION)
     args = p.parse_args(argv)
     if not 0 <= args.explore <= 1:
         raise cli.UserError(f"--explore {args.explore}: must be between 0 and 1")
@@ -101,13 +103,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     tasks = [r.get("task_name") for r in rows] if rows is not None else [None] * n_rows
     texts = [clean_for_task(str(a), tasks[i]) if not args.no_clean else str(a)
              for i in range(n_rows) for a in answers[i]]
-    embedder = Embedder(args.embedding_model, backend=args.embedding_backend, one_per_pass=True)  # as src.serve
+    embedder = Embedder(args.embedding_model, backend=args.embedding_backend, one_per_pass=True,
+                        precision=args.embedding_precision)  # as src.serve
     vecs = np.asarray(embedder.embed_array(texts)).reshape(n_rows, len(names), -1)
     input_vecs = np.asarray(embedder.embed_array(inputs)) if inputs is not None else None
     out = replay(answers, vecs, input_vecs, names, inputs=inputs, policy=args.policy, k=args.k,
                  explore=args.explore, warmup=args.warmup, window=args.window, seed=args.seed,
                  identity=embedder.identity, progress=True)
-    out["settings"].update(embedding_model=args.embedding_model, clean=not args.no_clean,
+    out["settings"].update(embedding_model=args.embedding_model, embedding_precision=args.embedding_precision,
+                           clean=not args.no_clean,
                            generations=[str(p) for p in paths], inputs=args.inputs)
     out[manifest.KEY] = manifest.build([*paths, *([args.inputs] if args.inputs else [])], out["settings"],
                                        kind="replay", models={"embedder": embedder.identity}, rows=n_rows)

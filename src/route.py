@@ -21,7 +21,7 @@ from src import cli, manifest
 from src.cleaning import clean_for_task
 from src.embedding_backends import BACKENDS as EMBEDDING_BACKENDS
 from src.embedding_backends import DEFAULT_BACKEND as DEFAULT_EMBEDDING_BACKEND
-from src.embeddings import Embedder
+from src.embeddings import PRECISIONS, Embedder
 from src.generations import GenerationTable, tables_from_files
 from src.io import read_dataset, read_generations, write_json
 from src.neighbours import EXACT_MAX_ROWS
@@ -146,6 +146,7 @@ def route_generations(
     task: str | None = None,
     embedder: Embedder | None = None,
     on_invalid: str = "parity",
+    precision: str = "fp32",
 ) -> Routed:
     """Smoothie from Python, exactly as the commands do it.
 
@@ -154,6 +155,7 @@ def route_generations(
     them (special tokens dropped, first line kept; ``clean=False`` or ``task="gsm8k"`` keeps them
     whole), embedded with a cached sentence-transformers model, and routed: ``k=None`` is
     Smoothie-Global, an int Smoothie-Local over the k nearest ``inputs`` (k=1 needs none).
+    ``precision="bf16"`` embeds under bfloat16 autocast (faster on CPUs with AMX; its own cache).
     Returns weights (N, m), the selected index per input and the selected raw outputs.
     """
     if len(generations) < 3:
@@ -173,7 +175,7 @@ def route_generations(
         texts[:, 0, j] = list(gens)
     table = GenerationTable(names=[f"generator_{j}" for j in range(len(generations))], texts=texts)
     rows = [{"task_name": task, "embedding_input": inputs[i] if inputs is not None else None} for i in range(n)]
-    return route_table(table, embedder or Embedder(embedding_model, show_progress=False),
+    return route_table(table, embedder or Embedder(embedding_model, show_progress=False, precision=precision),
                        type_="sample_independent" if k is None else "sample_dependent", k=k or 1, rows=rows,
                        clean=clean, on_invalid=on_invalid)
 
@@ -193,12 +195,19 @@ def add_smoothie_flags(p, type_required: bool = False) -> None:
                         f"{EXACT_MAX_ROWS:,} samples)")
     p.add_argument("--embedding_dtype", choices=("float32", "float16"), default="float32",
                    help="precision of the on-disk embedding arrays (float16 halves disk and reads at large N)")
+    add_precision_flag(p)
     p.add_argument("--embedding_backend", choices=EMBEDDING_BACKENDS, default=DEFAULT_EMBEDDING_BACKEND,
                    help="runtime for the embedder: torch, or its exported graph under ONNX Runtime or OpenVINO "
                         "(CPU); each has its own cache (docs/scale.md)")
     p.add_argument("--ray_replicas", type=cli.positive_int, default=None, metavar="N",
                    help="embed cache misses on N Ray replicas, one GPU each where there are GPUs (RAY_ADDRESS: a "
                         "running cluster); same vectors as without")
+
+
+def add_precision_flag(p, default: str = "fp32") -> None:
+    p.add_argument("--embedding_precision", choices=PRECISIONS, default=default,
+                   help="fp32 (the authors' weights to 1e-6) or bf16 (autocast: about 2x faster on CPUs with AMX or "
+                        "AVX-512 BF16, the same picks in docs/scale.md's benchmark); each has its own cache")
 
 
 def check_k(args, n_rows: int, n_generations: int = 1, regime: str = "test_time") -> None:
@@ -220,7 +229,7 @@ def check_k(args, n_rows: int, n_generations: int = 1, regime: str = "test_time"
 def route_with_flags(table: GenerationTable, args, **kwargs) -> Routed:
     """``route_table`` configured by the flags of :func:`add_smoothie_flags`."""
     embedder = Embedder(args.embedding_model, device=args.device, ray_replicas=args.ray_replicas or 0,
-                        backend=args.embedding_backend)
+                        backend=args.embedding_backend, precision=args.embedding_precision)
     return route_table(table, embedder, type_=args.type, k=args.k, on_invalid=args.on_invalid,
                        neighbours=args.neighbours, embedding_dtype=args.embedding_dtype, **kwargs)
 
@@ -291,7 +300,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     table = tables_from_files(paths, n_rows, names)
     routed = route_with_flags(table, args, rows=rows, input_field=args.input_field, clean=not args.no_clean)
     settings = {k: v for k, v in vars(args).items() if k not in ("output", "device", "ray_replicas")}
-    embedder = Embedder(args.embedding_model, backend=args.embedding_backend).identity
+    embedder = Embedder(args.embedding_model, backend=args.embedding_backend,
+                        precision=args.embedding_precision).identity
     recorded = manifest.build([*paths, *([args.inputs] if args.inputs else [])], settings | {"method": "smoothie"},
                               kind="routed", models={"embedder": embedder}, rows=n_rows)
     write_json(args.output, {**routed.to_json(), manifest.KEY: recorded})

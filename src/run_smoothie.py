@@ -34,13 +34,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     splits = ("train", "test") if args.regime == "train_time" else ("test",)
     settings = {"method": "smoothie", "type": args.type, "k": args.k if args.type == "sample_dependent" else None,
                 "regime": args.regime, "embedding_model": args.embedding_model,
-                "embedding_backend": args.embedding_backend, "n_generations": setting.n_generations,
+                "embedding_backend": args.embedding_backend,
+                "embedding_precision": args.embedding_precision, "n_generations": setting.n_generations,
                 "full_text": args.use_full_text_embeddings, "on_invalid": args.on_invalid, "clean": exp.clean,
                 "neighbours": args.neighbours, "embedding_dtype": args.embedding_dtype}
     check_k(args, len(exp.train_rows) if args.regime == "train_time" else len(exp.test_rows), setting.n_generations,
             args.regime)
     recorded = exp.manifest(settings, splits,
-                            {"embedder": Embedder(args.embedding_model, backend=args.embedding_backend).identity})
+                            {"embedder": Embedder(args.embedding_model, backend=args.embedding_backend,
+                                                  precision=args.embedding_precision).identity})
     if manifest.skip_if_done(out, args.redo, recorded):
         return
 

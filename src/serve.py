@@ -19,12 +19,18 @@ from src.embedding_backends import BACKENDS as EMBEDDING_BACKENDS
 from src.embeddings import Embedder
 from src.gateway import config
 from src.gateway.app import create_app
+from src.route import add_precision_flag
 
 # flag -> Settings field, for the flags that override the YAML file
 _SETTINGS_FLAGS = ("policy", "explore", "k", "warmup", "window", "seed", "embedding_model", "store",
                    "store_max_rows", "host", "port", "api_key_env", "timeout", "max_failures", "cooldown",
                    "max_body_bytes", "router_name")
 
+
+# The gateway embeds on every fanned-out request, so there embedding time is latency: bf16 is its
+# default where docs/scale.md's benchmark shows the same picks as fp32 (the batch commands keep
+# fp32, whose weights match the authors' to 1e-6). src.replay follows the server.
+SERVE_PRECISION = "bf16"
 
 def build_parser():
     p = cli.parser("src.serve", "OpenAI-compatible gateway that routes among live models with Smoothie (no labels).")
@@ -45,6 +51,7 @@ def build_parser():
     p.add_argument("--embedding_model", default=None, help="sentence-transformers short name, hub id or local "
                    "folder (default: all-mpnet-base-v2)")
     p.add_argument("--embedding_backend", choices=EMBEDDING_BACKENDS, default="torch", help="embedder runtime")
+    add_precision_flag(p, SERVE_PRECISION)
     p.add_argument("--clean", action="store_true", default=None,
                    help="embed only each answer's first line, as the batch commands do for short-answer tasks "
                         "(default: whole answers)")
@@ -79,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import uvicorn
 
     embedder = Embedder(settings.embedding_model, show_progress=False, backend=args.embedding_backend,
-                        one_per_pass=True)
+                        one_per_pass=True, precision=args.embedding_precision)
     embedder.dimension()  # load the model now (or fail with one line), not on the first request
     app = create_app(settings, embedder)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

@@ -174,3 +174,60 @@ def test_one_text_per_pass_is_batch_independent_and_cached_apart(tmp_path):
     batch = Embedder(minilm(), cache_dir=tmp_path / "a", show_progress=False)
     assert batch.cache_path != Embedder(minilm(), cache_dir=tmp_path / "a", one_per_pass=True).cache_path
     np.testing.assert_allclose(batch.embed(texts), together, atol=1e-5)
+
+
+def test_progress_moves_within_one_long_call(tmp_path):
+    """One embed call on one chunk still reports after every forward pass, with the count rising."""
+    texts = [" ".join(["word"] * (3 + i % 50)) + f" {i}" for i in range(300)]  # many lengths: many passes
+    events = []
+    embedder = Embedder(minilm(), cache_dir=tmp_path, show_progress=False,
+                        on_progress=lambda done, total: events.append((done, total)))
+    embedder.embed(texts)
+    assert len(events) >= 20, events  # chunk_size is 1024: a per-chunk report would have come once
+    assert events[-1] == (300, 300) and all(b[0] > a[0] for a, b in zip(events, events[1:]))
+
+
+def test_sigint_mid_run_keeps_the_finished_vectors(tmp_path):
+    """Ctrl-C in a real process during one long call: the vectors finished before it are in the
+    cache, and a rerun embeds exactly the rest."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    n = 2500
+    make_texts = 'texts = [f"sentence {i} " + "word " * (i % 40) for i in range(' + str(n) + ')]'
+    script = tmp_path / "embed.py"
+    script.write_text(f"""import sys
+from src.embeddings import Embedder
+{make_texts}
+told = []
+def tell(done, total):
+    if not told:
+        told.append(1)
+        print("started", flush=True)
+Embedder(sys.argv[1], cache_dir=sys.argv[2], show_progress=False, on_progress=tell).embed(texts)
+print("finished", flush=True)
+""")
+    cache = tmp_path / "cache"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, str(script), minilm(), str(cache)], cwd=root, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert "finished" not in out and "KeyboardInterrupt" in err, (out, err[-500:])
+    rerun = Embedder(minilm(), cache_dir=cache, show_progress=False)
+    with sqlite3.connect(rerun.cache_path) as con:
+        kept = con.execute("SELECT COUNT(*) FROM emb").fetchone()[0]
+    assert 0 < kept < n, kept
+    namespace: dict = {}
+    exec(make_texts, namespace)
+    rerun.embed(namespace["texts"])
+    assert rerun.texts_encoded == n - kept

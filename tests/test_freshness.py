@@ -268,9 +268,9 @@ def test_train_time_regime_embeds_only_the_train_split(folder, capsys, tmp_path,
     encoded = []
     real = embeddings.encode_unpadded
 
-    def counting(model, texts, batch_size=None):
+    def counting(model, texts, *args, **kwargs):
         encoded.extend(texts)
-        return real(model, texts, batch_size)
+        return real(model, texts, *args, **kwargs)
 
     monkeypatch.setattr(embeddings, "encode_unpadded", counting)
     monkeypatch.setenv("SMOOTHIE_CACHE_DIR", str(tmp_path / "cache"))

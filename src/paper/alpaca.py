@@ -35,6 +35,7 @@ from src.paths import (
     alpaca_prediction_file,
     paper_dir,
 )
+from src.route import add_precision_flag
 
 PAPER = {"best_picked": 8, "smoothie_global": 50.6, "best_member": 55.5, "mean_member": 37.7}
 
@@ -130,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--pairings", nargs="+", choices=PAIRINGS, default=list(PAIRINGS))
     p.add_argument("--embedding_model", default=DEFAULT_EMBEDDER)
     p.add_argument("--device", default=None)
+    add_precision_flag(p)
     p.add_argument("--max_instructions", type=cli.positive_int, default=None,
                    help="only the first N instructions (a quick run)")
     p.add_argument("--results_dir", default=None, help="the report goes to <results>/paper/ (default results)")
@@ -139,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for need in ("downloaded_outputs", "ensembles.json", "leaderboard.json"):
         if not (inputs / need).exists():
             raise cli.UserError(f"--inputs {inputs}: lacks {need} (see alpaca/README.md)")
-    embedder = Embedder(args.embedding_model, device=args.device)
+    embedder = Embedder(args.embedding_model, device=args.device, precision=args.embedding_precision)
     started = time.perf_counter()
     runs = [run_pairing(inputs, pairing, embedder, args.max_instructions, args.outputs_dir)
             for pairing in args.pairings]
