@@ -64,9 +64,16 @@ class PeakMemory:
         return self.peak / 1e9
 
 
-def make_data(workdir: Path, n: int) -> tuple[Path, Path]:
-    """inputs.npy (n, D) and generations.npy (n, M, D), float16, written in chunks (seeded)."""
-    inputs_path, gens_path = workdir / f"inputs_{n}.npy", workdir / f"generations_{n}.npy"
+KINDS = ("topics", "iid")
+
+
+def make_data(workdir: Path, n: int, kind: str = "topics") -> tuple[Path, Path]:
+    """inputs.npy (n, D) and generations.npy (n, M, D), float16, written in chunks (seeded).
+    ``topics``: inputs near a 48-dimensional subspace around 2,000 topic centres (like sentence
+    embeddings); ``iid``: inputs are i.i.d. Gaussian directions in all 384 dimensions, with no
+    neighbourhood structure at all (the hard case for graph indexes)."""
+    tag = "" if kind == "topics" else f"_{kind}"
+    inputs_path, gens_path = workdir / f"inputs_{n}{tag}.npy", workdir / f"generations_{n}{tag}.npy"
     if inputs_path.is_file() and gens_path.is_file():
         return inputs_path, gens_path
     workdir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +87,10 @@ def make_data(workdir: Path, n: int) -> tuple[Path, Path]:
     for s in range(0, n, CHUNK):
         c = min(CHUNK, n - s)
         topic = rng.integers(0, TOPICS, c)
-        x = (centres[topic] + 0.7 * rng.standard_normal((c, RANK))) @ basis + 0.05 * rng.standard_normal((c, D))
+        if kind == "iid":
+            x = rng.standard_normal((c, D))
+        else:
+            x = (centres[topic] + 0.7 * rng.standard_normal((c, RANK))) @ basis + 0.05 * rng.standard_normal((c, D))
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         g = x[:, None, :] + scales[topic][:, :, None] * rng.standard_normal((c, M, D)) / np.sqrt(D) * 3
         g /= np.linalg.norm(g, axis=2, keepdims=True)
@@ -234,18 +244,20 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/smoothie_bench_scale"))
+    ap.add_argument("--inputs_kind", choices=KINDS, default="topics",
+                    help="topics: structured inputs like sentence embeddings; iid: no structure")
     ap.add_argument("--one", choices=list(PARTS), help=argparse.SUPPRESS)  # a child process runs one part
     args = ap.parse_args()
-    inputs_path, gens_path = make_data(args.workdir, args.n)
+    inputs_path, gens_path = make_data(args.workdir, args.n, args.inputs_kind)
     if args.one:
         extra = (args.workdir,) if args.one == "pipeline" else ()
         print(json.dumps(PARTS[args.one](inputs_path, gens_path, *extra)))
         return
-    print(f"N = {args.n:,}, m = {M}, d = {D}, float16 on disk; k = {K} for Local")
+    print(f"N = {args.n:,}, m = {M}, d = {D}, float16 on disk, {args.inputs_kind} inputs; k = {K} for Local")
     results = {}
     for part in args.parts:
         proc = subprocess.run([sys.executable, __file__, "--n", str(args.n), "--workdir", str(args.workdir),
-                               "--one", part], capture_output=True, text=True)
+                               "--inputs_kind", args.inputs_kind, "--one", part], capture_output=True, text=True)
         if proc.returncode:
             print(f"{part}: failed\n{proc.stderr[-3000:]}")
             continue

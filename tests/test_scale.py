@@ -103,3 +103,21 @@ def test_route_command_takes_the_scale_flags(tmp_path, capsys):
     code, _, err = run_cli(route.main, ["--generations", *files, "--output", tmp_path / "x.json", "--neighbours",
                                         "fast"], capsys)
     assert code == 2 and "--neighbours" in err
+
+
+def test_the_data_choose_the_approximate_index():
+    """Inputs with neighbourhood structure get HNSW; i.i.d. directions in 384 dimensions, where every
+    point is about as far from every other, get the cheap IVF index and a warning that says why."""
+    from src.neighbours import UnstructuredInputs, relative_contrast
+
+    structured = _low_rank(3000, 64, seed=0)
+    index = NeighbourIndex(20, "approx").fit(structured)
+    assert index.index_kind_ == "hnsw" and index.contrast_ > 1.3
+    iid = np.random.default_rng(0).standard_normal((3000, 384)).astype(np.float32)
+    assert relative_contrast(iid, 20) < 1.15  # distance concentration: the k-th nearest is nearly the mean
+    with pytest.warns(UnstructuredInputs, match="no neighbourhood structure"):
+        index = NeighbourIndex(20, "approx").fit(iid)
+    assert index.index_kind_ == "ivf"
+    found = index.kneighbors(iid[:200])
+    assert found.shape == (200, 20) and (found >= 0).all()
+    assert all(len(set(row)) == 20 for row in found) and (found[:, 0] == np.arange(200)).mean() > 0.9
