@@ -75,15 +75,20 @@ def _one_line_error(code, err, *needles):
     return lines[0]
 
 
-# 1. a checkpoint resumed with another --chat_template or --dtype -----------------------------
-
-def test_checkpoint_of_other_run_settings_is_refused_by_name(tmp_path, capsys, monkeypatch):
+def _tiny_generation(tmp_path):
+    """(results folder, get_generations flags): SmolLM2 on the demo's first 2 test rows, 4 batches of 2 prompts."""
     data, results = tmp_path / "data", tmp_path / "results"
     assert make_dataset.main(["--dataset_config", str(ROOT / "dataset_configs" / "demo.yaml"),
                               "--data_dir", str(data)]) is None
-    common = ["--dataset_config", ROOT / "dataset_configs" / "demo.yaml", "--data_dir", data, "--results_dir", results,
-              "--model", smollm2(), "--multi_prompt", "--max_samples", 2, "--max_new_tokens", 3, "--batch_size", 2,
-              "--splits", "test"]
+    return results, ["--dataset_config", ROOT / "dataset_configs" / "demo.yaml", "--data_dir", data, "--results_dir",
+                     results, "--model", smollm2(), "--multi_prompt", "--max_samples", 2, "--max_new_tokens", 3,
+                     "--batch_size", 2, "--splits", "test"]
+
+
+# 1. a checkpoint resumed with another --chat_template or --dtype -----------------------------
+
+def test_checkpoint_of_other_run_settings_is_refused_by_name(tmp_path, capsys, monkeypatch):
+    results, common = _tiny_generation(tmp_path)
     monkeypatch.setenv("SMOOTHIE_FAIL_AFTER_BATCHES", "1")
     with pytest.raises(RuntimeError, match="simulated failure"):
         get_generations.main([str(a) for a in common])
@@ -171,12 +176,7 @@ def test_changing_the_metrics_recomputes_and_scores_every_metric(folder, capsys)
 # 5. --shard i/n --redo keeps the other shards' work --------------------------------------------
 
 def test_redo_of_one_shard_keeps_the_others(tmp_path, capsys):
-    data, results = tmp_path / "data", tmp_path / "results"
-    assert make_dataset.main(["--dataset_config", str(ROOT / "dataset_configs" / "demo.yaml"),
-                              "--data_dir", str(data)]) is None
-    common = ["--dataset_config", ROOT / "dataset_configs" / "demo.yaml", "--data_dir", data, "--results_dir", results,
-              "--model", smollm2(), "--multi_prompt", "--max_samples", 2, "--max_new_tokens", 3, "--batch_size", 2,
-              "--splits", "test"]
+    results, common = _tiny_generation(tmp_path)
     for shard in ("0/2", "1/2"):
         assert run_cli(get_generations.main, common + ["--shard", shard], capsys)[0] == 0
     folder = results / "demo" / "smollm2-135m"
