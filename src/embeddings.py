@@ -311,8 +311,6 @@ class Embedder:
         done: dict[str, np.ndarray] = {}
         pending: list[tuple[str, bytes]] = []
         last = [time.monotonic()]
-        bar = tqdm(total=len(keys), desc=f"embedding ({self.name})", unit="text", disable=not self.show_progress,
-                   mininterval=1.0, smoothing=0.1)
         con = None
 
         def commit() -> None:
@@ -338,7 +336,9 @@ class Embedder:
                                    self.ray_replicas, self.backend, self.onnx_path)
             model = None
         else:
-            model = self.model  # load (or fail with a one-line error) before the cache file is made
+            model = self.model  # load (or fail with a one-line error) before the cache file or the bar is made
+        bar = tqdm(total=len(keys), desc=f"embedding ({self.name})", unit="text", disable=not self.show_progress,
+                   mininterval=1.0, smoothing=0.1)
         con = self._connect()
         try:
             if model is None:
