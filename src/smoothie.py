@@ -29,7 +29,9 @@ puts all weight on the generator with the smallest delta in every row that has a
 
 from __future__ import annotations
 
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import sparse
@@ -38,7 +40,8 @@ from src.neighbours import METHODS as NEIGHBOUR_METHODS
 from src.neighbours import NeighbourIndex
 
 ON_INVALID = ("parity", "argmin")
-_CHUNK = 4096  # rows converted to float64 at a time, to bound memory on large (N, m, d) inputs
+_CHUNK = 256  # rows converted to float64 at a time: bounded memory, and blocks that stay in cache
+_BLOCKS_PER_TASK = 64  # blocks one thread takes at a time (a memmap is read in ~these-sized pieces)
 
 
 class SmoothieWarning(UserWarning):
@@ -72,6 +75,27 @@ def _rows_with_close_pairs(norms: np.ndarray, dots: np.ndarray) -> np.ndarray:
     return found
 
 
+def _block_row_sums(block: np.ndarray) -> np.ndarray:
+    """Row sums of one (r, m, d) block by the expansion, exact for rows with possible duplicates."""
+    block = block.astype(np.float64, copy=False)
+    m = block.shape[1]
+    norms = np.einsum("rmd,rmd->rm", block, block)
+    dots = np.einsum("rmd,rd->rm", block, block.sum(axis=1))
+    sums = m * norms + norms.sum(axis=1, keepdims=True) - 2.0 * dots
+    dup = _rows_with_close_pairs(norms, dots)
+    if dup.any():
+        sums[dup] = _exact_row_sums(block[dup])
+    return sums
+
+
+def _n_threads() -> int:
+    """The cores this process may use (affinity, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def row_distance_sums(embeddings: np.ndarray) -> np.ndarray:
     """Per row of m generations, r_i = sum_j ||l_i - l_j||^2, in float64. Shape (..., m, d) -> (..., m).
 
@@ -80,20 +104,30 @@ def row_distance_sums(embeddings: np.ndarray) -> np.ndarray:
     differences, so identical outputs sit at exactly 0 and the documented delta == 0 rule fires on
     them instead of rounding noise of either sign (found apart from the expansion, by its own norms
     and dots: no second pass over the data).
+
+    numpy's einsum runs on one core, so blocks of rows go to one thread per core (numpy releases
+    the GIL); each row's arithmetic is the same whatever the blocking, so the result does not
+    depend on the thread count.
     """
     x = np.asarray(embeddings)
     lead, (m, d) = x.shape[:-2], x.shape[-2:]
     flat = x.reshape(-1, m, d)
     out = np.empty(flat.shape[:2], dtype=np.float64)
-    for start in range(0, len(flat), _CHUNK):
-        block = flat[start : start + _CHUNK].astype(np.float64, copy=False)
-        norms = np.einsum("rmd,rmd->rm", block, block)
-        dots = np.einsum("rmd,rd->rm", block, block.sum(axis=1))
-        sums = m * norms + norms.sum(axis=1, keepdims=True) - 2.0 * dots
-        dup = _rows_with_close_pairs(norms, dots)
-        if dup.any():
-            sums[dup] = _exact_row_sums(block[dup])
-        out[start : start + _CHUNK] = sums
+    # rows per task: a few blocks' worth, and small enough that every core gets work on small inputs
+    step = min(_CHUNK * _BLOCKS_PER_TASK, -(-len(flat) // _n_threads()))
+    step = max(_CHUNK, -(-step // _CHUNK) * _CHUNK)
+
+    def run(start: int) -> None:
+        stop = min(start + step, len(flat))
+        for s in range(start, stop, _CHUNK):
+            out[s : min(s + _CHUNK, stop)] = _block_row_sums(flat[s : min(s + _CHUNK, stop)])
+
+    starts = range(0, len(flat), step)
+    if len(starts) == 1:
+        run(0)
+    else:
+        with ThreadPoolExecutor(max_workers=_n_threads()) as pool:
+            list(pool.map(run, starts))  # list(): re-raises a worker's exception here
     return out.reshape(*lead, m)
 
 

@@ -143,6 +143,23 @@ def test_identical_generations_give_exactly_zero_deltas():
         np.testing.assert_array_equal(smoothie_weights(two_agree, k=1), [[0.5, 0.5, 0]])
 
 
+def test_row_sums_do_not_depend_on_blocks_or_threads():
+    """The row sums run in blocks on one thread per core: every row must come out as it does
+    alone, and duplicated generations must stay exactly 0 apart in every block."""
+    from src.smoothie import _CHUNK, _exact_row_sums, row_distance_sums
+
+    rng = np.random.default_rng(11)
+    n = 3 * _CHUNK + 17  # several blocks and tasks, the last one short
+    emb = rng.normal(size=(n, 5, 64)).astype(np.float32)
+    emb[::7, 3] = emb[::7, 1]  # duplicates in every block
+    sums = row_distance_sums(emb)
+    one_by_one = np.concatenate([row_distance_sums(emb[i : i + 1]) for i in range(n)])
+    np.testing.assert_array_equal(sums, one_by_one)
+    np.testing.assert_allclose(sums, _exact_row_sums(emb.astype(np.float64)), rtol=1e-12)
+    # rows with a duplicate are the exact pairwise sums, bit for bit, wherever their block falls
+    np.testing.assert_array_equal(sums[::7], _exact_row_sums(emb[::7].astype(np.float64)))
+
+
 def test_sampled_generations_local_uses_each_samples_own_sets():
     rng = np.random.default_rng(4)
     emb = rng.normal(size=(12, 3, 4, 6))
