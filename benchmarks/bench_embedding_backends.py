@@ -49,8 +49,15 @@ def speed(name: str, backend: str, texts: list[str]) -> float:
         return (len(texts) - 8) / (time.perf_counter() - start)
 
 
-# (precision, backend, tokens per pass): autocast at the default and a 4x budget, and OpenVINO's bf16 hint
-PRECISION_RUNS = (("fp32", "torch", None), ("bf16", "torch", None), ("bf16", "torch", 2048), ("bf16", "openvino", None))
+# (precision, backend, tokens per pass, how bf16 is reached): autocast at the default and a 4x budget,
+# the model's weights cast to bf16, and OpenVINO's bf16 hint
+PRECISION_RUNS = {
+    "fp32": ("fp32", "torch", None, "autocast"),
+    "autocast": ("bf16", "torch", None, "autocast"),
+    "autocast2048": ("bf16", "torch", 2048, "autocast"),
+    "weights": ("bf16", "torch", None, "weights"),
+    "openvino": ("bf16", "openvino", None, "autocast"),
+}
 
 
 def alpaca_trials(shared: Path, n_instructions: int) -> tuple[list[list[str]], dict[str, list[str]]]:
@@ -66,7 +73,8 @@ def alpaca_trials(shared: Path, n_instructions: int) -> tuple[list[list[str]], d
     return trials, {m: [rows[m][i] for i in keep] for m in rows}
 
 
-def precision_report(shared: Path, n_instructions: int, gsm8k_rows: int, webnlg_rows: int) -> None:
+def precision_report(shared: Path, n_instructions: int, gsm8k_rows: int, webnlg_rows: int,
+                     runs: list[str]) -> None:
     """mpnet at each precision, each into a fresh cache: texts/s against fp32 in the same run, the
     worst cosine against fp32, and the picks: Smoothie-Global's per AlpacaEval trial and per set,
     Smoothie-Local k=1's rows."""
@@ -79,14 +87,15 @@ def precision_report(shared: Path, n_instructions: int, gsm8k_rows: int, webnlg_
     clean = {"AlpacaEval": False, "GSM8K": True, "WebNLG": True}
     texts = list(dict.fromkeys(t for groups in sets.values() for g in groups for gen in g for t in gen))
     base_vecs, base_rate, base_picks = None, None, None
-    print("| precision | tokens per pass | texts/s | vs fp32 | worst cosine vs fp32 | Global picks same "
+    print("| precision | how | backend | tokens per pass | texts/s | vs fp32 | worst cosine vs fp32 | Global picks same "
           "(AlpacaEval trials, GSM8K, WebNLG) | Local k=1 rows same (AlpacaEval, GSM8K, WebNLG) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as root:
-        for precision, backend, tokens in PRECISION_RUNS:
-            cache = Path(root) / f"{precision}-{backend}-{tokens}"
+        for run in ["fp32"] + [r for r in runs if r != "fp32"]:  # fp32 first: the baseline
+            precision, backend, tokens, mode = PRECISION_RUNS[run]
+            cache = Path(root) / run
             embedder = Embedder(name, cache_dir=cache, show_progress=False, precision=precision,
-                                tokens_per_batch=tokens, backend=backend)
+                                tokens_per_batch=tokens, backend=backend, bf16_mode=mode)
             embedder.embed(texts[:4])  # load and warm up, not timed
             start = time.perf_counter()
             vecs = embedder.embed(texts)
@@ -106,7 +115,8 @@ def precision_report(shared: Path, n_instructions: int, gsm8k_rows: int, webnlg_
             same_global = ", ".join(f"{sum(a == b for a, b in zip(picks[k][0], base_picks[k][0]))}/{len(picks[k][0])}"
                                     for k in sets)
             same_local = ", ".join(f"{100 * (picks[k][1] == base_picks[k][1]).mean():.1f}%" for k in sets)
-            print(f"| {precision} | {backend} | {tokens or 512} | {rate:.2f} | {rate / base_rate:.2f}x | {cos.min():.6f} | "
+            how = "" if precision == "fp32" else ("compile hint" if backend == "openvino" else mode)
+            print(f"| {precision} | {how} | {backend} | {tokens or 512} | {rate:.2f} | {rate / base_rate:.2f}x | {cos.min():.6f} | "
                   f"{same_global} | {same_local} |", flush=True)
     print(f"\n{len(texts)} distinct texts: AlpacaEval's ten trials on the first {n_instructions} instructions (paired "
           f"by instruction), GSM8K's first {gsm8k_rows} rows (4 systems), WebNLG's first {webnlg_rows} rows "
@@ -122,6 +132,8 @@ def main() -> None:
     ap.add_argument("--embedders", nargs="+", default=list(EMBEDDERS))
     ap.add_argument("--precision", action="store_true", help="mpnet in fp32 against bf16 instead (issue #21)")
     ap.add_argument("--instructions", type=int, default=100, help="AlpacaEval instructions for --precision")
+    ap.add_argument("--runs", nargs="+", choices=list(PRECISION_RUNS), default=list(PRECISION_RUNS),
+                    help="which ways to bf16 --precision measures (fp32, the baseline, always runs)")
     ap.add_argument("--gsm8k_rows", type=int, default=60)
     ap.add_argument("--webnlg_rows", type=int, default=30)
     args = ap.parse_args()
@@ -129,7 +141,7 @@ def main() -> None:
     if not shared.is_dir():
         sys.exit(f"{shared}: the real data folder is needed (../shared/data or $SMOOTHIE_SHARED_DATA)")
     if args.precision:
-        precision_report(shared, args.instructions, args.gsm8k_rows, args.webnlg_rows)
+        precision_report(shared, args.instructions, args.gsm8k_rows, args.webnlg_rows, args.runs)
         return
     half = args.speed_texts // 2
     sample = [t for source in SETS for t in load_set(shared, source, half)[0]][: args.speed_texts]

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from src.embeddings import Embedder  # noqa: E402
 from src.evaluate.metrics import METRICS  # noqa: E402
-from src.methods.labeled_smoothie import ALPHA, pick  # noqa: E402
+from src.methods.labeled_smoothie import ALPHA, critical_value, pick, smoothie_prior  # noqa: E402
 from src.paths import Setting, split_file  # noqa: E402
 from src.route import route_generations  # noqa: E402
 
@@ -111,11 +111,13 @@ def demo(_shared: Path):
 
 
 def curves(scores: np.ndarray, theta: np.ndarray, draws: int, seed: int = 0,
-           alpha: float = ALPHA, labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+           alpha: float = ALPHA, labels: np.ndarray | None = None, rule=None) -> dict[str, np.ndarray]:
     """(draws, len(NS)) qualities per method; random and SG repeat their one value. ``labels``
     (default: the scores themselves) are what Best-on-Val and Labelled Smoothie see on the
-    labelled rows; quality is always the scores' mean."""
+    labelled rows; quality is always the scores' mean. ``rule(theta, labelled rows) -> index``
+    replaces the shipped rule (the held-out comparison of variants)."""
     labels = scores if labels is None else labels
+    rule = rule or (lambda t, rows: pick(t, rows, alpha))
     quality = scores.mean(axis=0)
     rng = np.random.default_rng(seed)
     out = {name: np.empty((draws, len(NS))) for name in ("bov", "ls")}
@@ -128,7 +130,7 @@ def curves(scores: np.ndarray, theta: np.ndarray, draws: int, seed: int = 0,
                 means = labels[rows].mean(axis=0)
                 best = np.flatnonzero(means == means.max())
                 out["bov"][d, j] = quality[best].mean()  # ties broken uniformly: their expected quality
-            out["ls"][d, j] = quality[pick(theta, labels[rows], alpha)]
+            out["ls"][d, j] = quality[rule(theta, labels[rows])]
     out["sg"] = np.full((draws, len(NS)), quality[int(np.argmax(theta))])
     out["random"] = np.full((draws, len(NS)), quality.mean())
     return out
@@ -199,6 +201,101 @@ ALPHAS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 SOURCES = {"demo": "demo", "GSM8K": "GSM8K", "WebNLG": "WebNLG", "AlpacaEval": "AlpacaEval"}
 
 
+# Variants of the rule in which the labelled rows themselves decide how far to trust Smoothie,
+# measured held out beside the shipped one. Each takes (theta, labelled rows, constant) and
+# returns the chosen generator; ties go to Smoothie's order.
+
+def _best(theta: np.ndarray, score: np.ndarray) -> int:
+    best = np.flatnonzero(score >= score.max() - 1e-12)
+    return int(best[np.argmax(np.asarray(theta)[best])])
+
+
+def agreement_scaled(theta, s, params) -> int:
+    """The shipped test, its strength scaled by how well the labels agree with Smoothie's order
+    among the other generators: where the labels confirm Smoothie's ranking elsewhere, their
+    verdict at the top is believed sooner (beta > 0), and the other way round (beta < 0)."""
+    alpha, beta = params
+    theta = np.asarray(theta, float)
+    m, s = len(theta), np.asarray(s, float).reshape(-1, len(theta))
+    prior, top = smoothie_prior(theta), int(np.argmax(theta))
+    y, d = s.mean(axis=0), s - s[:, [top]]
+    se = np.sqrt((d.var(axis=0) + d.mean(axis=0) ** 2 / len(s)) / len(s))
+    score = y.copy()
+    for j in range(m):
+        rest = [k for k in range(m) if k not in (top, j)]
+        pairs = [(a, b) if theta[a] > theta[b] else (b, a) for a, b in itertools.combinations(rest, 2)
+                 if theta[a] != theta[b]]
+        agree = np.mean([1.0 if y[a] > y[b] else 0.5 if y[a] == y[b] else 0.0 for a, b in pairs]) if pairs else 0.5
+        if j != top:
+            score[j] -= critical_value(m, alpha) * se[j] * (1 - prior[j]) * np.exp(-2 * beta * (agree - 0.5))
+    return _best(theta, score)
+
+
+def sign_test(theta, s, alpha) -> int:
+    """An exact sign test of each challenger against Smoothie's pick (rows it wins against rows it
+    loses; ties carry no evidence), at level (alpha / (m - 1)) ** (1 - prior): noisy labels give
+    wins and losses alike, which this counts and the paired z-test at n <= 2 cannot."""
+    from scipy.stats import binom
+
+    theta = np.asarray(theta, float)
+    m, s = len(theta), np.asarray(s, float).reshape(-1, len(theta))
+    prior, top = smoothie_prior(theta), int(np.argmax(theta))
+    d = s - s[:, [top]]
+    wins, losses = (d > 1e-9).sum(axis=0), (d < -1e-9).sum(axis=0)
+    p = np.where(wins + losses > 0, binom.sf(wins - 1, wins + losses, 0.5), 1.0)
+    passed = (p <= (alpha / (m - 1)) ** (1 - prior)) & (d.mean(axis=0) > 0)
+    passed[top] = True
+    return _best(theta, np.where(passed, s.mean(axis=0), -np.inf))
+
+
+def empirical_bayes(theta, s, strength) -> int:
+    """Labelled means shrunk toward a line in Smoothie's prior fitted to them (slope >= 0), by the
+    ratio of the between-generator spread left over to the labels' noise: a prior as strong as the
+    data say it is (``strength`` scales the noise)."""
+    theta = np.asarray(theta, float)
+    m, s = len(theta), np.asarray(s, float).reshape(-1, len(theta))
+    n, y, g = len(s), s.mean(axis=0), smoothie_prior(theta)
+    resid = s - s.mean(axis=1, keepdims=True) - (y - y.mean())
+    noise = (resid**2).sum() / ((n - 1) * (m - 1)) if n >= 2 else s.var() * m / (m - 1)
+    x = np.stack([np.ones(m), g], axis=1)
+    coef = np.linalg.lstsq(x, y, rcond=None)[0]
+    fit = x @ (coef if coef[1] >= 0 else np.array([y.mean(), 0.0]))
+    spread = max(0.0, ((y - fit) ** 2).sum() / max(m - 2, 1) - noise / n)
+    w = spread / (spread + strength * noise / n) if spread + noise > 0 else 1.0
+    return _best(theta, w * y + (1 - w) * fit)
+
+
+def with_lead_noise(theta, s, params) -> int:
+    """The shipped test with the no-variance-yet term scaled by c: se = sqrt((var + c mean^2 / n) / n).
+    A second constant, to see whether the held-out choice stays put when it has two to choose."""
+    alpha, c = params
+    theta = np.asarray(theta, float)
+    m, s = len(theta), np.asarray(s, float).reshape(-1, len(theta))
+    prior, top = smoothie_prior(theta), int(np.argmax(theta))
+    d = s - s[:, [top]]
+    se = np.sqrt((d.var(axis=0) + c * d.mean(axis=0) ** 2 / len(s)) / len(s))
+    return _best(theta, s.mean(axis=0) - critical_value(m, alpha) * se * (1 - prior))
+
+
+def _fixed(rule, param):
+    return lambda theta, rows: int(np.argmax(theta)) if len(rows) == 0 else rule(theta, rows, param)
+
+
+# name -> {constant: rule}; the first is the shipped rule
+VARIANTS = {
+    "shipped: paired test, strength fixed by Smoothie's prior (alpha)":
+        {a: _fixed(lambda t, r, a: pick(t, r, a), a) for a in ALPHAS},
+    "paired test, strength scaled by the labels' agreement with Smoothie's order (alpha, beta)":
+        {(a, b): _fixed(agreement_scaled, (a, b)) for a in (0.01, 0.02, 0.05) for b in (-1, -0.5, 0.5, 1, 2)},
+    "sign test, level scaled by Smoothie's prior (alpha)":
+        {a: _fixed(sign_test, a) for a in (0.01, 0.02, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3)},
+    "empirical Bayes: means shrunk toward Smoothie's order as far as the data say (strength)":
+        {k: _fixed(empirical_bayes, k) for k in (0.5, 1, 2, 4, 8)},
+    "paired test with a second constant, the lead's noise scale (alpha, c)":
+        {(a, c): _fixed(with_lead_noise, (a, c)) for a in (0.005, 0.01, 0.02, 0.05, 0.1) for c in (1, 2, 4, 8, 16)},
+}
+
+
 def source_of(name: str) -> str:
     return next(s for key, s in SOURCES.items() if name.startswith(key))
 
@@ -221,11 +318,11 @@ def all_sets(shared: Path, embedder) -> list[tuple[str, np.ndarray, np.ndarray, 
     return sets
 
 
-def regrets(sets, alpha: float, draws: int, seed: int) -> np.ndarray:
-    """(sets, len(NS)) relative regret of Labelled Smoothie at ``alpha`` on each set."""
+def regrets(sets, rule, draws: int, seed: int) -> np.ndarray:
+    """(sets, len(NS)) relative regret of a Labelled Smoothie rule on each set."""
     out = np.empty((len(sets), len(NS)))
     for i, (_, theta, quality_scores, labels) in enumerate(sets):
-        c = curves(quality_scores, theta, draws, seed=seed, alpha=alpha, labels=labels)
+        c = curves(quality_scores, theta, draws, seed=seed, labels=labels, rule=rule)
         quality = quality_scores.mean(axis=0)
         gap = max(float(quality.max() - quality.mean()), 1e-12)
         for j, n in enumerate(NS):
@@ -234,46 +331,72 @@ def regrets(sets, alpha: float, draws: int, seed: int) -> np.ndarray:
     return out
 
 
+LABELLED = [j for j, n in enumerate(NS) if n >= 1]
+MID = [NS.index(n) for n in (2, 5, 10)]
+
+
+def leave_one_source_out(names: list[str], r: dict) -> tuple[np.ndarray, dict]:
+    """(held-out regret per set, constant chosen per left-out source): each source's sets are
+    measured with the constant that, on the other sources' sets, has the smallest worst-case r
+    (then the smallest mean r at n in {2, 5, 10})."""
+    held = np.empty((len(names), len(NS)))
+    chosen = {}
+    for source in dict.fromkeys(source_of(n) for n in names):
+        inside = [i for i, n in enumerate(names) if source_of(n) != source]
+        chosen[source] = min(r, key=lambda a: (round(r[a][inside][:, LABELLED].max(), 6), r[a][inside][:, MID].mean()))
+        for i, n in enumerate(names):
+            if source_of(n) == source:
+                held[i] = r[chosen[source]][i]
+    return held, chosen
+
+
 def holdout(args) -> None:
-    """Leave one source out: alpha is chosen (smallest worst-case r, then smallest mean r) on the
-    sets of the other sources and measured on the left-out source's sets. The four sources
-    (the demo, GSM8K, WebNLG, AlpacaEval) are left out whole, since the six AlpacaEval ensembles
-    share five of their six models and the noisy-label conditions share their set's generations."""
+    """Leave one source out: the rule's constant is chosen (smallest worst-case r, then smallest
+    mean r) on the sets of the other sources and measured on the left-out source's sets. The four
+    sources (the demo, GSM8K, WebNLG, AlpacaEval) are left out whole, since the six AlpacaEval
+    ensembles share five of their six models and the noisy-label conditions share their set's
+    generations. The same is done for each variant in ``VARIANTS``."""
     shared = Path(args.shared)
     embedder = Embedder(args.embedding_model, show_progress=True)
     sets = all_sets(shared, embedder)
     names = [name for name, *_ in sets]
-    labelled = [j for j, n in enumerate(NS) if n >= 1]
-    mid = [NS.index(n) for n in (2, 5, 10)]
-    r = {a: regrets(sets, a, args.draws, args.seed) for a in ALPHAS}
+    results = {v: {a: regrets(sets, rule, args.draws, args.seed) for a, rule in grid.items()}
+               for v, grid in VARIANTS.items()}
+    r = results[next(iter(VARIANTS))]
+    held, chosen = leave_one_source_out(names, r)
     print(f"\nLabelled Smoothie, held out: leave one source out; embedder {args.embedding_model}; {args.draws} draws "
           f"per n, seed {args.seed}; alpha chosen from {ALPHAS}\n")
     print("| held-out set | alpha chosen on the other sources | worst r, n in 1..50, held out | worst r in-sample "
           f"(alpha {ALPHA}) | mean r at n in {{2, 5, 10}}, held out | in-sample |")
     print("|---|---|---|---|---|---|")
-    held = np.empty((len(sets), len(NS)))
-    for source in dict.fromkeys(source_of(n) for n in names):
-        inside = [i for i, n in enumerate(names) if source_of(n) != source]
-        outside = [i for i, n in enumerate(names) if source_of(n) == source]
-        chosen = min(ALPHAS, key=lambda a: (round(r[a][inside][:, labelled].max(), 6), r[a][inside][:, mid].mean()))
-        for i in outside:
-            held[i] = r[chosen][i]
-            print(f"| {names[i]} | {chosen} | {held[i, labelled].max():.2f} | {r[ALPHA][i, labelled].max():.2f} | "
-                  f"{held[i, mid].mean():+.3f} | {r[ALPHA][i, mid].mean():+.3f} |")
-    print("\n| held-out set | r at n = " + ", ".join(str(NS[j]) for j in labelled) + " (held out) |")
+    for i, name in enumerate(names):
+        print(f"| {name} | {chosen[source_of(name)]} | {held[i, LABELLED].max():.2f} | "
+              f"{r[ALPHA][i, LABELLED].max():.2f} | {held[i, MID].mean():+.3f} | {r[ALPHA][i, MID].mean():+.3f} |")
+    print("\n| held-out set | r at n = " + ", ".join(str(NS[j]) for j in LABELLED) + " (held out) |")
     print("|---|---|")
     for i, name in enumerate(names):
-        print(f"| {name} | " + ", ".join(f"{held[i, j]:.2f}" for j in labelled) + " |")
-    print("\n| summary over sets | held out | in-sample (alpha 0.05) | goal |")
+        print(f"| {name} | " + ", ".join(f"{held[i, j]:.2f}" for j in LABELLED) + " |")
+    print(f"\n| summary over sets | held out | in-sample (alpha {ALPHA}) | goal |")
     print("|---|---|---|---|")
-    worst = int(np.argmax(held[:, labelled].max(axis=1)))
-    print(f"| worst-case r, n in 1..50 | {held[:, labelled].max():.2f} ({names[worst]}) | "
-          f"{r[ALPHA][:, labelled].max():.2f} | <= 0.15 |")
-    print(f"| mean r at n in {{2, 5, 10}} | {held[:, mid].mean():+.3f} | {r[ALPHA][:, mid].mean():+.3f} | <= 0.03 |")
+    worst = int(np.argmax(held[:, LABELLED].max(axis=1)))
+    print(f"| worst-case r, n in 1..50 | {held[:, LABELLED].max():.2f} ({names[worst]}) | "
+          f"{r[ALPHA][:, LABELLED].max():.2f} | <= 0.15 |")
+    print(f"| mean r at n in {{2, 5, 10}} | {held[:, MID].mean():+.3f} | {r[ALPHA][:, MID].mean():+.3f} | <= 0.03 |")
     print("\n| alpha | worst-case r over all sets | mean r at n in {2, 5, 10} |")
     print("|---|---|---|")
     for a in ALPHAS:
-        print(f"| {a} | {r[a][:, labelled].max():.2f} | {r[a][:, mid].mean():+.3f} |")
+        print(f"| {a} | {r[a][:, LABELLED].max():.2f} | {r[a][:, MID].mean():+.3f} |")
+    print("\nVariants in which the labelled rows decide how far to trust Smoothie, each with its constants chosen the "
+          "same way (leave one source out):\n")
+    print("| rule | constants chosen (demo, GSM8K, WebNLG, AlpacaEval left out) | worst r held out | mean r at n in "
+          "{2, 5, 10}, held out | best worst r in-sample (its constant) |")
+    print("|---|---|---|---|---|")
+    for variant, rv in results.items():
+        hv, cv = leave_one_source_out(names, rv)
+        best = min(rv, key=lambda a: rv[a][:, LABELLED].max())
+        worst_set = names[int(np.argmax(hv[:, LABELLED].max(axis=1)))]
+        print(f"| {variant} | {', '.join(str(c) for c in cv.values())} | {hv[:, LABELLED].max():.2f} ({worst_set}) | "
+              f"{hv[:, MID].mean():+.3f} | {rv[best][:, LABELLED].max():.2f} ({best}) |")
 
 
 def plot(results: dict, path: Path) -> None:

