@@ -45,8 +45,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--device", default=None, help="embedding device (default: cuda, mps or cpu)")
     add_precision_flag(p)
     p.add_argument("--alpha", type=_level, default=ALPHA,
-                   help="the paired test's level: lower trusts Smoothie's pick longer (labels you suspect are noisy: "
-                        "0.01; docs/results.md, held out)")
+                   help="the paired test's level: lower trusts Smoothie's pick longer (the default is the level chosen "
+                        "on held-out data: docs/results.md)")
     if (opened := open_experiment(p, argv, "labeled_smoothie", suffix=lambda a: f"_{a.n_labels}", models=embedder_model)) is None:
         return
     args, exp, out, recorded = opened
