@@ -247,6 +247,10 @@ class Embedder:
         self.tokens_per_batch = tokens_per_batch or TOKENS_PER_BATCH
         if self.tokens_per_batch != TOKENS_PER_BATCH:
             self.identity += f"-t{self.tokens_per_batch}"
+        # the same model on a GPU computes other last bits than on the CPU (other kernels): a cache
+        # per device kind, so vectors made on one are never served as the other's (CPU keeps the plain name)
+        if backend == "torch" and (kind := (device or default_device()).split(":")[0]) != "cpu":
+            self.identity += f"-{kind}"
         # one text per forward pass (the gateway's few texts a request): last bits differ, own cache
         self.one_per_pass = one_per_pass
         if one_per_pass:

@@ -123,7 +123,8 @@ def embedder_model(args) -> dict[str, str]:
 
     backend = getattr(args, "embedding_backend", "torch")
     precision = getattr(args, "embedding_precision", "fp32")
-    return {"embedder": Embedder(args.embedding_model, backend=backend, precision=precision).identity}
+    return {"embedder": Embedder(args.embedding_model, backend=backend, precision=precision,
+                                 device=getattr(args, "device", None)).identity}
 
 
 # flags that do not change a method's result (where it runs, where files are)

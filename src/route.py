@@ -301,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     routed = route_with_flags(table, args, rows=rows, input_field=args.input_field, clean=not args.no_clean)
     settings = {k: v for k, v in vars(args).items() if k not in ("output", "device", "ray_replicas")}
     embedder = Embedder(args.embedding_model, backend=args.embedding_backend,
-                        precision=args.embedding_precision).identity
+                        precision=args.embedding_precision, device=args.device).identity
     recorded = manifest.build([*paths, *([args.inputs] if args.inputs else [])], settings | {"method": "smoothie"},
                               kind="routed", models={"embedder": embedder}, rows=n_rows)
     write_json(args.output, {**routed.to_json(), manifest.KEY: recorded})

@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.regime)
     recorded = exp.manifest(settings, splits,
                             {"embedder": Embedder(args.embedding_model, backend=args.embedding_backend,
-                                                  precision=args.embedding_precision).identity})
+                                                  precision=args.embedding_precision, device=args.device).identity})
     if manifest.skip_if_done(out, args.redo, recorded):
         return
 

@@ -176,6 +176,17 @@ def test_bf16_runs_in_bf16_keeps_its_own_cache_and_each_text_alone(tmp_path, mod
     np.testing.assert_array_equal(mixed.embed(others[:4] + texts[::-1] + others[4:])[4:8][::-1], vecs)
 
 
+def test_each_device_kind_has_its_own_cache(tmp_path):
+    """A GPU computes other last bits than the CPU (2.4e-7 apart on an H200: benchmarks/gpu_check.py),
+    so vectors made on one are never served as the other's. Naming the device loads no model."""
+    cpu = Embedder(minilm(), cache_dir=tmp_path, device="cpu")
+    cuda = Embedder(minilm(), cache_dir=tmp_path, device="cuda:0")
+    assert cuda.cache_path != cpu.cache_path and cuda.identity.endswith("-cuda")
+    assert Embedder(minilm(), cache_dir=tmp_path, device="mps").identity.endswith("-mps")
+    assert cpu.cache_path == Embedder(minilm(), cache_dir=tmp_path, device="cpu").cache_path
+    assert cpu._model is None and cuda._model is None
+
+
 def test_unknown_backend_is_a_user_error():
     with pytest.raises(UserError, match="--embedding_backend"):
         Embedder("all-MiniLM-L6-v2", backend="tensorrt")
