@@ -240,8 +240,8 @@ class Embedder:
         if bf16_mode not in BF16_MODES:
             raise ValueError(f"bf16_mode must be one of {BF16_MODES}, not {bf16_mode!r}")
         self.bf16_mode = bf16_mode
-        if precision == "bf16" and backend == "torch" and bf16_mode != BF16_MODE:
-            self.identity += f"-{bf16_mode}"
+        if precision == "bf16" and backend == "torch" and bf16_mode != "autocast":
+            self.identity += f"-{bf16_mode}"  # "-bf16" alone has always meant autocast's vectors
         self.on_progress = on_progress  # on_progress(done, total) after every forward pass
         # tokens per forward pass: fixed per cache, since the pass's shape changes the last bits
         self.tokens_per_batch = tokens_per_batch or TOKENS_PER_BATCH
