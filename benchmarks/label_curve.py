@@ -1,7 +1,7 @@
 """Quality against the number of labels: Best-on-Val(n), Smoothie-Global, random and Labelled Smoothie(n).
 
     python benchmarks/label_curve.py [--draws 200] [--seed 0] [--embedding_model all-MiniLM-L6-v2] [--plot benchmarks/label_curve.png]
-    python benchmarks/label_curve.py --holdout [--draws 200]      # alpha chosen leave-one-source-out, noisy labels
+    python benchmarks/label_curve.py --holdout [--draws 200]      # leave one source out, noisy labels, four variants
 
 Sets (each one global choice among its generators; quality = the chosen generator's mean score
 over all rows of the set): GSM8K solutions (4 systems, the dataset authors' correctness labels),
@@ -146,7 +146,7 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=ALPHA, help="the rule's test level (default: the shipped one)")
     ap.add_argument("--holdout", action="store_true",
                     help="also choose alpha by leave-one-source-out over ALPHAS, add the noisy-label conditions, "
-                         "and print held-out regret beside the in-sample one")
+                         "print held-out regret beside the in-sample one, and measure the VARIANTS the same way")
     args = ap.parse_args()
     if args.holdout:
         return holdout(args)
