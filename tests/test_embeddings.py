@@ -224,7 +224,6 @@ def test_sigint_mid_run_keeps_the_finished_vectors(tmp_path):
     import sqlite3
     import subprocess
     import sys
-    import time
     from pathlib import Path
 
     n = 2500
@@ -233,11 +232,8 @@ def test_sigint_mid_run_keeps_the_finished_vectors(tmp_path):
     script.write_text(f"""import sys
 from src.embeddings import Embedder
 {make_texts}
-told = []
 def tell(done, total):
-    if not told:
-        told.append(1)
-        print("started", flush=True)
+    print(done, flush=True)
 Embedder(sys.argv[1], cache_dir=sys.argv[2], show_progress=False, on_progress=tell).embed(texts)
 print("finished", flush=True)
 """)
@@ -246,17 +242,21 @@ print("finished", flush=True)
     proc = subprocess.Popen([sys.executable, str(script), minilm(), str(cache)], cwd=root, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert proc.stdout.readline().strip() == "started"
-        time.sleep(3)
+        # interrupt once about a fifth is done, whatever the machine's speed (a fixed sleep let a fast run finish)
+        done = 0
+        while done < n // 5:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()[-500:]
+            done = int(line)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert "finished" not in out and "KeyboardInterrupt" in err, (out, err[-500:])
+    assert "finished" not in out and "KeyboardInterrupt" in err, (out[-200:], err[-500:])
     rerun = Embedder(minilm(), cache_dir=cache, show_progress=False)
     with sqlite3.connect(rerun.cache_path) as con:
         kept = con.execute("SELECT COUNT(*) FROM emb").fetchone()[0]
-    assert 0 < kept < n, kept
+    assert done <= kept < n, (done, kept)  # every vector reported finished before Ctrl-C was kept
     namespace: dict = {}
     exec(make_texts, namespace)
     rerun.embed(namespace["texts"])
