@@ -1,120 +1,206 @@
 """Replay a gateway policy over generation files before deploying it.
 
     python -m src.replay --generations a.json b.json c.json --inputs inputs.jsonl \\
-                         --policy select --explore 0.1 --output replay.json
+                         --policy select --explore 0.1 --concurrency 8 --output replay.json
 
-Each row of the files is one request, in file order; the gateway's own routing code
-(``src.gateway.policy.Router``) decides, row by row, whether to fan out or which backend to call,
-exactly as ``src.serve`` would with these answers from its backends. The output says what was
-selected and which backends were asked, so a policy's cost (``backend_calls``) and, where labels
-exist, its quality can be read before a single live request (``benchmarks/gateway_policies.py``).
+Each row of the files is one request, in file order, sent as a chat message holding the row's
+input. The gateway's own request core (``src.gateway.core``) serves it, with backends that answer
+from the files at once and the server's defaults for every setting, so what the replay selects,
+calls and fans out is what ``src.serve`` would do with these answers from its backends, with
+``--concurrency`` requests in flight. The output says what was selected and which backends were
+asked, so a policy's cost (``backend_calls``) and, where labels exist, its quality can be read
+before a single live request (``benchmarks/gateway_policies.py``). It needs no web framework.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 from collections.abc import Sequence
+from contextvars import ContextVar
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from src import cli, manifest
-from src.cleaning import clean_for_task
-from src.embedding_backends import BACKENDS as EMBEDDING_BACKENDS
-from src.embeddings import Embedder
-from src.gateway.config import POLICIES
-from src.gateway.policy import Router
-from src.gateway.store import Fanout, FanoutStore
+from src.gateway import config
+from src.gateway.backends import BackendError
+from src.gateway.config import Backend, Settings
+from src.gateway.core import Core
+from src.gateway.protocol import CHAT, answer_text
+from src.gateway.store import FanoutStore
 from src.generations import tables_from_files
 from src.io import write_json
-from src.paths import DEFAULT_EMBEDDER
-from src.route import add_file_flags, add_precision_flag, read_generation_files
-from src.serve import SERVE_PRECISION
+from src.route import read_generation_files
+
+_ROW: ContextVar[int] = ContextVar("replay_row")  # the file row a request (and its fan-out) stands for
 
 
-def replay(answers: np.ndarray, answer_vecs: np.ndarray, input_vecs: np.ndarray | None, names: list[str], *,
-           inputs: Sequence[str] | None = None, policy: str = "fanout", k: int = 20, explore: float = 0.1,
-           warmup: int | None = None, window: int = 1000, seed: int = 0, store_max_rows: int = 100_000,
-           identity: str = "replay", progress: bool = False) -> dict:
-    """Route N requests in order. ``answers`` (N, m) are the backends' answers, ``answer_vecs``
-    (N, m, d) their embeddings and ``input_vecs`` (N, d) the inputs' (None: no inputs, so a
-    fan-out is routed by Smoothie-Global over the stored rows). Returns the replay's record."""
-    n, m, d = answer_vecs.shape
-    store = FanoutStore(":memory:", identity, store_max_rows)
-    router = Router(names, store, policy=policy, k=k, explore=explore, warmup=warmup, window=window, seed=seed)
-    selected, called, modes = [], [], []
-    for i in tqdm(range(n), desc=f"replay ({policy})", unit="request", disable=not progress):
-        query = input_vecs[i] if input_vecs is not None else None
-        decision = router.decide(i, query)
-        if decision.fanout:
-            vecs = {b: answer_vecs[i, j] for j, b in enumerate(names)}
-            empty = frozenset(b for j, b in enumerate(names) if not str(answers[i, j]).strip())
-            chosen, _ = router.choose(vecs, query, empty)
-            router.record(Fanout(f"row-{i}", inputs[i] if inputs is not None else "",
-                                 query if query is not None else np.zeros(d, np.float32),
-                                 {b: str(answers[i, j]) for j, b in enumerate(names)}, vecs))
-            called.append(list(names))
-        else:
-            chosen = decision.order[0]
-            called.append([chosen])
-        selected.append(chosen)
-        modes.append(decision.reason)
-    store.close()
-    index = {b: j for j, b in enumerate(names)}
+class FileBackends:
+    """The backends of a replay: backend j answers the request of row i with ``answers[i, j]``,
+    at once; an empty one is a failed answer, as from a live backend. Counts every call."""
+
+    def __init__(self, names: list[str], answers: np.ndarray):
+        self.names, self.answers = list(names), answers
+        self._col = {b: j for j, b in enumerate(names)}
+        self.waiting = dict.fromkeys(names, 0)
+        self.calls: dict[int, list[str]] = {}
+
+    async def call(self, name: str, kind: str, body: dict) -> tuple[dict, float]:
+        row = _ROW.get()
+        self.calls.setdefault(row, []).append(name)
+        text = str(self.answers[row, self._col[name]])
+        if not text.strip():
+            raise BackendError("empty answer (no text)", "empty")
+        message = {"message": {"role": "assistant", "content": text}} if kind == CHAT else {"text": text}
+        return {"object": "chat.completion", "created": 0, "model": name,
+                "choices": [{"index": 0, **message, "finish_reason": "stop"}]}, 0.0
+
+    def cooling(self, name: str) -> None:
+        return None
+
+    def state(self, name: str) -> str:
+        return "ok"
+
+    def retry_after(self, name: str) -> int:
+        return 1
+
+    def redact(self, text: str) -> str:
+        return text
+
+    async def probe(self) -> dict:
+        return {}
+
+    async def aclose(self) -> None:
+        return None
+
+
+class TableEmbedder:
+    """Vectors looked up by text (computed beforehand, in the server's embedding mode); texts not
+    in the table go to ``fallback``."""
+
+    def __init__(self, texts: Sequence[str], vecs: np.ndarray, fallback=None, identity: str = "replay"):
+        self.table = dict(zip(texts, np.asarray(vecs, np.float32)))
+        self.fallback, self.identity = fallback, identity
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        missing = [t for t in texts if t not in self.table]
+        if missing:
+            if self.fallback is None:
+                raise KeyError(f"no vector for {missing[0][:60]!r}")
+            self.table.update(zip(missing, self.fallback.embed(missing)))
+        return np.stack([self.table[t] for t in texts])
+
+
+def replay_settings(names: list[str], **values) -> Settings:
+    """The server's settings for backends called ``names`` (``values`` as the flags would give)."""
+    backends = [Backend(n, "http://replay.invalid/v1") for n in names]
+    return Settings(backends=backends, **values).check()
+
+
+def texts_to_embed(answers: np.ndarray, inputs: Sequence[str], clean: bool) -> list[str]:
+    """Every text the core will embed for these rows: inputs, and answers as the server embeds them."""
+    from src.cleaning import clean_generation
+
+    out = list(inputs)
+    for a in answers.ravel():
+        text = str(a)
+        out.append(clean_generation(text) if clean else text)
+    return list(dict.fromkeys(out))
+
+
+def replay(answers: np.ndarray, inputs: Sequence[str], names: list[str], settings: Settings, embedder, *,
+           concurrency: int = 1, progress: bool = False) -> dict:
+    """Serve N requests (row i: ``inputs[i]``, answered by ``answers[i]``) through the request
+    core with ``concurrency`` in flight. Returns the replay's record."""
+    n = len(inputs)
+    pool = FileBackends(names, answers)
+    bodies = [json.dumps({"model": settings.router_name, "messages": [{"role": "user", "content": t}]},
+                         ensure_ascii=False).encode() for t in inputs]
+
+    async def run() -> list[dict]:
+        core = Core(settings, embedder, pool, FanoutStore(":memory:", embedder.identity, settings.store_max_rows))
+        await core.start(probe=False)
+        gate = asyncio.Semaphore(concurrency)
+        bar = tqdm(total=n, desc=f"replay ({settings.policy})", unit="request", disable=not progress)
+
+        async def one(i: int) -> dict:
+            async with gate:
+                _ROW.set(i)
+                reply = await core.handle(CHAT, bodies[i], "/v1/chat/completions")
+            bar.update()
+            if reply.status != 200:
+                raise RuntimeError(f"row {i}: the core answered {reply.status}: {json.dumps(reply.body)[:300]}")
+            return reply.body
+
+        try:
+            return await asyncio.gather(*(one(i) for i in range(n)))
+        finally:
+            await core.drain()
+            bar.close()
+            await core.close()
+
+    replies = asyncio.run(run())
+    order = sorted(range(n), key=lambda i: replies[i]["smoothie"]["seq"])
+    if order != list(range(n)):
+        raise RuntimeError("requests were numbered out of file order")
+    smoothies = [r["smoothie"] for r in replies]
     return {
-        "policy": policy,
-        "settings": {"k": k, "explore": explore, "warmup": router.warmup, "window": window, "seed": seed},
+        "policy": settings.policy,
+        "settings": {name: getattr(settings, name) for name in ("k", "explore", "explore_answer", "window", "lag",
+                                                              "seed", "clean")} | {"warmup": settings.warmup_rows},
+        "concurrency": concurrency,
         "generators": list(names),
-        "selected": selected,
-        "generations": [str(answers[i, index[b]]) for i, b in enumerate(selected)],
-        "called": called,
-        "modes": modes,
-        "backend_calls": int(sum(len(c) for c in called)),
+        "selected": [s["chosen"] for s in smoothies],
+        "generations": [answer_text(CHAT, r) for r in replies],
+        "called": [s["called"] for s in smoothies],
+        "modes": [s["mode"] for s in smoothies],
+        "backend_calls": int(sum(len(c) for c in pool.calls.values())),
     }
 
 
+def build_parser():
+    p = cli.parser("src.replay", "Replay a gateway routing policy over generation files, one row per request, "
+                   "through the gateway's own request core.")
+    p.add_argument("--generations", nargs="+", required=True, help="one JSON file per backend")
+    p.add_argument("--inputs", required=True, help="JSONL of the requests' texts, one row per generation row")
+    p.add_argument("--input_field", default="embedding_input", help="field of --inputs holding the request text")
+    p.add_argument("--names", nargs="+", default=None, help="backend names (default: file stems)")
+    p.add_argument("--output", required=True, help="where to write the replay's JSON")
+    p.add_argument("--concurrency", type=cli.positive_int, default=1,
+                   help="requests in flight, as the server would have them")
+    config.add_flags(p, replay_only=True)
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    p = cli.parser("src.replay", "Replay a gateway routing policy over generation files, one row per request.")
-    add_file_flags(p)
-    p.add_argument("--policy", choices=POLICIES, default="fanout", help="the gateway policy to replay")
-    p.add_argument("--explore", type=float, default=0.1, help="share of select/local requests that fan out")
-    p.add_argument("--k", type=cli.positive_int, default=20, help="neighbours for Smoothie-Local")
-    p.add_argument("--warmup", type=cli.non_negative_int, default=None,
-                   help="select/local fan out until this many fan-outs are stored (default: k)")
-    p.add_argument("--window", type=cli.positive_int, default=1000, help="fan-outs in select's Global weights")
-    p.add_argument("--seed", type=int, default=0, help="seed of the explore draws")
-    p.add_argument("--embedding_model", default=DEFAULT_EMBEDDER,
-                   help="sentence-transformers short name, hub id or local folder")
-    p.add_argument("--embedding_backend", choices=EMBEDDING_BACKENDS, default="torch", help="embedder runtime")
-    add_precision_flag(p, SERVE_PRECISION)
-    args = p.parse_args(argv)
-    if not 0 <= args.explore <= 1:
-        raise cli.UserError(f"--explore {args.explore}: must be between 0 and 1")
+    args = build_parser().parse_args(argv)
     names, paths, n_rows, rows = read_generation_files(args)
-    if args.policy == "local" and rows is None:
-        raise cli.UserError("--policy local finds each request's neighbours by its input: give --inputs")
-    inputs = None
-    if rows is not None:
-        missing = [i for i, r in enumerate(rows) if not isinstance(r.get(args.input_field), str)]
-        if missing:
-            raise cli.UserError(f"--inputs {args.inputs}: row {missing[0]} has no text field {args.input_field!r} "
-                                "(--input_field)")
-        inputs = [r[args.input_field] for r in rows]
+    missing = [i for i, r in enumerate(rows) if not isinstance(r.get(args.input_field), str)]
+    if missing:
+        raise cli.UserError(f"--inputs {args.inputs}: row {missing[0]} has no text field {args.input_field!r} "
+                            "(--input_field)")
+    settings = replay_settings(names, **config.from_args(args, replay_only=True))
+    inputs = [r[args.input_field] for r in rows]
     answers = tables_from_files(paths, n_rows, names).first()
-    tasks = [r.get("task_name") for r in rows] if rows is not None else [None] * n_rows
-    texts = [clean_for_task(str(a), tasks[i]) if not args.no_clean else str(a)
-             for i in range(n_rows) for a in answers[i]]
-    embedder = Embedder(args.embedding_model, backend=args.embedding_backend, one_per_pass=True,
-                        precision=args.embedding_precision)  # as src.serve
-    vecs = np.asarray(embedder.embed_array(texts)).reshape(n_rows, len(names), -1)
-    input_vecs = np.asarray(embedder.embed_array(inputs)) if inputs is not None else None
-    out = replay(answers, vecs, input_vecs, names, inputs=inputs, policy=args.policy, k=args.k,
-                 explore=args.explore, warmup=args.warmup, window=args.window, seed=args.seed,
-                 identity=embedder.identity, progress=True)
-    out["settings"].update(embedding_model=args.embedding_model, embedding_precision=args.embedding_precision,
-                           clean=not args.no_clean,
+    if settings.policy != "fanout" and n_rows <= settings.warmup_rows + settings.lag:
+        print(f"src.replay: warning: {n_rows} requests are within the warm-up (warmup {settings.warmup_rows} usable "
+              f"fan-outs, seen {settings.lag} requests later: --lag): every one fans out, so this replay says nothing "
+              f"about {settings.policy} yet", file=sys.stderr)
+    from src.embeddings import Embedder
+
+    embedder = Embedder(settings.embedding_model, backend=settings.embedding_backend, one_per_pass=True,
+                        precision=settings.embedding_precision)  # exactly as src.serve embeds
+    texts = texts_to_embed(answers, inputs, settings.clean)
+    table = TableEmbedder(texts, np.asarray(embedder.embed_array(texts)), fallback=embedder,
+                          identity=embedder.identity)
+    out = replay(answers, inputs, names, settings, table, concurrency=args.concurrency, progress=True)
+    out["settings"].update(embedding_model=settings.embedding_model, embedding_precision=settings.embedding_precision,
+                           embedding_backend=settings.embedding_backend,
                            generations=[str(p) for p in paths], inputs=args.inputs)
-    out[manifest.KEY] = manifest.build([*paths, *([args.inputs] if args.inputs else [])], out["settings"],
-                                       kind="replay", models={"embedder": embedder.identity}, rows=n_rows)
+    out[manifest.KEY] = manifest.build([*paths, args.inputs], out["settings"], kind="replay",
+                                       models={"embedder": embedder.identity}, rows=n_rows)
     write_json(args.output, out)
     counts = {b: out["selected"].count(b) for b in names}
     print(f"wrote {args.output}: {out['backend_calls']} backend calls for {n_rows} requests "

@@ -26,69 +26,117 @@ def planted(n: int, seed: int = 0, d: int = 8, noise=(0.1, 0.3, 0.6, 1.2)):
     return vecs.astype(np.float32), inputs.astype(np.float32)
 
 
-def fill(router: Router, vecs, inputs, start: int = 0) -> None:
+def row(i: int, vecs, inputs, names=NAMES) -> Fanout:
+    return Fanout(i, f"r{i}", f"input {i}", inputs[i], {b: b for b in names},
+                  {b: vecs[i, NAMES.index(b)] for b in names})
+
+
+def fill(router: Router, vecs, inputs, store: FanoutStore | None = None) -> None:
     for i in range(len(vecs)):
-        router.record(Fanout(f"r{start + i}", f"input {start + i}", inputs[i], {b: b for b in NAMES},
-                             {b: vecs[i, j] for j, b in enumerate(NAMES)}))
+        r = row(i, vecs, inputs)
+        if store is not None:
+            router.drop(store.add(r))
+        router.add(r)
 
 
 def test_global_weights_equal_the_batch_estimator_and_pick_the_least_noisy():
     vecs, inputs = planted(200)
-    router = Router(NAMES, FanoutStore(":memory:", "e"), policy="select", window=150)
+    router = Router(NAMES, policy="select", window=150)
     fill(router, vecs, inputs)
     expected = smoothie_weights(vecs[-150:], on_invalid="argmin")[0]  # src.smoothie on the same rows, computed its own way
-    np.testing.assert_allclose(router.global_weights(), expected, rtol=1e-9)
-    assert router.decide(seq=10**6, input_vec=None).order[0] == "a"
+    np.testing.assert_allclose(router.global_estimate().weights, expected, rtol=1e-9)
+    assert router.rank(seq=10**6)[0][0] == "a"
 
 
 def test_local_weights_equal_the_batch_estimator_over_the_same_neighbours():
     vecs, inputs = planted(60, seed=1)
-    router = Router(NAMES, FanoutStore(":memory:", "e"), policy="local", k=7)
+    router = Router(NAMES, policy="local", k=7)
     fill(router, vecs, inputs)
     query = inputs[13]
     nearest = np.argsort(((inputs - query) ** 2).sum(1), kind="stable")[:7]
-    np.testing.assert_allclose(router.local_weights(query), smoothie_weights(vecs[nearest], on_invalid="argmin")[0],
-                               rtol=1e-9)
+    np.testing.assert_allclose(router.local_estimate(None, query).weights,
+                               smoothie_weights(vecs[nearest], on_invalid="argmin")[0], rtol=1e-9)
 
 
 def test_fewer_than_three_answers_follow_the_stored_global_ranking():
     vecs, inputs = planted(50, seed=2)
-    router = Router(NAMES, FanoutStore(":memory:", "e"), k=5)
+    router = Router(NAMES, k=5)
     fill(router, vecs, inputs)
     est = router.global_estimate()
     assert est.deltas[0] < 0 < est.deltas[1] < est.deltas[2] < est.deltas[3]  # a's error estimate went negative
-    chosen, _ = router.choose({"c": vecs[0, 2], "b": vecs[0, 1]}, inputs[0])
+    chosen, _ = router.choose(None, {"c": vecs[0, 2], "b": vecs[0, 1]}, inputs[0])
     assert chosen == "b"  # b is noisier than a but less than c; a did not answer
     # with three answering, the weights come from those three only
-    chosen, weights = router.choose({b: vecs[1, j] for j, b in enumerate(NAMES) if b != "a"}, inputs[1])
-    assert set(weights) == {"b", "c", "d"} and chosen == "b"
+    chosen, est = router.choose(None, {b: vecs[1, j] for j, b in enumerate(NAMES) if b != "a"}, inputs[1])
+    assert set(est.names) == {"b", "c", "d"} and chosen == "b"
 
 
 def test_the_store_drops_its_oldest_tenth_and_a_reloaded_router_matches_the_live_one(tmp_path):
     vecs, inputs = planted(57, seed=3)
     path = str(tmp_path / "s.sqlite")
-    live = Router(NAMES, FanoutStore(path, "e", max_rows=20), policy="local", k=4)
-    fill(live, vecs, inputs)
+    live = Router(NAMES, policy="local", k=4)
+    fill(live, vecs, inputs, FanoutStore(path, "e", max_rows=20))
     store = FanoutStore(path, "e", max_rows=20)
-    ids = store.request_ids()
+    ids = [r.request_id for r in store.rows()]
     # 57 rows with at most 20 kept, 2 dropped each time 21 are held: 19 or 20 remain, the newest
     assert ids == [f"r{i}" for i in range(57 - len(ids), 57)] and 18 <= len(ids) <= 20
-    reloaded = Router(NAMES, store, policy="local", k=4)
+    reloaded = Router(NAMES, policy="local", k=4)
+    for r in store.rows():
+        reloaded.add(r)
     assert reloaded.ids == live.ids
     for q in inputs[:5]:
-        np.testing.assert_array_equal(reloaded.local_weights(q), live.local_weights(q))
-    np.testing.assert_array_equal(reloaded.global_weights(), live.global_weights())
-    other = Router(NAMES, FanoutStore(path, "another-embedder", max_rows=20))
-    assert other.n_rows == 0  # vectors of another embedder are never mixed in
+        np.testing.assert_array_equal(reloaded.local_estimate(None, q).weights, live.local_estimate(None, q).weights)
+    np.testing.assert_array_equal(reloaded.global_estimate().weights, live.global_estimate().weights)
+    assert FanoutStore(path, "another-embedder", max_rows=20).rows() == []  # another embedder's vectors never mix in
 
 
-def test_rows_missing_a_backend_are_kept_but_not_fitted():
+def test_rows_with_fewer_than_three_answers_are_kept_but_not_fitted():
     vecs, inputs = planted(10, seed=4)
-    router = Router(NAMES, FanoutStore(":memory:", "e"), policy="select", warmup=5)
+    router = Router(NAMES, policy="select", warmup=5)
     fill(router, vecs[:4], inputs[:4])
-    router.record(Fanout("partial", "x", inputs[4], {"a": "", "b": ""}, {"a": vecs[4, 0], "b": vecs[4, 1]}))
-    assert router.n_rows == 5 and router.n_complete() == 4
-    assert router.decide(0).reason == "warmup"
+    router.add(row(4, vecs, inputs, names=["a", "b"]))
+    assert router.n_rows == 5 and router.n_usable() == 4
+    assert router.mode(100) == "warmup"
+
+
+def test_a_backend_down_from_the_start_does_not_keep_select_in_warmup():
+    """Old code: only rows where every backend answered counted, so with one of four backends
+    dead every request was a warm-up fan-out. Rows with three answers count, and the estimate
+    covers the three that answered."""
+    vecs, inputs = planted(40, seed=8)
+    router = Router(NAMES, policy="select", warmup=20, explore=0.0)
+    for i in range(25):
+        router.add(row(i, vecs, inputs, names=["a", "b", "c"]))  # d never answers
+    assert router.mode(1000) == "select"
+    order, est = router.rank(1000)
+    assert est.names == ["a", "b", "c"] and order == ["a", "b", "c", "d"]  # uncovered d goes last
+    three = smoothie_weights(vecs[:25, :3], on_invalid="argmin")[0]  # the batch estimator on those three
+    np.testing.assert_allclose(est.weights, three, rtol=1e-9)
+
+
+def test_pairs_are_averaged_over_the_rows_where_both_answered():
+    vecs, inputs = planted(60, seed=9)
+    router = Router(NAMES)
+    for i in range(60):  # every backend misses a quarter of the rows, in turn
+        router.add(row(i, vecs, inputs, names=[b for j, b in enumerate(NAMES) if j != i % 4]))
+    est = router.global_estimate()
+    assert est.names == NAMES and est.deltas.argmin() == 0 and np.all(np.diff(est.deltas) > 0)
+
+
+def test_a_request_sees_only_fanouts_numbered_below_it_minus_the_lag():
+    vecs, inputs = planted(30, seed=10)
+    router = Router(NAMES, policy="select", warmup=10, lag=5, explore=0.0)
+    for i in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 20, 21, 22]:  # 20-22 finished early (out of order)
+        router.add(row(i, vecs, inputs))
+    assert router.n_usable(14) == 9 and router.mode(14) == "warmup"  # rows 0..8 only
+    assert router.n_usable(15) == 10 and router.mode(15) == "select"
+    np.testing.assert_allclose(router.global_estimate(15).weights, pooled_reference(vecs[:10]),
+                               rtol=1e-9)  # rows 20-22 are not seen yet
+    assert router.n_usable(28) == 13
+
+
+def pooled_reference(v):
+    return smoothie_weights(v, on_invalid="argmin")[0]
 
 
 def test_explore_draws_depend_on_seed_and_sequence_only():
@@ -96,9 +144,9 @@ def test_explore_draws_depend_on_seed_and_sequence_only():
     assert draws == [explore_draw(3, s) for s in range(2000)] and draws != [explore_draw(4, s) for s in range(2000)]
     assert abs(np.mean(np.array(draws) < 0.1) - 0.1) < 0.03
     vecs, inputs = planted(30, seed=5)
-    router = Router(NAMES, FanoutStore(":memory:", "e"), policy="select", explore=0.25, warmup=10)
+    router = Router(NAMES, policy="select", explore=0.25, warmup=10)
     fill(router, vecs, inputs)
-    share = np.mean([router.decide(s).fanout for s in range(2000)])
+    share = np.mean([router.mode(s) == "explore" for s in range(2000)])
     assert abs(share - 0.25) < 0.04
 
 
@@ -147,14 +195,66 @@ def test_yaml_config_with_flags_on_top(tmp_path):
     assert (s.policy, s.explore, s.k, s.warmup_rows, s.host) == ("select", 0.2, 9, 9, "127.0.0.1")
 
 
-def test_an_empty_answer_is_returned_only_when_every_answer_is_empty():
-    vecs, inputs = planted(30, seed=6)
-    router = Router(NAMES, FanoutStore(":memory:", "e"), k=5)
-    fill(router, vecs, inputs)
-    answers = {b: vecs[0, j] for j, b in enumerate(NAMES)}
-    best, weights = router.choose(answers, inputs[0])
-    second = sorted(weights, key=weights.get)[-2]
-    assert router.choose(answers, inputs[0], frozenset({best}))[0] == second
-    assert router.choose(answers, inputs[0], frozenset(NAMES))[0] == best
-    two = {b: answers[b] for b in NAMES[:2]}
-    assert router.choose(two, inputs[0], frozenset({"a"}))[0] == "b"
+
+
+THREE = ["--backend", "a=http://127.0.0.1:1/v1", "--backend", "b=http://127.0.0.1:2/v1",
+         "--backend", "c=http://127.0.0.1:3/v1"]
+
+
+@pytest.mark.parametrize("yaml_text, needle", [
+    ("k: 2.5\n", "k 2.5: must be a whole number"),
+    ("window: 1.5\n", "window 1.5: must be a whole number"),
+    ("explore: '0.1'\n", "explore '0.1': must be a number"),
+    ("clean: 1\n", "clean 1: must be true or false"),
+    ("embedding_precision: fp16\n", "choose one of fp32, bf16"),
+    ("lag: -1\n", "lag -1: must be at least 0"),
+])
+def test_yaml_values_are_checked_like_flags(tmp_path, capsys, yaml_text, needle):
+    """Old code: YAML took k: 2.5 and window: 1.5 (crashing the first request) and refused
+    embedding_precision. One definition now types and checks both."""
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text(yaml_text)
+    code, _, err = run_cli(serve.main, ["--config", cfg, *THREE], capsys)
+    assert code == 2 and needle in err and str(cfg) in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_setting_is_a_flag_and_a_yaml_key_with_the_same_default(tmp_path):
+    defaults = config.Settings()
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text("embedding_precision: fp32\nexplore_answer: smoothie\nlag: 0\nalias: [gpt-4o]\n")
+    s = serve.settings_from_args(serve.build_parser().parse_args(["--config", str(cfg), *THREE]))
+    assert (s.embedding_precision, s.explore_answer, s.lag, s.alias) == ("fp32", "smoothie", 0, ["gpt-4o"])
+    flags = serve.build_parser().parse_args(THREE)
+    plain = serve.settings_from_args(flags)
+    for f in config.setting_fields():
+        assert f"--{f.name}" in serve.build_parser().format_help()
+        assert getattr(plain, f.name) == getattr(defaults, f.name), f.name
+    from src import replay
+
+    replay_help = replay.build_parser().format_help()
+    for f in config.setting_fields(replay_only=True):
+        assert f"--{f.name}" in replay_help
+    assert "--port" not in replay_help and "--store " not in replay_help
+
+
+def test_replay_needs_no_web_framework():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['fastapi'] = None; sys.modules['uvicorn'] = None; "
+            "import src.replay; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-500:]
+
+
+def test_a_port_in_use_is_one_line_before_the_embedder_loads(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code, _, err = run_cli(serve.main, [*THREE, "--port", port, "--embedding_model", "no-such-embedder-xyz"],
+                               capsys)
+    assert code == 2 and f"--port {port}" in err and "embedd" not in err.lower()
+    assert len(err.strip().splitlines()) == 1

@@ -1,9 +1,21 @@
-"""Calls to the backends: one shared async HTTP client, timeouts, and a cool-down for a backend
-that keeps failing (it is skipped for ``cooldown`` seconds after ``max_failures`` failures in a
-row, then tried again). Error texts never contain a backend's API key."""
+"""Calls to the backends: one shared async HTTP client, a per-backend concurrency limit with its
+queue inside the gateway, a timeout counted from dispatch that bounds the whole call, and a
+cool-down for a backend that keeps failing.
+
+Who is at fault decides what a failure does (``BackendError.fault``):
+- ``backend``: the backend failed (refused connection, timeout, 5xx, 401/403/404/408/429, a body
+  that is not an OpenAI response). Counts toward its cool-down.
+- ``request``: the backend rejected this request (any other 4xx: context too long, a word it
+  refuses). Never counts toward cool-down; when every backend says so, the client gets that 4xx.
+- ``empty``: a 200 whose answer has no text. A failed answer for this request, not a sick backend.
+- ``queue``: no slot of the backend freed within ``max_queue_wait``. Not the backend's fault either.
+
+Nothing a client sends can change a backend's health. Error texts never contain an API key.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -13,28 +25,43 @@ from dataclasses import dataclass
 import httpx
 
 from src.gateway.config import Backend
-from src.gateway.protocol import CHAT
+from src.gateway.protocol import CHAT, answer_text, check_response
 
 _PATHS = {CHAT: "/chat/completions", "completion": "/completions"}
+# 4xx answers that say something about the backend (its key, its model id, its load), not the request
+BACKEND_4XX = frozenset({401, 403, 404, 408, 429})
 
 
 class BackendError(Exception):
-    """A backend failed this request; the message says how (without secrets)."""
+    """A backend gave no usable answer to this request; ``fault`` says whose fault it was."""
+
+    def __init__(self, message: str, fault: str = "backend", status: int | None = None):
+        super().__init__(message)
+        self.fault, self.status = fault, status
 
 
 @dataclass
 class _Health:
     failures: int = 0  # in a row
     cooling_until: float = 0.0
+    unreachable: str | None = None  # why, while no call has succeeded since a probe or call failed to connect
 
 
 class BackendPool:
-    def __init__(self, backends: list[Backend], *, timeout: float, max_failures: int, cooldown: float):
+    """The backends as the core sees them: ``call`` and ``stream`` (both raise BackendError),
+    health, and queue state. ``src.replay`` has its own class with the same methods."""
+
+    def __init__(self, backends: list[Backend], *, timeout: float, max_failures: int, cooldown: float,
+                 max_queue_wait: float):
         self.backends = {b.name: b for b in backends}
-        self.max_failures, self.cooldown = max_failures, cooldown
+        self.timeout, self.max_failures, self.cooldown, self.max_queue_wait = (timeout, max_failures, cooldown,
+                                                                               max_queue_wait)
         self.health = {b.name: _Health() for b in backends}
+        self.slots = {b.name: asyncio.Semaphore(b.max_concurrency) for b in backends}
+        self.waiting = {b.name: 0 for b in backends}
+        self.recent_ms = {b.name: 1000.0 for b in backends}  # a running mean, for Retry-After
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout),
-                                        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+                                        limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
         self._secrets = [k for k in (b.api_key() for b in backends) if k]
 
     async def aclose(self) -> None:
@@ -45,6 +72,7 @@ class BackendPool:
             text = text.replace(secret, "[redacted]")
         return text
 
+    # -- health --------------------------------------------------------------------------------
     def cooling(self, name: str) -> str | None:
         """Why ``name`` is skipped now, or None if it may be called."""
         left = self.health[name].cooling_until - time.monotonic()
@@ -52,68 +80,190 @@ class BackendPool:
             return f"skipped: {self.health[name].failures} failures in a row, cooling down ({left:.0f} s left)"
         return None
 
+    def state(self, name: str) -> str:
+        """``ok``, ``cooling down (N s left)`` or ``unreachable: why``, for /health."""
+        h = self.health[name]
+        left = h.cooling_until - time.monotonic()
+        if left > 0:
+            return f"cooling down ({left:.0f} s left, {h.failures} failures in a row)"
+        if h.unreachable:
+            return f"unreachable: {h.unreachable}"
+        return "ok"
+
     def _ok(self, name: str) -> None:
         self.health[name] = _Health()
 
-    def _failed(self, name: str) -> None:
+    def _failed(self, name: str, exc: BaseException | None = None) -> None:
         h = self.health[name]
         h.failures += 1
+        if isinstance(exc, httpx.ConnectError):
+            h.unreachable = self._describe(exc)
         if h.failures >= self.max_failures:
             h.cooling_until = time.monotonic() + self.cooldown
 
+    async def probe(self) -> dict[str, str]:
+        """GET each backend's ``/models`` once; returns backend -> why it is unreachable."""
+        async def one(b: Backend) -> str | None:
+            headers = {"Authorization": f"Bearer {b.api_key()}"} if b.api_key() else {}
+            try:
+                r = await self.client.get(b.base_url + "/models", headers=headers, timeout=5.0)
+            except httpx.HTTPError as exc:
+                self.health[b.name].unreachable = self._describe(exc)
+                return self.health[b.name].unreachable
+            return None if r.status_code < 500 else f"HTTP {r.status_code}"
+
+        found = await asyncio.gather(*(one(b) for b in self.backends.values()))
+        return {name: why for name, why in zip(self.backends, found) if why}
+
+    def retry_after(self, name: str) -> int:
+        """Seconds until a slot of ``name`` is likely free: its queue times its recent call time."""
+        limit = self.backends[name].max_concurrency
+        return max(1, round((self.waiting[name] + 1) * self.recent_ms[name] / 1000.0 / limit))
+
+    # -- calls ---------------------------------------------------------------------------------
     def _request(self, name: str, kind: str, body: dict, stream: bool) -> httpx.Request:
         b = self.backends[name]
         payload = {**body, "model": b.model_id, "stream": stream}
         if not stream:
             payload.pop("stream_options", None)
         headers = {"Authorization": f"Bearer {b.api_key()}"} if b.api_key() else {}
-        return self.client.build_request("POST", b.base_url + _PATHS[kind], json=payload, headers=headers)
+        headers["Content-Type"] = "application/json"
+        content = json.dumps(payload, ensure_ascii=False).encode("utf-8")  # the request core checked it encodes
+        return self.client.build_request("POST", b.base_url + _PATHS[kind], content=content, headers=headers)
 
-    def _describe(self, exc: Exception) -> str:
-        if isinstance(exc, httpx.TimeoutException):
-            return f"timed out ({type(exc).__name__})"
+    def _describe(self, exc: BaseException) -> str:
+        if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
+            return f"timed out after {self.timeout:g} s from dispatch (--timeout)"
         if isinstance(exc, httpx.HTTPError):
             return f"{type(exc).__name__}: {exc}"[:300]
         return str(exc)[:300]
 
-    async def _error_text(self, response: httpx.Response) -> str:
+    async def _error(self, response: httpx.Response) -> BackendError:
         raw = (await response.aread()).decode("utf-8", "replace")
         try:
             message = json.loads(raw)["error"]["message"]
         except (ValueError, KeyError, TypeError):
             message = raw
-        return f"HTTP {response.status_code}: {message}"[:300]
-
-    async def call(self, name: str, kind: str, body: dict) -> tuple[dict, float]:
-        """The backend's JSON response and its latency in ms; raises BackendError."""
-        start = time.perf_counter()
-        try:
-            response = await self.client.send(self._request(name, kind, body, stream=False))
-            if response.status_code >= 400:
-                raise BackendError(await self._error_text(response))
-            data = response.json()
-            if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-                raise BackendError("the response has no 'choices'")
-        except (httpx.HTTPError, ValueError, BackendError) as exc:
-            self._failed(name)
-            raise BackendError(self.redact(self._describe(exc))) from None
-        self._ok(name)
-        return data, (time.perf_counter() - start) * 1000.0
+        status = response.status_code
+        fault = "request" if 400 <= status < 500 and status not in BACKEND_4XX else "backend"
+        return BackendError(self.redact(f"HTTP {status}: {message}"[:300]), fault, status)
 
     @asynccontextmanager
-    async def stream(self, name: str, kind: str, body: dict) -> AsyncIterator[httpx.Response]:
+    async def _slot(self, name: str):
+        """A slot of ``name``'s concurrency limit, waited for at most ``max_queue_wait``."""
+        slots = self.slots[name]
+        self.waiting[name] += 1
+        try:
+            await asyncio.wait_for(slots.acquire(), self.max_queue_wait)
+        except TimeoutError:
+            raise BackendError(f"queued out: no free slot within {self.max_queue_wait:g} s (--max_queue_wait)",
+                               "queue") from None
+        finally:
+            self.waiting[name] -= 1
+        try:
+            yield
+        finally:
+            slots.release()
+
+    def _took(self, name: str, ms: float) -> None:
+        self.recent_ms[name] = 0.8 * self.recent_ms[name] + 0.2 * ms
+
+    async def call(self, name: str, kind: str, body: dict) -> tuple[dict, float]:
+        """The backend's JSON response and its latency in ms (from dispatch); raises BackendError."""
+        async with self._slot(name):
+            start = time.perf_counter()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    response = await self.client.send(self._request(name, kind, body, stream=False), stream=True)
+                    try:
+                        if response.status_code >= 400:
+                            raise await self._error(response)
+                        raw = await response.aread()
+                    finally:
+                        await response.aclose()
+                data = check_response(kind, raw)
+            except BackendError as exc:
+                if exc.fault == "backend":
+                    self._failed(name)
+                raise
+            except (httpx.HTTPError, TimeoutError) as exc:
+                self._failed(name, exc)
+                raise BackendError(self.redact(self._describe(exc))) from None
+            except ValueError as exc:  # not an OpenAI response
+                self._failed(name)
+                raise BackendError(self.redact(f"answered 200 with a body that is not an OpenAI response ({exc})"
+                                               [:300])) from None
+            ms = (time.perf_counter() - start) * 1000.0
+            self._took(name, ms)
+            self._ok(name)
+            if not answer_text(kind, data).strip():
+                raise BackendError("empty answer (no text)", "empty")
+            return data, ms
+
+    @asynccontextmanager
+    async def stream(self, name: str, kind: str, body: dict) -> AsyncIterator[Stream]:
         """An open streamed response whose status was OK; raises BackendError before the first
         byte if the backend cannot be reached or refuses, so the caller can fall back."""
+        async with self._slot(name):
+            start = time.perf_counter()
+            deadline = time.monotonic() + self.timeout
+            try:
+                async with asyncio.timeout(self.timeout):
+                    response = await self.client.send(self._request(name, kind, body, stream=True), stream=True)
+            except (httpx.HTTPError, TimeoutError) as exc:
+                self._failed(name, exc)
+                raise BackendError(self.redact(self._describe(exc))) from None
+            try:
+                if response.status_code >= 400:
+                    exc = await self._error(response)
+                    if exc.fault == "backend":
+                        self._failed(name)
+                    raise exc
+                yield Stream(self, name, response, deadline, start)
+            finally:
+                await response.aclose()
+
+
+class Stream:
+    """A backend's event stream: ``events()`` yields its JSON events (dicts) until ``[DONE]``,
+    each read bounded by the call's deadline; a stream that breaks off, times out or ends
+    without ``[DONE]`` raises BackendError and counts as the backend's failure."""
+
+    def __init__(self, pool: BackendPool, name: str, response: httpx.Response, deadline: float, start: float):
+        self.pool, self.name, self.response, self.deadline, self.start = pool, name, response, deadline, start
+        self.ms: float | None = None
+
+    async def events(self) -> AsyncIterator[dict]:
+        lines = self.response.aiter_lines()
         try:
-            response = await self.client.send(self._request(name, kind, body, stream=True), stream=True)
-        except httpx.HTTPError as exc:
-            self._failed(name)
-            raise BackendError(self.redact(self._describe(exc))) from None
-        try:
-            if response.status_code >= 400:
-                self._failed(name)
-                raise BackendError(self.redact(await self._error_text(response)))
-            self._ok(name)
-            yield response
-        finally:
-            await response.aclose()
+            while True:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                try:
+                    line = await asyncio.wait_for(anext(lines), left)
+                except StopAsyncIteration:
+                    raise BackendError("the stream ended without [DONE]") from None
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    self.ms = (time.perf_counter() - self.start) * 1000.0
+                    self.pool._took(self.name, self.ms)
+                    self.pool._ok(self.name)
+                    return
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    raise BackendError("the stream sent an event that is not JSON") from None
+                if isinstance(event, dict) and event.get("error"):
+                    err = event["error"]
+                    raise BackendError(self.pool.redact(f"error event: {err.get('message', err) if isinstance(err, dict) else err}"[:300]))
+                if isinstance(event, dict):
+                    yield event
+        except BackendError:
+            self.pool._failed(self.name)
+            raise
+        except (httpx.HTTPError, TimeoutError) as exc:
+            self.pool._failed(self.name, exc)
+            raise BackendError(self.pool.redact(self.pool._describe(exc))) from None

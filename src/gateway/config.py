@@ -1,31 +1,51 @@
-"""Gateway settings: backends from ``--backend NAME=BASE_URL[,model=ID][,key_env=VAR]`` or a YAML
-file, with flags overriding the file. Everything is checked here, before a port is opened, so a
-mistake costs one line naming the flag or file, not a server that fails on its first request."""
+"""Gateway settings, defined once: each field of :class:`Settings` carries its flag's help, its
+type and its check, and that one definition drives ``src.serve``'s flags, ``src.replay``'s flags
+(the fields marked ``replay``, with the same defaults), the YAML file's keys and the validation
+of both. A mistake costs one line naming the flag or the file and key, before a port is opened.
+
+Backends come from ``--backend NAME=BASE_URL[,model=ID][,key_env=VAR][,max_concurrency=N]`` or
+the YAML file's ``backends:`` list.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from src.cli import UserError
+from src.embedding_backends import BACKENDS as EMBEDDING_BACKENDS
+from src.embeddings import PRECISIONS
 from src.io import read_yaml
 from src.paths import DEFAULT_EMBEDDER
 
 POLICIES = ("fanout", "select", "local")
+EXPLORE_ANSWERS = ("policy", "smoothie")
+# The gateway embeds on the response path, so there embedding time is latency: bf16 is its default
+# where docs/scale.md's benchmark shows the same picks as fp32 (the batch commands keep fp32).
+SERVE_PRECISION = "bf16"
+# A llama.cpp server answers one request at a time unless started with more slots; vLLM batches
+# dozens. Four in flight per backend keeps either busy without letting the gateway's timeout
+# count a long queue inside the backend.
+DEFAULT_MAX_CONCURRENCY = 4
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass(frozen=True)
 class Backend:
     """One OpenAI-compatible server. ``model`` is the id sent to it (default: its name); the API
-    key, if any, is read from the environment variable ``key_env`` and never stored elsewhere."""
+    key, if any, is read from the environment variable ``key_env`` and never stored elsewhere;
+    at most ``max_concurrency`` of the gateway's calls are in flight to it (the rest queue in
+    the gateway, where the wait is measured and bounded)."""
 
     name: str
     base_url: str
     model: str | None = None
     key_env: str | None = None
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
 
     @property
     def model_id(self) -> str:
@@ -35,54 +55,118 @@ class Backend:
         return os.environ.get(self.key_env) if self.key_env else None
 
 
+_BACKEND_OPTIONS = ("model", "key_env", "max_concurrency")
+BACKEND_SYNTAX = "NAME=BASE_URL[,model=ID][,key_env=VAR][,max_concurrency=N]"
+
+
 def parse_backend(text: str, where: str = "--backend") -> Backend:
-    """``NAME=BASE_URL[,model=ID][,key_env=VAR]`` -> Backend."""
+    """``NAME=BASE_URL[,model=ID][,key_env=VAR][,max_concurrency=N]`` -> Backend."""
     name, sep, rest = text.partition("=")
     if not sep or not rest:
-        raise UserError(f"{where} {text!r}: expected NAME=BASE_URL[,model=ID][,key_env=VAR]")
+        raise UserError(f"{where} {text!r}: expected {BACKEND_SYNTAX}")
     url, *options = rest.split(",")
-    extra = {}
+    extra: dict = {}
     for option in options:
         key, sep, value = option.partition("=")
-        if key not in ("model", "key_env") or not sep or not value:
-            raise UserError(f"{where} {text!r}: unknown option {option!r} (allowed: model=ID, key_env=VAR)")
+        if key not in _BACKEND_OPTIONS or not sep or not value:
+            raise UserError(f"{where} {text!r}: unknown option {option!r} (allowed: model=ID, key_env=VAR, "
+                            "max_concurrency=N)")
         extra[key] = value
-    return check_backend(Backend(name.strip(), url.strip(), **extra), where)
+    return check_backend(name.strip(), url.strip(), extra, where)
 
 
-def check_backend(b: Backend, where: str) -> Backend:
-    if not _NAME.match(b.name):
-        raise UserError(f"{where}: backend name {b.name!r} must be letters, digits, '.', '_' or '-'")
-    if not re.match(r"^https?://[^/\s]+(/\S*)?/v1$", b.base_url.rstrip("/")):
-        raise UserError(f"{where} {b.name}: base URL {b.base_url!r} must be http(s)://HOST[:PORT]/.../v1")
-    if b.key_env and b.key_env not in os.environ:
-        raise UserError(f"{where} {b.name}: key_env={b.key_env} names an environment variable that is not set")
-    return Backend(b.name, b.base_url.rstrip("/"), b.model, b.key_env)
+def check_backend(name: str, url: str, extra: dict, where: str) -> Backend:
+    if not _NAME.match(name):
+        raise UserError(f"{where}: backend name {name!r} must be letters, digits, '.', '_' or '-'")
+    if not re.match(r"^https?://[^/\s]+(/\S*)?/v1$", url.rstrip("/")):
+        raise UserError(f"{where} {name}: base URL {url!r} must be http(s)://HOST[:PORT]/.../v1")
+    key_env = extra.get("key_env")
+    if key_env and key_env not in os.environ:
+        raise UserError(f"{where} {name}: key_env={key_env} names an environment variable that is not set")
+    limit = extra.get("max_concurrency", DEFAULT_MAX_CONCURRENCY)
+    if isinstance(limit, bool) or not str(limit).isdigit() or int(limit) < 1:
+        raise UserError(f"{where} {name}: max_concurrency={limit} must be a whole number of at least 1")
+    return Backend(name, url.rstrip("/"), extra.get("model"), key_env, int(limit))
+
+
+# -- one definition per setting ----------------------------------------------------------------------
+def _between(low: float, high: float) -> Callable[[float], str | None]:
+    return lambda v: None if low <= v <= high else f"must be between {low:g} and {high:g}"
+
+
+def _at_least(low: float) -> Callable[[float], str | None]:
+    return lambda v: None if v >= low else f"must be at least {low:g}"
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else "must be positive"
+
+
+def _port(v: int) -> str | None:
+    return None if 0 < v < 65536 else "is not a TCP port"
+
+
+def setting(default, help: str, *, type=str, check=None, choices=None, replay: bool = False,
+            nullable: bool = False, multiple: bool = False):
+    """A Settings field: its default, the help of its flag, its type (int, float, str or bool),
+    an optional check returning what is wrong, and whether ``src.replay`` takes it too."""
+    meta = {"help": help, "type": type, "check": check, "choices": choices, "replay": replay,
+            "nullable": nullable, "multiple": multiple}
+    if multiple:
+        return field(default_factory=list, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class Settings:
-    """What ``src.serve`` runs with; the YAML file's keys are these field names."""
+    """What ``src.serve`` (and, for the fields marked ``replay``, ``src.replay``) runs with. The
+    YAML file's keys are these field names; a flag is ``--`` and the name."""
 
     backends: list[Backend] = field(default_factory=list)
-    policy: str = "fanout"
-    explore: float = 0.1
-    k: int = 20
-    warmup: int | None = None  # None: k fan-outs, so that local has k neighbours from the start
-    window: int = 1000
-    seed: int = 0
-    embedding_model: str = DEFAULT_EMBEDDER
-    clean: bool = False
-    store: str = "smoothie_gateway.sqlite"
-    store_max_rows: int = 100_000
-    host: str = "127.0.0.1"
-    port: int = 8000
-    api_key_env: str | None = None
-    timeout: float = 60.0
-    max_failures: int = 3
-    cooldown: float = 30.0
-    max_body_bytes: int = 1 << 20
-    router_name: str = "smoothie"
+    policy: str = setting("fanout", "fanout: ask every backend, return Smoothie's pick; select: one call to the best "
+                          "Smoothie-Global backend; local: one call to the best Smoothie-Local backend for this input",
+                          choices=POLICIES, replay=True)
+    explore: float = setting(0.1, "share of select/local requests that also fan out, to keep learning", type=float,
+                             check=_between(0, 1), replay=True)
+    explore_answer: str = setting("policy", "on an explore request, answer with the backend the policy chose, "
+                                  "straight away, and fan out to the others after the response (policy); or wait "
+                                  "for every backend and return Smoothie's pick among them (smoothie)",
+                                  choices=EXPLORE_ANSWERS, replay=True)
+    k: int = setting(20, "neighbours for Smoothie-Local", type=int, check=_at_least(1), replay=True)
+    warmup: int | None = setting(None, "select/local fan out until this many usable fan-outs (3 or more answers) "
+                                 "are stored (default: k)", type=int, check=_at_least(0), replay=True, nullable=True)
+    window: int = setting(1000, "select's Global weights use the last N stored fan-outs", type=int,
+                          check=_at_least(1), replay=True)
+    lag: int = setting(16, "request number s is routed by the fan-outs of requests numbered below s - lag (it "
+                       "waits for any of those still running), so routing does not depend on timing: replay "
+                       "predicts the server at any concurrency", type=int, check=_at_least(0), replay=True)
+    seed: int = setting(0, "seed of the explore draws", type=int, replay=True)
+    embedding_model: str = setting(DEFAULT_EMBEDDER, "sentence-transformers short name, hub id or local folder",
+                                   replay=True)
+    embedding_backend: str = setting("torch", "embedder runtime", choices=EMBEDDING_BACKENDS, replay=True)
+    embedding_precision: str = setting(SERVE_PRECISION, "fp32 or bf16 (autocast; the same picks in docs/scale.md, "
+                                       "about 1.5x faster on CPUs with AMX or AVX-512 BF16); each has its own cache",
+                                       choices=PRECISIONS, replay=True)
+    clean: bool = setting(False, "embed only each answer's first line, as the batch commands do for short-answer "
+                          "tasks (default: whole answers)", type=bool, replay=True)
+    store: str = setting("smoothie_gateway.sqlite", "SQLite file of fanned-out requests")
+    store_max_rows: int = setting(100_000, "fan-outs kept; the oldest tenth goes when full", type=int,
+                                  check=_at_least(1), replay=True)
+    host: str = setting("127.0.0.1", "address to bind")
+    port: int = setting(8000, "port", type=int, check=_port)
+    api_key_env: str | None = setting(None, "environment variable holding the key clients must send as "
+                                      "'Authorization: Bearer ...' (default: no key)", nullable=True)
+    timeout: float = setting(60.0, "seconds a backend call may take from dispatch to its last byte (time queued "
+                             "in the gateway does not count)", type=float, check=_positive)
+    max_queue_wait: float = setting(30.0, "seconds a call may wait for a free slot of its backend "
+                                    "(max_concurrency); past it the request gets 503 with Retry-After",
+                                    type=float, check=_positive)
+    max_failures: int = setting(3, "backend failures in a row before it cools down", type=int, check=_at_least(1))
+    cooldown: float = setting(30.0, "seconds a failing backend is skipped", type=float, check=_at_least(0))
+    max_body_bytes: int = setting(1 << 20, "largest request body", type=int, check=_at_least(1))
+    router_name: str = setting("smoothie", "the routed model's id in /v1/models")
+    alias: list[str] = setting(None, "another model name that is routed (repeatable); any other name that is "
+                               "not a backend gets 404 model_not_found", multiple=True)
 
     @property
     def warmup_rows(self) -> int:
@@ -91,38 +175,93 @@ class Settings:
     def backend(self, name: str) -> Backend | None:
         return next((b for b in self.backends if b.name == name), None)
 
-    def check(self) -> Settings:
-        """Validate everything a user sets; raises UserError naming the flag."""
+    def routed_names(self) -> list[str]:
+        return [self.router_name, *self.alias]
+
+    def check(self, where: dict[str, str] | None = None) -> Settings:
+        """Validate everything a user sets; raises UserError naming the flag (or file and key)."""
+        where = where or {}
+        for f in setting_fields():
+            value, meta = getattr(self, f.name), f.metadata
+            place = where.get(f.name, f"--{f.name}")
+            for item in (value if meta["multiple"] else [value]):
+                if item is None and (meta["nullable"] or meta["multiple"]):
+                    continue
+                problem = _type_problem(item, meta)
+                if problem is None and meta["choices"] and item not in meta["choices"]:
+                    problem = f"choose one of {', '.join(meta['choices'])}"
+                if problem is None and meta["check"]:
+                    problem = meta["check"](item)
+                if problem:
+                    raise UserError(f"{place} {item!r}: {problem}")
         if len(self.backends) < 3:
             raise UserError(f"--backend: Smoothie needs at least 3 backends (the triplet identity), got "
                             f"{len(self.backends)}")
         names = [b.name for b in self.backends]
         if len(set(names)) != len(names):
             raise UserError(f"--backend: names must differ ({', '.join(names)})")
-        if self.router_name in names:
-            raise UserError(f"--router_name {self.router_name!r} is also a backend's name")
-        if self.policy not in POLICIES:
-            raise UserError(f"--policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
-        if not 0.0 <= self.explore <= 1.0:
-            raise UserError(f"--explore {self.explore}: must be between 0 and 1")
-        for name in ("k", "window", "store_max_rows", "max_failures", "max_body_bytes"):
-            if int(getattr(self, name)) < 1:
-                raise UserError(f"--{name} must be at least 1")
-        if self.warmup is not None and self.warmup < 0:
-            raise UserError("--warmup must be 0 or more")
-        if self.timeout <= 0 or self.cooldown < 0:
-            raise UserError("--timeout must be positive and --cooldown not negative")
-        if not 0 < self.port < 65536:
-            raise UserError(f"--port {self.port}: not a TCP port")
+        for routed in self.routed_names():
+            if routed in names:
+                raise UserError(f"--router_name/--alias {routed!r} is also a backend's name")
         if self.api_key_env and not os.environ.get(self.api_key_env):
             raise UserError(f"--api_key_env {self.api_key_env}: that environment variable is not set or empty")
         return self
 
 
-def load(config_path: str | None, overrides: dict, backends: list[str] = ()) -> Settings:
-    """Settings from ``config_path`` (YAML, optional) with ``overrides`` (flags given, None for
-    not given) on top; ``backends`` (``--backend`` texts) are added to the file's."""
+def setting_fields(replay_only: bool = False) -> list:
+    """The fields defined with :func:`setting` (every setting but ``backends``)."""
+    return [f for f in fields(Settings) if "help" in f.metadata and (f.metadata["replay"] or not replay_only)]
+
+
+def _type_problem(value, meta) -> str | None:
+    kind = meta["type"]
+    if kind is bool:
+        return None if isinstance(value, bool) else "must be true or false"
+    if kind is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "must be a whole number"
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else "must be a number"
+    return None if isinstance(value, str) else "must be a string"
+
+
+def _flag_type(kind):
+    def convert(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+    return convert
+
+
+def add_flags(p: argparse.ArgumentParser, replay_only: bool = False) -> None:
+    """One flag per setting, all defaulting to None (not given), so that a YAML file's value is
+    kept unless a flag overrides it; the help states the real default."""
+    for f in setting_fields(replay_only):
+        meta = f.metadata
+        default = [] if meta["multiple"] else f.default
+        text = meta["help"] if "default" in meta["help"] or default in (None, []) else \
+            f"{meta['help']} (default: {default})"
+        if meta["type"] is bool:
+            p.add_argument(f"--{f.name}", action="store_true", default=None, help=text)
+        elif meta["multiple"]:
+            p.add_argument(f"--{f.name}", action="append", default=None, metavar="NAME", help=text)
+        else:
+            p.add_argument(f"--{f.name}", default=None, choices=meta["choices"], help=text,
+                           type=_flag_type(meta["type"]) if meta["type"] in (int, float) else None)
+
+
+def from_args(args: argparse.Namespace, replay_only: bool = False) -> dict:
+    """The settings a parsed command line gave (flags not given are left out)."""
+    return {f.name: getattr(args, f.name) for f in setting_fields(replay_only) if getattr(args, f.name) is not None}
+
+
+def load(config_path: str | None, overrides: dict, backends: Iterable[str] = ()) -> Settings:
+    """Settings from ``config_path`` (YAML, optional) with ``overrides`` (flags given) on top;
+    ``backends`` (``--backend`` texts) are added to the file's."""
     values: dict = {}
+    where: dict[str, str] = {}
     if config_path:
         if not Path(config_path).is_file():
             raise UserError(f"--config {config_path}: file not found")
@@ -130,23 +269,30 @@ def load(config_path: str | None, overrides: dict, backends: list[str] = ()) -> 
         if not isinstance(raw, dict):
             raise UserError(f"--config {config_path}: expected a mapping of settings")
         known = {f.name for f in fields(Settings)}
-        unknown = sorted(set(raw) - known)
+        unknown = sorted(str(k) for k in set(raw) - known)
         if unknown:
             raise UserError(f"--config {config_path}: unknown setting(s) {', '.join(unknown)}")
+        file_backends = raw.pop("backends", None) or []
+        if not isinstance(file_backends, list):
+            raise UserError(f"--config {config_path}: backends must be a list")
         values.update(raw)
-        values["backends"] = [_backend_from_yaml(b, config_path) for b in raw.get("backends") or []]
-    values.update({k: v for k, v in overrides.items() if v is not None})
+        where.update({k: f"--config {config_path}: {k}" for k in raw})
+        values["backends"] = [_backend_from_yaml(b, config_path) for b in file_backends]
+    values.update(overrides)
+    where.update({k: f"--{k}" for k in overrides})
     values["backends"] = values.get("backends", []) + [parse_backend(b) for b in backends]
-    try:
-        return Settings(**values).check()
-    except TypeError as exc:
-        raise UserError(f"--config {config_path}: {exc}") from None
+    if "alias" in values and values["alias"] is not None and not isinstance(values["alias"], list):
+        values["alias"] = [values["alias"]]
+    return Settings(**values).check(where)
 
 
 def _backend_from_yaml(item, path: str) -> Backend:
     where = f"--config {path}"
     if isinstance(item, str):
         return parse_backend(item, where)
-    if isinstance(item, dict) and {"name", "base_url"} <= set(item) <= {"name", "base_url", "model", "key_env"}:
-        return check_backend(Backend(**{k: str(v) for k, v in item.items()}), where)
-    raise UserError(f"{where}: each backend is 'NAME=URL' or a mapping with name, base_url[, model, key_env]")
+    if isinstance(item, dict) and {"name", "base_url"} <= set(item) <= {"name", "base_url", *_BACKEND_OPTIONS}:
+        extra = {k: v if k == "max_concurrency" else str(v) for k, v in item.items()
+                 if k not in ("name", "base_url")}
+        return check_backend(str(item["name"]), str(item["base_url"]), extra, where)
+    raise UserError(f"{where}: each backend is 'NAME=URL' or a mapping with name, base_url[, model, key_env, "
+                    "max_concurrency]")

@@ -12,16 +12,22 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("smoothie_requests", "Requests by policy and HTTP status", ["policy", "status"],
-                                registry=r)
-        self.backend_calls = Counter("smoothie_backend_calls", "Backend calls by backend and outcome",
-                                     ["backend", "outcome"], registry=r)
-        self.chosen = Counter("smoothie_chosen", "Answers returned, by the backend that gave them", ["backend"],
-                              registry=r)
+        self.requests = Counter("smoothie_requests", "Responses by policy and HTTP status (a stream that broke "
+                                "off counts as 502)", ["policy", "status"], registry=r)
+        self.backend_calls = Counter("smoothie_backend_calls", "Backend calls by backend and outcome (ok, error: the "
+                                     "backend's fault, rejected: the request's, empty, queued_out, skipped: cooling "
+                                     "down, broken: a stream that broke off)", ["backend", "outcome"], registry=r)
+        self.tokens = Counter("smoothie_backend_tokens", "Tokens the backends reported, by backend and kind",
+                              ["backend", "kind"], registry=r)
+        self.chosen = Counter("smoothie_chosen", "Answers returned, by the backend that gave them and whether the "
+                              "request was routed or named the backend", ["backend", "route"], registry=r)
         self.latency = Histogram("smoothie_request_latency_seconds", "Gateway request latency", ["policy"],
                                  buckets=_BUCKETS, registry=r)
-        self.backend_latency = Histogram("smoothie_backend_latency_seconds", "Backend call latency", ["backend"],
-                                         buckets=_BUCKETS, registry=r)
+        self.backend_latency = Histogram("smoothie_backend_latency_seconds", "Backend call latency from dispatch",
+                                         ["backend"], buckets=_BUCKETS, registry=r)
+        self.queued = Gauge("smoothie_backend_queued", "Calls waiting for a free slot of the backend", ["backend"],
+                            registry=r)
         self.weight = Gauge("smoothie_global_weight", "Current Smoothie-Global weight over the stored window",
                             ["backend"], registry=r)
         self.stored = Gauge("smoothie_store_rows", "Fan-outs held in the store", registry=r)
+        self.pending = Gauge("smoothie_pending_fanouts", "Explore fan-outs answered but not yet stored", registry=r)

@@ -1,25 +1,31 @@
-"""The gateway's routing decisions, shared by the server (``src.serve``) and ``src.replay``.
+"""The gateway's routing decisions: pure functions of the stored fan-outs, the seed and a
+request's sequence number (no I/O, no clock). The request core (``src.gateway.core``) asks them
+for both ``src.serve`` and ``src.replay``.
 
-Every request goes through two steps:
+Every routed request goes through two steps:
 
-1. ``decide``: fan out to every backend, or call one (``select``: the best Smoothie-Global
-   weight over the last ``window`` stored fan-outs; ``local``: Smoothie-Local over the ``k``
-   stored fan-outs whose inputs are nearest). Until ``warmup`` fan-outs are stored, and for a
-   fraction ``explore`` of requests, select and local fan out instead. The explore draw is keyed
-   by (seed, the request's sequence number), so a replay and a restarted server draw the same.
-2. ``choose`` (fan-outs only): Smoothie-Local over this request and its ``k`` nearest stored
-   fan-outs; while fewer than ``k`` are stored, Smoothie-Global over all of them plus this one.
+1. ``mode`` and ``rank``: fan out to every backend, or call one (``select``: the best
+   Smoothie-Global estimate over the last ``window`` visible fan-outs; ``local``: Smoothie-Local
+   over the ``k`` visible fan-outs whose inputs are nearest). Until ``warmup`` usable fan-outs are
+   visible, and for a share ``explore`` of requests, select and local fan out instead. The
+   explore draw is keyed by (seed, sequence number), so a replay and a restarted server draw the same.
+2. ``choose`` (fan-outs only): Smoothie-Local over this request and its ``k`` nearest visible
+   fan-outs; while fewer than ``k`` are visible, Smoothie-Global over all of them plus this one.
+
+**Visibility.** Request number s sees the fan-outs of requests numbered below ``s - lag``. The
+core waits, where needed, until those are all stored, so under any concurrency the same requests
+see the same rows: that is what lets a replay predict a loaded server request for request.
+
+**Partial rows.** A fan-out is stored with the backends that answered with text. A row with 3 or
+more answers is usable: each pair of backends' expected squared distance is averaged over the
+rows where both answered, and Smoothie's row sums are built from those pair means. So a backend
+that is down from the start leaves the others' estimate intact; it is simply not covered.
 
 Backends are ranked by their estimated error delta, smallest first, and weights use the
 estimator's "argmin" rule (``src.smoothie``): where every delta is positive this is the paper's
 ranking exactly (theta = d / (2 delta)); where sampling noise makes a delta negative, the paper's
 "parity" normalisation flips the signs of the others' weights, which would put the worst backend
 second in the fallback order.
-
-Why pairwise distances are kept per row: with the m x m squared distances between a row's
-answers, the estimator's row sums for any subset of backends are sums of their entries, so a
-request that some backends failed is routed among those that answered without re-reading any
-vectors (see ``src.smoothie`` for the estimator itself).
 """
 
 from __future__ import annotations
@@ -29,20 +35,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from src.gateway.store import Fanout, FanoutStore
+from src.gateway.store import Fanout
 from src.smoothie import SmoothieWarning, deltas_from_row_sums, weights_from_deltas
 
-
-@dataclass
-class Decision:
-    """What to do with one request: ``order`` lists the backends to ask (all at once for a
-    fan-out; one after another, until one answers, otherwise)."""
-
-    seq: int
-    fanout: bool
-    reason: str  # "fanout", "warmup", "explore", "select" or "local"
-    order: list[str]
-    weights: dict[str, float] | None
+MIN_ANSWERS = 3  # the triplet identity needs three answers to a request
 
 
 def pairwise_sq_distances(vecs: np.ndarray) -> np.ndarray:
@@ -54,18 +50,40 @@ def pairwise_sq_distances(vecs: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Estimate:
-    """Smoothie's estimate over a pool of rows: each backend's error and weight."""
+    """Smoothie's estimate over a pool of rows for the backends it covers (``names``)."""
 
+    names: list[str]
     deltas: np.ndarray
     weights: np.ndarray
 
+    def named_weights(self) -> dict[str, float]:
+        return {b: float(w) for b, w in zip(self.names, self.weights)}
 
-def pooled(distances: np.ndarray, dim: int) -> Estimate:
-    """Smoothie's estimate from the (P, m, m) pairwise distances of a pool of rows."""
-    deltas = deltas_from_row_sums(distances.sum(axis=-1).mean(axis=0))
+
+def pooled(distances: np.ndarray, dim: int, names: list[str]) -> Estimate | None:
+    """Smoothie's estimate from the (P, m, m) pairwise distances of a pool of rows (NaN where a
+    backend did not answer). Each pair's mean is taken over the rows where both answered;
+    backends are left out, most-missing first, until every remaining pair has data. None when
+    fewer than three backends remain."""
+    m = len(names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN pair is handled below
+        means = np.nanmean(distances, axis=0) if len(distances) else np.full((m, m), np.nan)
+    np.fill_diagonal(means, 0.0)
+    keep = list(range(m))
+    while len(keep) >= MIN_ANSWERS:
+        sub = means[np.ix_(keep, keep)]
+        missing = np.isnan(sub).sum(axis=1)
+        if not missing.any():
+            break
+        del keep[int(np.flatnonzero(missing == missing.max())[-1])]
+    if len(keep) < MIN_ANSWERS:
+        return None
+    deltas = deltas_from_row_sums(means[np.ix_(keep, keep)].sum(axis=-1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SmoothieWarning)  # the rule is applied; a gateway has no one to warn
-        return Estimate(deltas, weights_from_deltas(deltas, dim, on_invalid="argmin")[0])
+        weights = weights_from_deltas(deltas, dim, on_invalid="argmin")[0]
+    return Estimate([names[i] for i in keep], deltas, weights)
 
 
 def explore_draw(seed: int, seq: int) -> float:
@@ -74,146 +92,140 @@ def explore_draw(seed: int, seq: int) -> float:
 
 
 class Router:
-    """The routing state: the stored fan-outs' input embeddings and pairwise answer distances,
-    mirrored in memory from a :class:`FanoutStore` and updated by :meth:`record`."""
+    """The routing state: the stored fan-outs' sequence numbers, input embeddings and pairwise
+    answer distances, in memory. The core adds rows as they are stored and drops the ones the
+    store evicted."""
 
-    def __init__(self, backends: list[str], store: FanoutStore, *, policy: str = "fanout", k: int = 20,
-                 explore: float = 0.1, warmup: int | None = None, window: int = 1000, seed: int = 0):
-        self.backends, self.store, self.policy = list(backends), store, policy
-        self.k, self.explore, self.window, self.seed = k, explore, window, seed
-        self.warmup = k if warmup is None else warmup
+    def __init__(self, backends: list[str], *, policy: str = "fanout", k: int = 20, explore: float = 0.1,
+                 warmup: int = 20, window: int = 1000, seed: int = 0, lag: int = 0):
+        self.backends, self.policy = list(backends), policy
+        self.k, self.explore, self.warmup, self.window, self.seed, self.lag = k, explore, warmup, window, seed, lag
         self._index = {b: i for i, b in enumerate(self.backends)}
         self.ids: list[str] = []
+        self.seqs = np.zeros(0, np.int64)
         self.inputs = np.zeros((0, 0), np.float32)  # (capacity, d); the first len(ids) rows are live
         self.dists = np.zeros((0, len(backends), len(backends)))  # NaN where a backend did not answer
+        self.n_answers = np.zeros(0, np.int64)
         self.dim: int | None = None
-        for row in store.rows():
-            self._append(row)
 
     # -- state ---------------------------------------------------------------------------------
     @property
     def n_rows(self) -> int:
         return len(self.ids)
 
-    def _complete(self) -> np.ndarray:
-        return ~np.isnan(self.dists[: self.n_rows]).any(axis=(1, 2))
-
-    def n_complete(self) -> int:
-        return int(self._complete().sum())
-
-    def _append(self, row: Fanout) -> None:
+    def add(self, row: Fanout) -> None:
         d = len(row.input_vec)
         if self.dim is None:
             self.dim = d
             self.inputs = np.zeros((64, d), np.float32)
             self.dists = np.full((64, len(self.backends), len(self.backends)), np.nan)
+            self.seqs = np.zeros(64, np.int64)
+            self.n_answers = np.zeros(64, np.int64)
         n = self.n_rows
         if n == len(self.inputs):  # grow by doubling
             self.inputs = np.concatenate([self.inputs, np.zeros_like(self.inputs)])
             self.dists = np.concatenate([self.dists, np.full_like(self.dists, np.nan)])
+            self.seqs = np.concatenate([self.seqs, np.zeros_like(self.seqs)])
+            self.n_answers = np.concatenate([self.n_answers, np.zeros_like(self.n_answers)])
         self.inputs[n] = row.input_vec
         dist = np.full((len(self.backends),) * 2, np.nan)
         have = [self._index[b] for b in self.backends if b in row.vecs]
         if have:
             dist[np.ix_(have, have)] = pairwise_sq_distances(np.stack([row.vecs[self.backends[i]] for i in have]))
-        self.dists[n] = dist
+        self.dists[n], self.seqs[n], self.n_answers[n] = dist, row.seq, len(have)
         self.ids.append(row.request_id)
 
-    def record(self, row: Fanout) -> None:
-        """Store a fan-out and add it to the routing state (dropping what the store dropped)."""
-        dropped = set(self.store.add(row))
-        drop = 0
-        while drop < self.n_rows and self.ids[drop] in dropped:
-            drop += 1
-        if drop:
-            n = self.n_rows
-            self.inputs[: n - drop] = self.inputs[drop:n].copy()
-            self.dists[: n - drop] = self.dists[drop:n].copy()
-            self.dists[n - drop : n] = np.nan
-            del self.ids[:drop]
-        self._append(row)
+    def drop(self, request_ids) -> None:
+        """Forget the rows the store evicted."""
+        gone = set(request_ids)
+        if not gone:
+            return
+        n = self.n_rows
+        keep = np.array([rid not in gone for rid in self.ids], bool)
+        m = int(keep.sum())
+        for name in ("inputs", "dists", "seqs", "n_answers"):
+            arr = getattr(self, name)
+            arr[:m] = arr[:n][keep].copy()
+        self.dists[m:n] = np.nan
+        self.ids = [rid for rid, k in zip(self.ids, keep) if k]
 
-    # -- weights -------------------------------------------------------------------------------
-    def _nearest(self, query: np.ndarray, k: int) -> np.ndarray:
-        """Indices of the k complete stored rows nearest to ``query`` (ties: the older row)."""
-        rows = np.flatnonzero(self._complete())
+    def visible(self, seq: int | None) -> np.ndarray:
+        """Indices of the usable rows request ``seq`` sees, oldest request first (None: all)."""
+        n = self.n_rows
+        ok = self.n_answers[:n] >= MIN_ANSWERS
+        if seq is not None:
+            ok &= self.seqs[:n] < seq - self.lag
+        rows = np.flatnonzero(ok)
+        return rows[np.argsort(self.seqs[rows], kind="stable")]
+
+    def n_usable(self, seq: int | None = None) -> int:
+        return len(self.visible(seq))
+
+    # -- estimates -----------------------------------------------------------------------------
+    def _nearest(self, rows: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
+        """The k of ``rows`` whose inputs are nearest to ``query`` (ties: the older request)."""
         x = self.inputs[rows].astype(np.float64)
         q = np.asarray(query, np.float64)
         dist = np.einsum("nd,nd->n", x, x) - 2.0 * (x @ q)
         return rows[np.argsort(dist, kind="stable")[:k]]
 
-    def global_estimate(self) -> Estimate | None:
-        """Smoothie-Global over the last ``window`` complete stored fan-outs (None if there are none)."""
-        rows = np.flatnonzero(self._complete())[-self.window :]
-        return pooled(self.dists[rows], self.dim) if len(rows) else None
+    def global_estimate(self, seq: int | None = None) -> Estimate | None:
+        """Smoothie-Global over the last ``window`` usable fan-outs request ``seq`` sees."""
+        rows = self.visible(seq)[-self.window :]
+        return pooled(self.dists[rows], self.dim, self.backends) if len(rows) else None
 
-    def local_estimate(self, query: np.ndarray) -> Estimate | None:
-        """Smoothie-Local over the k complete stored fan-outs nearest to ``query``."""
-        if self.n_complete() == 0:
+    def local_estimate(self, seq: int | None, query: np.ndarray) -> Estimate | None:
+        """Smoothie-Local over the k usable fan-outs request ``seq`` sees whose inputs are nearest."""
+        rows = self.visible(seq)
+        if not len(rows):
             return None
-        return pooled(self.dists[self._nearest(query, self.k)], self.dim)
+        return pooled(self.dists[self._nearest(rows, query, self.k)], self.dim, self.backends)
 
-    def global_weights(self) -> np.ndarray | None:
-        est = self.global_estimate()
-        return None if est is None else est.weights
-
-    def local_weights(self, query: np.ndarray) -> np.ndarray | None:
-        est = self.local_estimate(query)
-        return None if est is None else est.weights
-
-    def _named(self, est: Estimate | None, names: list[str] | None = None) -> dict[str, float] | None:
-        return None if est is None else {b: float(w) for b, w in zip(names or self.backends, est.weights)}
-
-    def ranked(self, est: Estimate | None, among: list[str] | None = None, names: list[str] | None = None
-               ) -> list[str]:
-        """``among`` by estimated error, best first (ties, and no estimate: configuration order);
-        ``names`` are the backends ``est`` covers (default: all)."""
+    def ranked(self, est: Estimate | None, among: list[str] | None = None) -> list[str]:
+        """``among`` by estimated error, best first; backends the estimate does not cover come
+        last (ties, and no estimate: configuration order)."""
         among = self.backends if among is None else among
-        if est is None:
-            return list(among)
-        where = {b: i for i, b in enumerate(names or self.backends)}
-        return sorted(among, key=lambda b: (est.deltas[where[b]], self._index[b]))
+        where = {b: i for i, b in enumerate(est.names)} if est is not None else {}
+        return sorted(among, key=lambda b: (b not in where, est.deltas[where[b]] if b in where else 0.0,
+                                            self._index[b]))
 
     # -- the two steps -------------------------------------------------------------------------
-    def decide(self, seq: int, input_vec: np.ndarray | None = None) -> Decision:
-        """Fan out, or which backend to call (with the next-best ones to fall back on)."""
+    def mode(self, seq: int) -> str:
+        """How request ``seq`` is served: "fanout", "warmup", "explore", or the policy's single
+        call ("select", "local")."""
         if self.policy == "fanout":
-            return Decision(seq, True, "fanout", list(self.backends), None)
-        if self.n_complete() < max(self.warmup, 1):
-            return Decision(seq, True, "warmup", list(self.backends), None)
+            return "fanout"
+        if self.n_usable(seq) < max(self.warmup, 1):
+            return "warmup"
         if explore_draw(self.seed, seq) < self.explore:
-            return Decision(seq, True, "explore", list(self.backends), None)
-        if self.policy == "select":
-            est = self.global_estimate()
-        else:
+            return "explore"
+        return self.policy
+
+    def rank(self, seq: int, input_vec: np.ndarray | None = None) -> tuple[list[str], Estimate | None]:
+        """The policy's order of backends for request ``seq`` (best first) and its estimate."""
+        if self.policy == "local":
             if input_vec is None:
                 raise ValueError("the local policy needs the request's input embedding")
-            est = self.local_estimate(input_vec)
-        return Decision(seq, False, self.policy, self.ranked(est), self._named(est))
+            est = self.local_estimate(seq, input_vec)
+        else:
+            est = self.global_estimate(seq)
+        return self.ranked(est), est
 
-    def choose(self, vecs: dict[str, np.ndarray], input_vec: np.ndarray | None, empty: frozenset[str] = frozenset()
-               ) -> tuple[str, dict[str, float] | None]:
+    def choose(self, seq: int, vecs: dict[str, np.ndarray], input_vec: np.ndarray | None
+               ) -> tuple[str, Estimate | None]:
         """The chosen backend among those that answered a fan-out (``vecs``: backend -> its
-        answer's embedding) and the weights it was chosen by. Backends in ``empty`` answered
-        with no text: they count in the estimate (that is how it learns they are poor), but an
-        empty answer is returned only when every answer is empty."""
+        answer's embedding) and the estimate it was chosen by, over those that answered."""
         answered = [b for b in self.backends if b in vecs]  # configuration order
         if not answered:
             raise ValueError("no backend answered")
-
-        def first_usable(ranking: list[str]) -> str:
-            return next((b for b in ranking if b not in empty), ranking[0])
-
-        if len(answered) < 3:  # too few for the triplet identity: the stored Global ranking decides
-            est = self.global_estimate()
-            return first_usable(self.ranked(est, answered)), self._named(est)
+        if len(answered) < MIN_ANSWERS:  # too few for the triplet identity: the visible Global ranking decides
+            est = self.global_estimate(seq)
+            return self.ranked(est, answered)[0], est
         cols = [self._index[b] for b in answered]
         own = pairwise_sq_distances(np.stack([vecs[b] for b in answered]))[None]
-        complete = np.flatnonzero(self._complete())
-        if input_vec is not None and len(complete) >= self.k:
-            pool = self._nearest(input_vec, self.k)
-        else:
-            pool = complete
-        stored = self.dists[pool][:, cols][:, :, cols]
-        est = pooled(np.concatenate([own, stored]), len(next(iter(vecs.values()))))
-        return first_usable(self.ranked(est, answered, answered)), self._named(est, answered)
+        rows = self.visible(seq)
+        if input_vec is not None and len(rows) >= self.k:
+            rows = self._nearest(rows, input_vec, self.k)
+        stored = self.dists[rows][:, cols][:, :, cols]
+        est = pooled(np.concatenate([own, stored]), len(vecs[answered[0]]), answered)
+        return self.ranked(est, answered)[0], est

@@ -19,10 +19,11 @@ class ApiError(Exception):
     """An HTTP error with an OpenAI-style body."""
 
     def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None, extra: dict | None = None):
+                 param: str | None = None, code: str | None = None, extra: dict | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
-        self.extra = extra or {}
+        self.extra, self.headers = extra or {}, headers or {}
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code},
@@ -42,6 +43,7 @@ class Request:
     text: str
     model: str | None
     stream: bool
+    include_usage: bool = False
 
 
 def _content_text(content: Any, where: str) -> str:
@@ -79,14 +81,28 @@ def parse(raw: bytes, kind: str) -> Request:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, f"request body is not valid JSON ({exc.__class__.__name__}: {exc})",
                        code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, "request body is nested too deeply to be a chat or completion request",
+                       code="invalid_json") from None
     if not isinstance(body, dict):
         raise _bad("request body must be a JSON object")
+    try:  # what cannot be encoded cannot be forwarded: the client's fault, found before any backend call
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ApiError(400, f"request holds text that cannot be encoded as UTF-8 (a lone surrogate at "
+                       f"character {exc.start} of a string)", code="invalid_text") from None
+    except RecursionError:
+        raise ApiError(400, "request body is nested too deeply", code="invalid_json") from None
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise _bad("'model' must be a string", "model")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise _bad("'stream' must be true or false", "stream")
+    options = body.get("stream_options")
+    if options is not None and (not isinstance(options, dict) or
+                                not isinstance(options.get("include_usage", False), bool)):
+        raise _bad("'stream_options' must be an object with a boolean 'include_usage'", "stream_options")
     if body.get("n", 1) != 1:
         raise _bad("'n' must be 1: the router returns one chosen answer", "n")
     _check_number(body, "max_tokens", 1, 1_000_000, integer=True)
@@ -120,7 +136,49 @@ def parse(raw: bytes, kind: str) -> Request:
         if not isinstance(prompt, str):
             raise _bad("'prompt' must be a string (or a list of one string)", "prompt")
         text = prompt
-    return Request(kind=kind, body=body, text=text, model=model, stream=stream)
+    return Request(kind=kind, body=body, text=text, model=model, stream=stream,
+                   include_usage=bool(stream and (options or {}).get("include_usage")))
+
+
+def check_response(kind: str, raw: bytes) -> dict:
+    """A backend's 200 body, parsed and checked to be an OpenAI response whose first choice has
+    text where it should; raises ValueError saying what is wrong."""
+    data = json.loads(raw)
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ValueError("no 'choices' list of objects")
+    choice = choices[0]
+    if kind == CHAT:
+        message = choice.get("message")
+        if not isinstance(message, dict) or not isinstance(message.get("content"), (str, type(None))):
+            raise ValueError("choices[0].message.content is not text")
+    elif not isinstance(choice.get("text"), str):
+        raise ValueError("choices[0].text is not text")
+    if not isinstance(data.get("usage"), (dict, type(None))):
+        raise ValueError("'usage' is not an object")
+    return data
+
+
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def usage_of(response: dict | None) -> dict[str, int]:
+    """A response's token counts (zeros where it gave none)."""
+    usage = (response or {}).get("usage") or {}
+    return {k: int(usage[k]) if isinstance(usage.get(k), int) else 0 for k in USAGE_KEYS}
+
+
+def usage_sum(usages) -> dict[str, int]:
+    total = dict.fromkeys(USAGE_KEYS, 0)
+    for u in usages:
+        for k in USAGE_KEYS:
+            total[k] += u[k]
+    return total
+
+
+def error_event(message: str, code: str = "backend_stream_error") -> dict:
+    """The in-stream error OpenAI's API sends, which the SDKs raise as an APIError."""
+    return {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}}
 
 
 def answer_text(kind: str, response: dict) -> str:
@@ -131,9 +189,10 @@ def answer_text(kind: str, response: dict) -> str:
     return choice.get("text") or ""
 
 
-def stream_chunks(kind: str, response: dict, smoothie: dict) -> list[dict]:
+def stream_chunks(kind: str, response: dict, smoothie: dict, include_usage: bool = False) -> list[dict]:
     """A whole (already chosen) answer as the chunks a streamed response would have carried:
-    the role, the text, then the finish reason. The first carries the ``smoothie`` object."""
+    the role, the text, then the finish reason, and with ``include_usage`` a last chunk with no
+    choices and the ``usage`` (as OpenAI sends it). The first carries the ``smoothie`` object."""
     choice = (response.get("choices") or [{}])[0]
     base = {"id": response.get("id"), "created": response.get("created"), "model": response.get("model")}
     text = answer_text(kind, response)
@@ -147,6 +206,8 @@ def stream_chunks(kind: str, response: dict, smoothie: dict) -> list[dict]:
         base["object"] = "text_completion"
         chunks = [{**base, "choices": [{"index": 0, "text": t, "logprobs": None, "finish_reason": f}]}
                   for t, f in ((text, None), ("", finish))]
+    if include_usage:
+        chunks.append({**base, "choices": [], "usage": response.get("usage")})
     chunks[0]["smoothie"] = smoothie
     return chunks
 

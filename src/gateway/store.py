@@ -2,13 +2,18 @@
 answer and answer embedding, in SQLite (WAL mode, so readers never block the writer).
 
 Why SQLite: a restarted gateway must route exactly as one that never stopped, so what it learnt
-must be on disk the moment a response is sent. Rows are kept per embedder, since vectors from two
-embedders cannot be compared; the oldest rows go once ``max_rows`` is reached. The replay command
-uses the same class on an in-memory database.
+must be on disk when the response is sent. A row is keyed by its request's sequence number (the
+explore draws and the routing lag are counted in those), and rows are kept per embedder, since
+vectors from two embedders cannot be compared; the oldest go once ``max_rows`` is reached.
+
+An explore fan-out that finishes after its response (``--explore_answer policy``) is written to
+``pending`` before the response is sent and leaves it in the transaction that stores its row, so
+a gateway restarted in between finishes it. ``src.replay`` uses the same class in memory.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -32,13 +37,19 @@ CREATE TABLE IF NOT EXISTS answers (
     PRIMARY KEY (seq, backend)
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pending (
+    seq INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    job TEXT NOT NULL
+);
 """
 
 
 @dataclass
 class Fanout:
-    """One stored fan-out: the answers of the backends that answered."""
+    """One stored fan-out: the answers of the backends that answered with text."""
 
+    seq: int
     request_id: str
     input_text: str
     input_vec: np.ndarray  # (d,)
@@ -47,7 +58,7 @@ class Fanout:
 
 
 class FanoutStore:
-    """SQLite-backed list of fan-outs, oldest first. ``path=":memory:"`` keeps it in memory."""
+    """SQLite-backed fan-outs by sequence number. ``path=":memory:"`` keeps it in memory."""
 
     def __init__(self, path: str, embedder: str, max_rows: int = 100_000):
         self.path, self.embedder, self.max_rows = path, embedder, max_rows
@@ -62,20 +73,20 @@ class FanoutStore:
         self.con.close()
 
     def add(self, row: Fanout) -> list[str]:
-        """Store a fan-out, in one transaction; returns the request ids of the rows dropped.
-
-        When the store holds more than ``max_rows``, the oldest tenth goes at once, so that the
-        router's in-memory copy, which drops the same rows, compacts rarely."""
+        """Store a fan-out (and clear its pending job) in one transaction; returns the request
+        ids of the rows dropped. When the store holds more than ``max_rows``, the oldest tenth
+        goes at once, so that the router's in-memory copy, which drops the same rows, compacts rarely."""
         with self.con:
             self.con.execute("BEGIN IMMEDIATE")
-            cur = self.con.execute(
-                "INSERT INTO fanouts (request_id, created, embedder, input_text, input_vec) VALUES (?, ?, ?, ?, ?)",
-                (row.request_id, time.time(), self.embedder, row.input_text,
+            self.con.execute(
+                "INSERT INTO fanouts (seq, request_id, created, embedder, input_text, input_vec) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (row.seq, row.request_id, time.time(), self.embedder, row.input_text,
                  np.asarray(row.input_vec, np.float32).tobytes()))
-            seq = cur.lastrowid
             self.con.executemany(
                 "INSERT INTO answers (seq, backend, text, vec) VALUES (?, ?, ?, ?)",
-                [(seq, b, row.answers[b], np.asarray(row.vecs[b], np.float32).tobytes()) for b in row.answers])
+                [(row.seq, b, row.answers[b], np.asarray(row.vecs[b], np.float32).tobytes()) for b in row.answers])
+            self.con.execute("DELETE FROM pending WHERE seq = ?", (row.seq,))
             n = self.con.execute("SELECT COUNT(*) FROM fanouts").fetchone()[0]
             if n <= self.max_rows:
                 return []
@@ -86,12 +97,12 @@ class FanoutStore:
             return [rid for _, rid in oldest]
 
     def rows(self) -> list[Fanout]:
-        """Every stored fan-out made with this store's embedder, oldest first."""
+        """Every stored fan-out made with this store's embedder, by sequence number."""
         found: dict[int, Fanout] = {}
         for seq, rid, text, vec in self.con.execute(
                 "SELECT seq, request_id, input_text, input_vec FROM fanouts WHERE embedder = ? ORDER BY seq",
                 (self.embedder,)):
-            found[seq] = Fanout(rid, text, np.frombuffer(vec, np.float32), {}, {})
+            found[seq] = Fanout(seq, rid, text, np.frombuffer(vec, np.float32), {}, {})
         for seq, backend, text, vec in self.con.execute(
                 "SELECT a.seq, a.backend, a.text, a.vec FROM answers a JOIN fanouts f ON f.seq = a.seq "
                 "WHERE f.embedder = ?", (self.embedder,)):
@@ -99,18 +110,30 @@ class FanoutStore:
             found[seq].vecs[backend] = np.frombuffer(vec, np.float32)
         return list(found.values())
 
-    def count(self) -> int:
-        return self.con.execute("SELECT COUNT(*) FROM fanouts").fetchone()[0]
-
-    def request_ids(self) -> list[str]:
-        return [r[0] for r in self.con.execute("SELECT request_id FROM fanouts ORDER BY seq")]
-
     def next_sequence(self) -> int:
-        """The number of routed requests so far, then counts this one (the explore draws are
-        keyed by it, so a restart continues the same sequence of draws)."""
+        """The number of routed requests so far, then counts this one (the explore draws and
+        the routing lag are keyed by it, so a restart continues the same sequence)."""
         with self.con:
             self.con.execute("BEGIN IMMEDIATE")
             row = self.con.execute("SELECT value FROM meta WHERE key = 'routed'").fetchone()
             n = int(row[0]) if row else 0
+            # a store written before rows were keyed by request number: never reuse one of its numbers
+            top = self.con.execute("SELECT COALESCE(MAX(seq), -1) FROM fanouts").fetchone()[0]
+            n = max(n, top + 1)
             self.con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('routed', ?)", (str(n + 1),))
         return n
+
+    # -- fan-outs finished after their response ------------------------------------------------------
+    def add_pending(self, seq: int, request_id: str, job: dict) -> None:
+        with self.con:
+            self.con.execute("INSERT OR REPLACE INTO pending (seq, request_id, job) VALUES (?, ?, ?)",
+                             (seq, request_id, json.dumps(job)))
+
+    def drop_pending(self, seq: int) -> None:
+        with self.con:
+            self.con.execute("DELETE FROM pending WHERE seq = ?", (seq,))
+
+    def pending(self) -> list[tuple[int, str, dict]]:
+        """The explore fan-outs whose responses were sent but whose rows are not stored yet."""
+        return [(seq, rid, json.loads(job)) for seq, rid, job in
+                self.con.execute("SELECT seq, request_id, job FROM pending ORDER BY seq")]

@@ -1,0 +1,520 @@
+"""The request core: validate, decide, call, embed, choose, record, respond. No HTTP types.
+
+``src.serve`` wraps it in FastAPI (``src.gateway.app``: routes, auth, body limits, SSE framing);
+``src.replay`` drives it with backends that answer from files, with N requests in flight as the
+server would have. Both therefore route with the same code and the same defaults.
+
+The invariants it keeps (SPEC 9):
+- A routed request's decision depends only on the stored rows it sees (those of requests
+  numbered below its own minus ``--lag``, waited for where still running), the seed, its sequence
+  number and its text; never on timing.
+- Every response, errors included, has one JSON log line and its metrics.
+- An empty answer is a failed answer; it never enters the estimate.
+- Nothing a client sends changes a backend's health (``src.gateway.backends``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+import numpy as np
+from prometheus_client import generate_latest
+
+from src.cleaning import clean_generation
+from src.gateway.backends import BackendError
+from src.gateway.config import Settings
+from src.gateway.metrics import Metrics
+from src.gateway.policy import Router
+from src.gateway.protocol import (
+    CHAT,
+    ApiError,
+    Request,
+    answer_text,
+    error_event,
+    parse,
+    sse,
+    stream_chunks,
+    usage_of,
+    usage_sum,
+)
+from src.gateway.store import Fanout, FanoutStore
+
+log = logging.getLogger("src.serve")
+_OUTCOME = {"backend": "error", "request": "rejected", "empty": "empty", "queue": "queued_out"}
+
+
+@dataclass
+class Reply:
+    """What the HTTP layer sends: a JSON body, or server-sent events (already framed)."""
+
+    status: int
+    body: dict | None = None
+    events: AsyncIterator[bytes] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Call:
+    """One request on its way through the core."""
+
+    rid: str
+    path: str
+    start: float
+    req: Request
+    policy: str
+    seq: int | None = None
+    faults: dict[str, BackendError] = field(default_factory=dict)
+    smoothie: dict = field(default_factory=dict)
+
+    def failed(self, name: str, why: str) -> None:
+        self.smoothie["failed"][name] = why
+
+
+def _smoothie(policy: str, mode: str) -> dict:
+    return {"policy": policy, "mode": mode, "seq": None, "chosen": None, "weights": None, "called": [], "failed": {},
+            "latency_ms": {}, "usage_by_backend": {}, "passed_over": {}, "degraded": None}
+
+
+class Core:
+    """One gateway's routing state and request handling, over a backend pool (``call``,
+    ``stream``, health), an embedder (``embed(texts) -> (n, d)``) and a :class:`FanoutStore`."""
+
+    def __init__(self, settings: Settings, embedder, pool, store: FanoutStore):
+        s = settings
+        self.settings, self.embedder, self.pool, self.store = s, embedder, pool, store
+        self.names = [b.name for b in s.backends]
+        self.router = Router(self.names, policy=s.policy, k=s.k, explore=s.explore, warmup=s.warmup_rows,
+                             window=s.window, seed=s.seed, lag=s.lag)
+        for row in store.rows():
+            self.router.add(row)
+        self.metrics = Metrics()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        self._unsettled: dict[int, asyncio.Event] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._settle_limit = 2 * s.timeout + s.max_queue_wait + 60.0
+
+    # -- life ----------------------------------------------------------------------------------
+    async def start(self, probe: bool = True) -> dict[str, str]:
+        """Resume the explore fan-outs a previous run answered but did not store; probe the
+        backends. Returns backend -> why it is unreachable."""
+        for seq, rid, job in self.store.pending():
+            self._register(seq)
+            self._spawn(self._background(seq, rid, job))
+        return await self.pool.probe() if probe else {}
+
+    async def drain(self) -> None:
+        """Wait for every explore fan-out still running (replay's end; a server's shutdown)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def close(self) -> None:
+        if self._tasks:  # give running fan-outs their time; the rest stay pending for the next start
+            await asyncio.wait(set(self._tasks), timeout=self.settings.timeout + 5)
+            for task in self._tasks:
+                task.cancel()
+        await self.pool.aclose()
+        self.executor.shutdown(wait=True)
+        self.store.close()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- sequence and visibility -------------------------------------------------------------------
+    def _register(self, seq: int) -> None:
+        self._unsettled[seq] = asyncio.Event()
+
+    def _settle(self, seq: int) -> None:
+        event = self._unsettled.pop(seq, None)
+        if event is not None:
+            event.set()
+
+    async def _wait_visible(self, seq: int) -> None:
+        """Wait until every request numbered below ``seq - lag`` has stored its fan-out (or has
+        none): then request ``seq`` sees the same rows whatever the timing."""
+        due = [e for q, e in list(self._unsettled.items()) if q < seq - self.settings.lag]
+        if not due:
+            return
+        try:
+            async with asyncio.timeout(self._settle_limit):
+                for event in due:
+                    await event.wait()
+        except TimeoutError:
+            log.warning(json.dumps({"event": "lag_wait_expired", "seq": seq,
+                                    "still_running": sorted(q for q in self._unsettled if q < seq - self.settings.lag)}))
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+    def _count(self, name: str, outcome: str, ms: float | None = None, usage: dict | None = None) -> None:
+        self.metrics.backend_calls.labels(name, outcome).inc()
+        if ms is not None:
+            self.metrics.backend_latency.labels(name).observe(ms / 1000)
+        if usage:
+            self.metrics.tokens.labels(name, "prompt").inc(usage["prompt_tokens"])
+            self.metrics.tokens.labels(name, "completion").inc(usage["completion_tokens"])
+
+    def finish(self, rid: str, path: str, policy: str, status: int, start: float, smoothie: dict | None = None,
+               error: str | None = None) -> None:
+        """The one log line and the metrics of a response (errors, 500s and broken streams included)."""
+        seconds = time.perf_counter() - start
+        self.metrics.requests.labels(policy, str(status)).inc()
+        self.metrics.latency.labels(policy).observe(seconds)
+        s = smoothie or {}
+        chosen = s.get("chosen") if status == 200 else None
+        if chosen:
+            self.metrics.chosen.labels(chosen, "direct" if policy == "direct" else "routed").inc()
+        line = {"id": rid, "path": path, "policy": policy, "mode": s.get("mode"), "chosen": chosen, "status": status,
+                "latency_ms": round(seconds * 1000, 1), "called": s.get("called"), "failed": sorted(s.get("failed", {}))}
+        if s.get("degraded"):
+            line["degraded"] = True
+        if error:
+            line["error"] = self.pool.redact(error)[:300]
+        log.info(json.dumps(line))
+
+    def reject(self, path: str, exc: ApiError, start: float) -> Reply:
+        """A request refused before the core parsed it (auth, body size): logged and counted."""
+        self.finish(f"rejected-{uuid.uuid4().hex[:12]}", path, "rejected", exc.status, start, error=exc.message)
+        return Reply(exc.status, exc.body(), headers=exc.headers)
+
+    def crashed(self, path: str, exc: BaseException, start: float) -> Reply:
+        """A bug of ours: still an OpenAI-style body, one log line and the metrics."""
+        error = ApiError(500, "internal error in the gateway (see its log)", type_="server_error", code="internal_error")
+        self.finish(f"error-{uuid.uuid4().hex[:12]}", path, "error", 500, start, error=f"{type(exc).__name__}: {exc}")
+        return Reply(500, error.body())
+
+    # -- requests --------------------------------------------------------------------------------
+    async def handle(self, kind: str, raw: bytes, path: str, start: float | None = None) -> Reply:
+        """A chat or completion request body -> its reply. Never raises for a request's fault."""
+        start = time.perf_counter() if start is None else start
+        rid = f"{'chatcmpl' if kind == CHAT else 'cmpl'}-{uuid.uuid4().hex}"
+        try:
+            req = parse(raw, kind)
+            target = self._target(req.model)
+        except ApiError as exc:
+            self.finish(rid, path, "rejected", exc.status, start, error=exc.message)
+            return Reply(exc.status, exc.body(), headers=exc.headers)
+        policy = "direct" if target else self.settings.policy
+        call = _Call(rid, path, start, req, policy, smoothie=_smoothie(policy, "direct" if target else None))
+        try:
+            return await (self._single(call, [target]) if target else self._routed(call))
+        except ApiError as exc:
+            self.finish(rid, path, policy, exc.status, start, call.smoothie, error=exc.message)
+            return Reply(exc.status, exc.body(), headers=exc.headers)
+
+    def _target(self, model: str | None) -> str | None:
+        """The backend a request names, or None when it is routed; 404 for any other name."""
+        if model is None or model in self.settings.routed_names():
+            return None
+        if self.settings.backend(model):
+            return model
+        known = ", ".join([*self.settings.routed_names(), *self.names])
+        raise ApiError(404, f"The model '{model}' does not exist (this gateway serves: {known})", param="model",
+                       code="model_not_found")
+
+    async def _routed(self, call: _Call) -> Reply:
+        s = self.settings
+        seq = call.seq = call.smoothie["seq"] = self.store.next_sequence()
+        self._register(seq)
+        handed_over = False  # an explore fan-out that finishes after the response settles itself
+        try:
+            if s.policy == "fanout":
+                mode = "fanout"
+            else:
+                await self._wait_visible(seq)
+                mode = self.router.mode(seq)
+            call.smoothie["mode"] = mode
+            if mode in ("fanout", "warmup") or (mode == "explore" and s.explore_answer == "smoothie"):
+                return await self._fanout(call)
+            input_vec = (await self._embed([call.req.text]))[0] if s.policy == "local" else None
+            order, est = self.router.rank(seq, input_vec)
+            call.smoothie["weights"] = est.named_weights() if est is not None else None
+            if mode != "explore":
+                self._settle(seq)  # a single call stores nothing: later requests need not wait for it
+                return await self._single(call, order)
+            reply, job = await self._explore(call, order)
+            if job is not None:
+                self.store.add_pending(seq, call.rid, job)
+                self._spawn(self._background(seq, call.rid, job, input_vec))
+                handed_over = True
+            return reply
+        finally:
+            if not handed_over:
+                self._settle(seq)
+
+    def _usable(self, order: list[str], call: _Call) -> list[str]:
+        """``order`` without backends cooling down (noted in ``failed``), unless every one is."""
+        usable = [b for b in order if not self.pool.cooling(b)]
+        if not usable:
+            return list(order)
+        for b in order:
+            if b not in usable:
+                call.failed(b, self.pool.cooling(b))
+                self._count(b, "skipped")
+        return usable
+
+    async def _call(self, call: _Call, name: str, body: dict | None = None) -> dict | None:
+        """One backend's answer, or None with the failure noted in ``call``."""
+        try:
+            data, ms = await self.pool.call(name, call.req.kind, body or call.req.body)
+        except BackendError as exc:
+            call.faults[name] = exc
+            call.failed(name, str(exc))
+            self._count(name, _OUTCOME[exc.fault])
+            return None
+        self._took(call.smoothie, name, ms, data)
+        return data
+
+    def _took(self, smoothie: dict, name: str, ms: float, data: dict) -> None:
+        usage = usage_of(data)
+        smoothie["latency_ms"][name] = round(ms, 1)
+        smoothie["usage_by_backend"][name] = usage
+        self._count(name, "ok", ms, usage)
+
+    async def _embed(self, texts: list[str]) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.embedder.embed, texts)
+
+    def _for_embedding(self, kind: str, response: dict) -> str:
+        text = answer_text(kind, response)
+        return clean_generation(text) if self.settings.clean else text
+
+    def _record(self, row: Fanout) -> None:
+        dropped = self.store.add(row)
+        self.router.drop(dropped)
+        self.router.add(row)
+
+    async def _fanout(self, call: _Call) -> Reply:
+        """Ask every usable backend at once; return Smoothie's pick among the answers."""
+        req, seq = call.req, call.seq
+        called = self._usable(self.names, call)
+        call.smoothie["called"] = called
+        results = await asyncio.gather(*(self._call(call, b) for b in called))
+        answers = {b: data for b, data in zip(called, results) if data is not None}
+        await self._wait_visible(seq)
+        if not answers:
+            raise self._no_answer(call)
+        names = list(answers)
+        vecs = await self._embed([req.text, *(self._for_embedding(req.kind, answers[b]) for b in names)])
+        input_vec, by_name = vecs[0], dict(zip(names, vecs[1:]))
+        chosen, est = self.router.choose(seq, by_name, input_vec)
+        self._record(Fanout(seq, call.rid, req.text, input_vec, {b: answer_text(req.kind, answers[b]) for b in names},
+                            by_name))
+        weights = est.named_weights() if est is not None else None
+        if weights is not None and len(names) < len(weights):  # the stored Global weights, of those that answered
+            weights = {b: w for b, w in weights.items() if b in answers} or None
+        call.smoothie.update(chosen=chosen, weights=weights)
+        self._explain(call, chosen)
+        return self._answer(call, answers[chosen], chosen)
+
+    async def _explore(self, call: _Call, order: list[str]) -> tuple[Reply, dict | None]:
+        """Answer with the policy's pick now; the job that fans out to the others afterwards."""
+        req = call.req
+        for b in self._usable(order, call):
+            call.smoothie["called"].append(b)
+            data = await self._call(call, b)
+            if data is None:
+                if call.faults[b].fault == "queue":
+                    break
+                continue
+            call.smoothie["chosen"] = b
+            self._explain(call, b)
+            others = [o for o in self.names if o != b and o not in call.smoothie["failed"]]
+            job = {"kind": req.kind, "body": req.body, "text": req.text, "answered": {b: data}, "others": others}
+            return self._answer(call, data, b), job
+        raise self._no_answer(call)
+
+    async def _background(self, seq: int, rid: str, job: dict, input_vec: np.ndarray | None = None) -> None:
+        """The rest of an explore fan-out, after its response: call the other backends, embed,
+        store the row (which clears the pending job). Cancelled at shutdown, it stays pending."""
+        kind = job["kind"]
+        try:
+            self.metrics.pending.set(len(self._unsettled))
+            answers = dict(job["answered"])
+            smoothie = _smoothie(self.settings.policy, "explore")
+            results = await asyncio.gather(*(self.pool.call(b, kind, job["body"]) for b in job["others"]),
+                                           return_exceptions=True)
+            for b, result in zip(job["others"], results):
+                if isinstance(result, BackendError):
+                    self._count(b, _OUTCOME[result.fault])
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    answers[b] = result[0]
+                    self._took(smoothie, b, result[1], result[0])
+            names = [b for b in self.names if b in answers]
+            texts = [self._for_embedding(kind, answers[b]) for b in names]
+            vecs = await self._embed(texts if input_vec is not None else [job["text"], *texts])
+            if input_vec is None:
+                input_vec, vecs = vecs[0], vecs[1:]
+            self._record(Fanout(seq, rid, job["text"], input_vec, {b: answer_text(kind, answers[b]) for b in names},
+                                dict(zip(names, vecs))))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a lost fan-out must not take the gateway down
+            self.store.drop_pending(seq)
+            log.error(json.dumps({"event": "explore_fanout_failed", "id": rid,
+                                  "error": self.pool.redact(f"{type(exc).__name__}: {exc}")[:300]}))
+        finally:
+            self._settle(seq)
+            self.metrics.pending.set(len(self._unsettled))
+
+    async def _single(self, call: _Call, order: list[str]) -> Reply:
+        """Ask ``order``'s backends one at a time until one answers (streamed or not). A backend
+        whose queue is full ends the search: 503, not a worse backend's answer."""
+        candidates = order if call.policy == "direct" else self._usable(order, call)
+        for b in candidates:
+            call.smoothie["called"].append(b)
+            if call.req.stream:
+                reply = await self._open_stream(call, b)
+            else:
+                data = await self._call(call, b)
+                reply = None
+                if data is not None:
+                    call.smoothie["chosen"] = b
+                    self._explain(call, b)
+                    reply = self._answer(call, data, b)
+            if reply is not None:
+                return reply
+            if call.faults[b].fault == "queue":
+                break
+        raise self._no_answer(call)
+
+    # -- answers ---------------------------------------------------------------------------------
+    def _explain(self, call: _Call, chosen: str) -> None:
+        """Why the answer is not the best-ranked backend's: each backend the visible Global
+        estimate ranks above ``chosen`` that gave no answer, and a flag when that left only a
+        backend in the worse half of the ranking."""
+        if call.policy == "direct":
+            return
+        est = self.router.global_estimate(call.seq)
+        if est is None:
+            return
+        ranking = self.router.ranked(est)
+        above = ranking[: ranking.index(chosen)]
+        failed = call.smoothie["failed"]
+        passed = {b: failed[b] for b in above if b in failed}
+        call.smoothie["passed_over"] = passed
+        if passed and len(passed) == len(above) and ranking.index(chosen) >= len(ranking) / 2:
+            call.smoothie["degraded"] = (f"{chosen} is ranked {ranking.index(chosen) + 1} of {len(ranking)} by the "
+                                         f"stored Global estimate; every better-ranked backend gave no answer")
+
+    def _usage(self, call: _Call) -> dict | None:
+        by_backend = call.smoothie["usage_by_backend"]
+        return usage_sum(by_backend.values()) if by_backend else None
+
+    def _answer(self, call: _Call, data: dict, chosen: str) -> Reply:
+        """The chosen answer as JSON, or as a buffered stream of chunks (a fan-out's answer is
+        known only once every backend has answered; an explore request's pick is not streamed)."""
+        out = {**data, "id": call.rid, "model": chosen, "smoothie": call.smoothie}
+        usage = self._usage(call)
+        if usage is not None:
+            out["usage"] = usage
+        self.finish(call.rid, call.path, call.policy, 200, call.start, call.smoothie)
+        if not call.req.stream:
+            return Reply(200, out)
+        chunks = stream_chunks(call.req.kind, out, call.smoothie, call.req.include_usage)
+
+        async def events():
+            for chunk in chunks:
+                yield sse(chunk)
+            yield sse("[DONE]")
+
+        return Reply(200, events=events())
+
+    async def _open_stream(self, call: _Call, name: str) -> Reply | None:
+        """A backend's stream relayed as it comes, once its first event has arrived (before
+        that, a failure falls back to the next backend). A break later ends the stream with an
+        error event, as OpenAI's API sends one, so SDKs raise; it is logged and counted as 502."""
+        stack = AsyncExitStack()
+        try:
+            upstream = await stack.enter_async_context(self.pool.stream(name, call.req.kind, call.req.body))
+            events = upstream.events()
+            first = await anext(events, None)
+        except BackendError as exc:
+            await stack.aclose()
+            call.faults[name] = exc
+            call.failed(name, str(exc))
+            self._count(name, _OUTCOME[exc.fault])
+            return None
+        except BaseException:
+            await stack.aclose()
+            raise
+        call.smoothie["chosen"] = name
+        self._explain(call, name)
+
+        async def relay():
+            status, error, usage = 200, None, None
+            try:
+                event = first
+                head = True
+                while event is not None:
+                    event.update(id=call.rid, model=name)
+                    if head:
+                        event["smoothie"] = call.smoothie
+                        head = False
+                    if isinstance(event.get("usage"), dict):
+                        usage = usage_of(event)
+                    yield sse(event)
+                    event = await anext(events, None)
+                yield sse("[DONE]")
+                self._took(call.smoothie, name, upstream.ms or 0.0, {"usage": usage})
+            except BackendError as exc:
+                status, error = 502, f"{name} broke off mid-stream ({exc})"
+                call.failed(name, str(exc))
+                self._count(name, "broken")
+                yield sse(error_event(error))
+            finally:
+                await stack.aclose()
+                self.finish(call.rid, call.path, call.policy, status, call.start, call.smoothie, error=error)
+
+        return Reply(200, events=relay())
+
+    def _no_answer(self, call: _Call) -> ApiError:
+        """The error when no backend answered: the backends' own 4xx when every one rejected the
+        request, 503 with Retry-After when a queue was full, else 502."""
+        failed = call.smoothie["failed"]
+        detail = "; ".join(f"{b}: {e}" for b, e in failed.items())
+        faults = [call.faults.get(b) for b in failed]
+        extra = {"smoothie": call.smoothie}
+        if faults and all(f is not None and f.fault == "request" for f in faults):
+            status = Counter(f.status for f in faults).most_common(1)[0][0]
+            return ApiError(status, f"every backend rejected the request ({detail})", code="rejected_by_backends",
+                            extra=extra)
+        queued = [b for b in failed if call.faults.get(b) is not None and call.faults[b].fault == "queue"]
+        if queued:
+            wait = min(self.pool.retry_after(b) for b in queued)
+            return ApiError(503, f"the backends are busy; retry in {wait} s ({detail})", type_="server_error",
+                            code="backends_busy", extra=extra, headers={"Retry-After": str(wait)})
+        return ApiError(502, f"no backend answered ({detail})", type_="upstream_error", code="backends_failed",
+                        extra=extra)
+
+    # -- reports ---------------------------------------------------------------------------------
+    def models(self) -> dict:
+        names = [*self.settings.routed_names(), *self.names]
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "smoothie"}
+                                           for n in names]}
+
+    def health(self) -> dict:
+        states = {b: self.pool.state(b) for b in self.names}
+        return {"status": "ok" if all(v == "ok" for v in states.values()) else "degraded",
+                "policy": self.settings.policy, "store_rows": self.router.n_rows,
+                "pending_fanouts": len(self.store.pending()), "backends": states}
+
+    def metrics_text(self) -> bytes:
+        est = self.router.global_estimate()
+        if est is not None:
+            for name, w in est.named_weights().items():
+                self.metrics.weight.labels(name).set(w)
+        self.metrics.stored.set(self.router.n_rows)
+        for b in self.names:
+            self.metrics.queued.labels(b).set(self.pool.waiting.get(b, 0))
+        return generate_latest(self.metrics.registry)
