@@ -67,11 +67,10 @@ def main() -> None:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{gport}/v1", api_key="unused")
         right = {name: 0 for name in BACKENDS}
         chosen_right, picks = 0, {name: 0 for name in BACKENDS}
-        print(f"| question | chosen | its answer | right | answered right by |\n|---|---|---|---|---|")
+        print("| question | chosen | its answer | right | answered right by |\n|---|---|---|---|---|")
         for question, word in QUESTIONS:
             r = client.chat.completions.create(model="smoothie", max_tokens=args.max_tokens, temperature=0,
                                                messages=[{"role": "user", "content": question}])
-            s = r.model_extra["smoothie"]
             answers = dict(__import__("sqlite3").connect(store).execute(
                 "SELECT a.backend, a.text FROM answers a JOIN fanouts f ON f.seq = a.seq WHERE f.request_id = ?",
                 (r.id,)))

@@ -24,9 +24,11 @@ from src.paths import DEFAULT_EMBEDDER
 
 POLICIES = ("fanout", "select", "local")
 EXPLORE_ANSWERS = ("policy", "smoothie")
-# The gateway embeds on the response path, so there embedding time is latency: bf16 is its default
-# where docs/scale.md's benchmark shows the same picks as fp32 (the batch commands keep fp32).
-SERVE_PRECISION = "bf16"
+# The gateway embeds one text per forward pass. There bf16 autocast re-casts every weight on every
+# pass, and measured 6x slower than fp32 on this project's CPUs (GSM8K answers, one per pass: MiniLM
+# 31 against 186 ms a text, mpnet 353 against 1,691; docs/serving.md), although it is 1.5x faster on
+# the batch commands' full passes (docs/scale.md). So the gateway embeds in fp32.
+SERVE_PRECISION = "fp32"
 # A llama.cpp server answers one request at a time unless started with more slots; vLLM batches
 # dozens. Four in flight per backend keeps either busy without letting the gateway's timeout
 # count a long queue inside the backend.
@@ -140,12 +142,15 @@ class Settings:
     lag: int = setting(16, "request number s is routed by the fan-outs of requests numbered below s - lag (it "
                        "waits for any of those still running), so routing does not depend on timing: replay "
                        "predicts the server at any concurrency", type=int, check=_at_least(0), replay=True)
+    explore_lag: int = setting(256, "an explore fan-out finished after its response (--explore_answer policy) is "
+                               "seen by requests numbered above its own plus this many", type=int,
+                               check=_at_least(0), replay=True)
     seed: int = setting(0, "seed of the explore draws", type=int, replay=True)
     embedding_model: str = setting(DEFAULT_EMBEDDER, "sentence-transformers short name, hub id or local folder",
                                    replay=True)
     embedding_backend: str = setting("torch", "embedder runtime", choices=EMBEDDING_BACKENDS, replay=True)
-    embedding_precision: str = setting(SERVE_PRECISION, "fp32 or bf16 (autocast; the same picks in docs/scale.md, "
-                                       "about 1.5x faster on CPUs with AMX or AVX-512 BF16); each has its own cache",
+    embedding_precision: str = setting(SERVE_PRECISION, "fp32, or bf16 (autocast: faster on full batches, but "
+                                       "slower one text per pass, as the gateway embeds); each has its own cache",
                                        choices=PRECISIONS, replay=True)
     clean: bool = setting(False, "embed only each answer's first line, as the batch commands do for short-answer "
                           "tasks (default: whole answers)", type=bool, replay=True)

@@ -16,13 +16,16 @@ The invariants it keeps (SPEC 9):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
+import queue
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
@@ -50,6 +53,39 @@ from src.gateway.store import Fanout, FanoutStore
 
 log = logging.getLogger("src.serve")
 _OUTCOME = {"backend": "error", "request": "rejected", "empty": "empty", "queue": "queued_out"}
+
+
+class _EmbeddingWorker:
+    """One thread that embeds, urgent work (a request waiting for its answer) first, then the
+    late fan-outs' work, each in the order it came."""
+
+    def __init__(self, embedder):
+        self.embedder = embedder
+        self._queue: queue.PriorityQueue = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._thread = threading.Thread(target=self._run, name="embed", daemon=True)
+        self._thread.start()
+
+    def submit(self, texts: list[str], urgent: bool = True) -> Future:
+        future: Future = Future()
+        self._queue.put((0 if urgent else 1, next(self._order), texts, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            _, _, texts, future = self._queue.get()
+            if future is None:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(self.embedder.embed(texts))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+                future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        self._queue.put((2, next(self._order), None, None))
+        self._thread.join()
 
 
 @dataclass
@@ -81,7 +117,7 @@ class _Call:
 
 def _smoothie(policy: str, mode: str) -> dict:
     return {"policy": policy, "mode": mode, "seq": None, "chosen": None, "weights": None, "called": [], "failed": {},
-            "latency_ms": {}, "usage_by_backend": {}, "passed_over": {}, "degraded": None}
+            "latency_ms": {}, "usage_by_backend": {}, "passed_over": {}, "degraded": None, "waited_ms": 0.0}
 
 
 class Core:
@@ -93,12 +129,13 @@ class Core:
         self.settings, self.embedder, self.pool, self.store = s, embedder, pool, store
         self.names = [b.name for b in s.backends]
         self.router = Router(self.names, policy=s.policy, k=s.k, explore=s.explore, warmup=s.warmup_rows,
-                             window=s.window, seed=s.seed, lag=s.lag)
+                             window=s.window, seed=s.seed, lag=s.lag, explore_lag=s.explore_lag)
         for row in store.rows():
             self.router.add(row)
         self.metrics = Metrics()
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
-        self._unsettled: dict[int, asyncio.Event] = {}
+        self.executor = _EmbeddingWorker(embedder)
+        self._unsettled: dict[int, asyncio.Event] = {}  # requests deciding, or fanning out before their response
+        self._late: dict[int, asyncio.Event] = {}  # explore fan-outs running after their response
         self._tasks: set[asyncio.Task] = set()
         self._settle_limit = 2 * s.timeout + s.max_queue_wait + 60.0
 
@@ -107,7 +144,7 @@ class Core:
         """Resume the explore fan-outs a previous run answered but did not store; probe the
         backends. Returns backend -> why it is unreachable."""
         for seq, rid, job in self.store.pending():
-            self._register(seq)
+            self._late[seq] = asyncio.Event()
             self._spawn(self._background(seq, rid, job))
         return await self.pool.probe() if probe else {}
 
@@ -122,7 +159,7 @@ class Core:
             for task in self._tasks:
                 task.cancel()
         await self.pool.aclose()
-        self.executor.shutdown(wait=True)
+        self.executor.shutdown()
         self.store.close()
 
     def _spawn(self, coro) -> None:
@@ -135,23 +172,42 @@ class Core:
         self._unsettled[seq] = asyncio.Event()
 
     def _settle(self, seq: int) -> None:
+        for pending in (self._unsettled, self._late):
+            event = pending.pop(seq, None)
+            if event is not None:
+                event.set()
+
+    def _hand_over(self, seq: int) -> None:
+        """Request ``seq`` was answered; its fan-out goes on as a late one."""
+        self._late[seq] = asyncio.Event()
         event = self._unsettled.pop(seq, None)
         if event is not None:
             event.set()
 
-    async def _wait_visible(self, seq: int) -> None:
+    def _due(self, seq: int) -> list[asyncio.Event]:
+        s = self.settings
+        return ([e for q, e in list(self._unsettled.items()) if q < seq - s.lag] +
+                [e for q, e in list(self._late.items()) if q < seq - s.explore_lag])
+
+    async def _wait_visible(self, seq: int, smoothie: dict | None = None) -> None:
         """Wait until every request numbered below ``seq - lag`` has stored its fan-out (or has
-        none): then request ``seq`` sees the same rows whatever the timing."""
-        due = [e for q, e in list(self._unsettled.items()) if q < seq - self.settings.lag]
+        none): then request ``seq`` sees the same rows whatever the timing. The wait is
+        reported in ``smoothie["waited_ms"]``."""
+        due = self._due(seq)
         if not due:
             return
+        began = time.perf_counter()
         try:
             async with asyncio.timeout(self._settle_limit):
-                for event in due:
-                    await event.wait()
+                while due:  # a request that was deciding may since have become a late fan-out: look again
+                    for event in due:
+                        await event.wait()
+                    due = self._due(seq)
         except TimeoutError:
             log.warning(json.dumps({"event": "lag_wait_expired", "seq": seq,
-                                    "still_running": sorted(q for q in self._unsettled if q < seq - self.settings.lag)}))
+                                    "still_running": sorted(q for q in [*self._unsettled, *self._late] if q < seq)}))
+        if smoothie is not None:
+            smoothie["waited_ms"] = round(smoothie["waited_ms"] + (time.perf_counter() - began) * 1000, 1)
 
     # -- bookkeeping -----------------------------------------------------------------------------
     def _count(self, name: str, outcome: str, ms: float | None = None, usage: dict | None = None) -> None:
@@ -229,7 +285,7 @@ class Core:
             if s.policy == "fanout":
                 mode = "fanout"
             else:
-                await self._wait_visible(seq)
+                await self._wait_visible(seq, call.smoothie)
                 mode = self.router.mode(seq)
             call.smoothie["mode"] = mode
             if mode in ("fanout", "warmup") or (mode == "explore" and s.explore_answer == "smoothie"):
@@ -243,6 +299,7 @@ class Core:
             reply, job = await self._explore(call, order)
             if job is not None:
                 self.store.add_pending(seq, call.rid, job)
+                self._hand_over(seq)
                 self._spawn(self._background(seq, call.rid, job, input_vec))
                 handed_over = True
             return reply
@@ -279,9 +336,10 @@ class Core:
         smoothie["usage_by_backend"][name] = usage
         self._count(name, "ok", ms, usage)
 
-    async def _embed(self, texts: list[str]) -> np.ndarray:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self.embedder.embed, texts)
+    async def _embed(self, texts: list[str], urgent: bool = True) -> np.ndarray:
+        """Embed on the worker thread; a response waits on ``urgent`` work, which goes before the
+        late fan-outs' (so a late fan-out never delays a response)."""
+        return await asyncio.wrap_future(self.executor.submit(texts, urgent))
 
     def _for_embedding(self, kind: str, response: dict) -> str:
         text = answer_text(kind, response)
@@ -299,7 +357,7 @@ class Core:
         call.smoothie["called"] = called
         results = await asyncio.gather(*(self._call(call, b) for b in called))
         answers = {b: data for b, data in zip(called, results) if data is not None}
-        await self._wait_visible(seq)
+        await self._wait_visible(seq, call.smoothie)
         if not answers:
             raise self._no_answer(call)
         names = list(answers)
@@ -337,7 +395,7 @@ class Core:
         store the row (which clears the pending job). Cancelled at shutdown, it stays pending."""
         kind = job["kind"]
         try:
-            self.metrics.pending.set(len(self._unsettled))
+            self.metrics.pending.set(len(self._late))
             answers = dict(job["answered"])
             smoothie = _smoothie(self.settings.policy, "explore")
             results = await asyncio.gather(*(self.pool.call(b, kind, job["body"]) for b in job["others"]),
@@ -352,11 +410,11 @@ class Core:
                     self._took(smoothie, b, result[1], result[0])
             names = [b for b in self.names if b in answers]
             texts = [self._for_embedding(kind, answers[b]) for b in names]
-            vecs = await self._embed(texts if input_vec is not None else [job["text"], *texts])
+            vecs = await self._embed(texts if input_vec is not None else [job["text"], *texts], urgent=False)
             if input_vec is None:
                 input_vec, vecs = vecs[0], vecs[1:]
             self._record(Fanout(seq, rid, job["text"], input_vec, {b: answer_text(kind, answers[b]) for b in names},
-                                dict(zip(names, vecs))))
+                                dict(zip(names, vecs)), late=True))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a lost fan-out must not take the gateway down
@@ -365,7 +423,7 @@ class Core:
                                   "error": self.pool.redact(f"{type(exc).__name__}: {exc}")[:300]}))
         finally:
             self._settle(seq)
-            self.metrics.pending.set(len(self._unsettled))
+            self.metrics.pending.set(len(self._late))
 
     async def _single(self, call: _Call, order: list[str]) -> Reply:
         """Ask ``order``'s backends one at a time until one answers (streamed or not). A backend

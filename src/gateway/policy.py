@@ -12,9 +12,12 @@ Every routed request goes through two steps:
 2. ``choose`` (fan-outs only): Smoothie-Local over this request and its ``k`` nearest visible
    fan-outs; while fewer than ``k`` are visible, Smoothie-Global over all of them plus this one.
 
-**Visibility.** Request number s sees the fan-outs of requests numbered below ``s - lag``. The
-core waits, where needed, until those are all stored, so under any concurrency the same requests
-see the same rows: that is what lets a replay predict a loaded server request for request.
+**Visibility.** Request number s sees the fan-outs of requests numbered below ``s - lag``, and the
+explore fan-outs finished after their response ("late" ones) numbered below ``s - explore_lag``.
+The core waits, where needed, until those are all stored, so under any concurrency the same
+requests see the same rows: that is what lets a replay predict a loaded server request for
+request. A late fan-out takes as long as its slowest backend plus the embedding, while the
+requests after it are answered in milliseconds; its larger lag keeps them from waiting for it.
 
 **Partial rows.** A fan-out is stored with the backends that answered with text. A row with 3 or
 more answers is usable: each pair of backends' expected squared distance is averaged over the
@@ -97,15 +100,17 @@ class Router:
     store evicted."""
 
     def __init__(self, backends: list[str], *, policy: str = "fanout", k: int = 20, explore: float = 0.1,
-                 warmup: int = 20, window: int = 1000, seed: int = 0, lag: int = 0):
+                 warmup: int = 20, window: int = 1000, seed: int = 0, lag: int = 0, explore_lag: int = 0):
         self.backends, self.policy = list(backends), policy
         self.k, self.explore, self.warmup, self.window, self.seed, self.lag = k, explore, warmup, window, seed, lag
+        self.explore_lag = explore_lag
         self._index = {b: i for i, b in enumerate(self.backends)}
         self.ids: list[str] = []
         self.seqs = np.zeros(0, np.int64)
         self.inputs = np.zeros((0, 0), np.float32)  # (capacity, d); the first len(ids) rows are live
         self.dists = np.zeros((0, len(backends), len(backends)))  # NaN where a backend did not answer
         self.n_answers = np.zeros(0, np.int64)
+        self.late = np.zeros(0, bool)
         self.dim: int | None = None
 
     # -- state ---------------------------------------------------------------------------------
@@ -121,18 +126,20 @@ class Router:
             self.dists = np.full((64, len(self.backends), len(self.backends)), np.nan)
             self.seqs = np.zeros(64, np.int64)
             self.n_answers = np.zeros(64, np.int64)
+            self.late = np.zeros(64, bool)
         n = self.n_rows
         if n == len(self.inputs):  # grow by doubling
             self.inputs = np.concatenate([self.inputs, np.zeros_like(self.inputs)])
             self.dists = np.concatenate([self.dists, np.full_like(self.dists, np.nan)])
             self.seqs = np.concatenate([self.seqs, np.zeros_like(self.seqs)])
             self.n_answers = np.concatenate([self.n_answers, np.zeros_like(self.n_answers)])
+            self.late = np.concatenate([self.late, np.zeros_like(self.late)])
         self.inputs[n] = row.input_vec
         dist = np.full((len(self.backends),) * 2, np.nan)
         have = [self._index[b] for b in self.backends if b in row.vecs]
         if have:
             dist[np.ix_(have, have)] = pairwise_sq_distances(np.stack([row.vecs[self.backends[i]] for i in have]))
-        self.dists[n], self.seqs[n], self.n_answers[n] = dist, row.seq, len(have)
+        self.dists[n], self.seqs[n], self.n_answers[n], self.late[n] = dist, row.seq, len(have), row.late
         self.ids.append(row.request_id)
 
     def drop(self, request_ids) -> None:
@@ -143,7 +150,7 @@ class Router:
         n = self.n_rows
         keep = np.array([rid not in gone for rid in self.ids], bool)
         m = int(keep.sum())
-        for name in ("inputs", "dists", "seqs", "n_answers"):
+        for name in ("inputs", "dists", "seqs", "n_answers", "late"):
             arr = getattr(self, name)
             arr[:m] = arr[:n][keep].copy()
         self.dists[m:n] = np.nan
@@ -154,7 +161,7 @@ class Router:
         n = self.n_rows
         ok = self.n_answers[:n] >= MIN_ANSWERS
         if seq is not None:
-            ok &= self.seqs[:n] < seq - self.lag
+            ok &= self.seqs[:n] < seq - np.where(self.late[:n], self.explore_lag, self.lag)
         rows = np.flatnonzero(ok)
         return rows[np.argsort(self.seqs[rows], kind="stable")]
 

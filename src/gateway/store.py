@@ -55,6 +55,7 @@ class Fanout:
     input_vec: np.ndarray  # (d,)
     answers: dict[str, str]  # backend -> text
     vecs: dict[str, np.ndarray]  # backend -> (d,)
+    late: bool = False  # an explore fan-out finished after its response: seen --explore_lag requests later
 
 
 class FanoutStore:
@@ -68,6 +69,8 @@ class FanoutStore:
             self.con.execute("PRAGMA journal_mode = WAL")
             self.con.execute("PRAGMA synchronous = NORMAL")
         self.con.executescript(_SCHEMA)
+        if "late" not in {r[1] for r in self.con.execute("PRAGMA table_info(fanouts)")}:  # a store from before
+            self.con.execute("ALTER TABLE fanouts ADD COLUMN late INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self.con.close()
@@ -79,10 +82,10 @@ class FanoutStore:
         with self.con:
             self.con.execute("BEGIN IMMEDIATE")
             self.con.execute(
-                "INSERT INTO fanouts (seq, request_id, created, embedder, input_text, input_vec) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO fanouts (seq, request_id, created, embedder, input_text, input_vec, late) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (row.seq, row.request_id, time.time(), self.embedder, row.input_text,
-                 np.asarray(row.input_vec, np.float32).tobytes()))
+                 np.asarray(row.input_vec, np.float32).tobytes(), int(row.late)))
             self.con.executemany(
                 "INSERT INTO answers (seq, backend, text, vec) VALUES (?, ?, ?, ?)",
                 [(row.seq, b, row.answers[b], np.asarray(row.vecs[b], np.float32).tobytes()) for b in row.answers])
@@ -99,10 +102,10 @@ class FanoutStore:
     def rows(self) -> list[Fanout]:
         """Every stored fan-out made with this store's embedder, by sequence number."""
         found: dict[int, Fanout] = {}
-        for seq, rid, text, vec in self.con.execute(
-                "SELECT seq, request_id, input_text, input_vec FROM fanouts WHERE embedder = ? ORDER BY seq",
+        for seq, rid, text, vec, late in self.con.execute(
+                "SELECT seq, request_id, input_text, input_vec, late FROM fanouts WHERE embedder = ? ORDER BY seq",
                 (self.embedder,)):
-            found[seq] = Fanout(seq, rid, text, np.frombuffer(vec, np.float32), {}, {})
+            found[seq] = Fanout(seq, rid, text, np.frombuffer(vec, np.float32), {}, {}, bool(late))
         for seq, backend, text, vec in self.con.execute(
                 "SELECT a.seq, a.backend, a.text, a.vec FROM answers a JOIN fanouts f ON f.seq = a.seq "
                 "WHERE f.embedder = ?", (self.embedder,)):
