@@ -310,3 +310,29 @@ def test_a_poorly_ranked_answer_is_flagged(scripted, tmp_path):
         assert r["model"] == "c" and set(s["passed_over"]) == set(ranking[:2]) and "ranked 3 of 3" in s["degraded"]
     finally:
         g.stop()
+
+
+class _BrokenEmbedder:
+    """Stands in for a bug of ours on the response path: no real part fails on demand."""
+
+    identity = "broken"
+
+    def embed(self, texts):
+        raise RuntimeError("a bug in the gateway")
+
+
+def test_a_500_still_gets_an_openai_body_a_log_line_and_a_metric(scripted, tmp_path, caplog):
+    from fastapi.testclient import TestClient
+
+    from src.gateway import config
+    from src.gateway.app import create_app
+
+    settings = config.load(None, {"store": str(tmp_path / "s.sqlite")}, flags(scripted))
+    with TestClient(create_app(settings, _BrokenEmbedder())) as client, caplog.at_level("INFO", "src.serve"):
+        r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hello"}]})
+        metrics = client.get("/metrics").text
+    assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
+    assert "Traceback" not in r.text and "a bug in the gateway" not in r.text
+    assert 'smoothie_requests_total{policy="error",status="500"} 1.0' in metrics
+    lines = [json.loads(rec.message) for rec in caplog.records if rec.message.startswith("{")]
+    assert any(line["status"] == 500 and "a bug in the gateway" in line["error"] for line in lines)

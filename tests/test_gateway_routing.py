@@ -258,3 +258,25 @@ def test_a_port_in_use_is_one_line_before_the_embedder_loads(capsys):
                                capsys)
     assert code == 2 and f"--port {port}" in err and "embedd" not in err.lower()
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_replay_shorter_than_the_warmup_says_so_in_one_line(tmp_path, capsys):
+    import json
+
+    from conftest import minilm
+
+    from src import replay
+
+    minilm()
+    files = []
+    for b in "abc":
+        (tmp_path / f"{b}.json").write_text(json.dumps({"generations": [f"{b} answer {i}" for i in range(5)]}))
+        files.append(tmp_path / f"{b}.json")
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"embedding_input": f"question {i}"}) + "\n"
+                                               for i in range(5)))
+    code, out, err = run_cli(replay.main, ["--generations", *files, "--inputs", tmp_path / "in.jsonl", "--output",
+                                           tmp_path / "r.json", "--policy", "select",
+                                           "--embedding_model", "all-MiniLM-L6-v2"], capsys)
+    warning = [line for line in err.splitlines() if "warm-up" in line]
+    assert code in (None, 0) and len(warning) == 1 and "5 requests" in warning[0]
+    assert json.loads((tmp_path / "r.json").read_text())["modes"] == ["warmup"] * 5
