@@ -111,6 +111,7 @@ class Router:
         self.dists = np.zeros((0, len(backends), len(backends)))  # NaN where a backend did not answer
         self.n_answers = np.zeros(0, np.int64)
         self.late = np.zeros(0, bool)
+        self._in_order = True  # rows added by increasing request number (late fan-outs may break it)
         self.dim: int | None = None
 
     # -- state ---------------------------------------------------------------------------------
@@ -134,6 +135,7 @@ class Router:
             self.seqs = np.concatenate([self.seqs, np.zeros_like(self.seqs)])
             self.n_answers = np.concatenate([self.n_answers, np.zeros_like(self.n_answers)])
             self.late = np.concatenate([self.late, np.zeros_like(self.late)])
+        self._in_order = self._in_order and (n == 0 or row.seq > self.seqs[n - 1])
         self.inputs[n] = row.input_vec
         dist = np.full((len(self.backends),) * 2, np.nan)
         have = [self._index[b] for b in self.backends if b in row.vecs]
@@ -163,7 +165,7 @@ class Router:
         if seq is not None:
             ok &= self.seqs[:n] < seq - np.where(self.late[:n], self.explore_lag, self.lag)
         rows = np.flatnonzero(ok)
-        return rows[np.argsort(self.seqs[rows], kind="stable")]
+        return rows if self._in_order else rows[np.argsort(self.seqs[rows], kind="stable")]
 
     def n_usable(self, seq: int | None = None) -> int:
         return len(self.visible(seq))
