@@ -1,8 +1,9 @@
 """Choose a gateway policy before deploying it: quality against backend calls on real outputs.
 
     python benchmarks/gateway_policies.py [--embedding_model all-MiniLM-L6-v2] [--seeds 3] [--requests 300]
+                                          [--llama_requests 50]
 
-Part 1 replays each policy with ``src.replay``'s routing code over real systems' outputs from
+Part 1 replays each policy through the gateway's request core (``src.replay``) over real systems' outputs from
 ../shared/data, row by row in file order as a stream of requests, and scores the answers it
 returns with each task's labels:
 - GSM8K, four OpenAI systems' solutions, 1,319 problems: the authors' correctness labels;
@@ -17,7 +18,11 @@ Part 2 measures the gateway's own cost: ``src.serve`` in front of three backends
 instantly from GSM8K's files (an OpenAI-compatible FastAPI app in a subprocess), so everything
 the client waits for beyond ``smoothie.latency_ms`` is the gateway's (HTTP, embedding, routing,
 the store). The gateway starts with an empty embedding cache, so every request's texts are
-embedded, as live ones are. It prints p50/p99 of that added time and the requests per second.
+embedded, as live ones are. It prints p50/p99 of that added time after warm-up, and the requests
+per second, for fanout, select, local and select answering after the whole fan-out.
+
+Part 3 sends ``--llama_requests`` concurrent SDK requests to the README's llama.cpp servers (one
+request at a time each) behind the gateway, and reports statuses, empty 200s and cooled backends.
 """
 
 from __future__ import annotations
