@@ -239,8 +239,10 @@ print("finished", flush=True)
 """)
     cache = tmp_path / "cache"
     root = Path(__file__).resolve().parents[1]
+    # a shell running the suite in the background ignores SIGINT, and children inherit that: restore it
     proc = subprocess.Popen([sys.executable, str(script), minilm(), str(cache)], cwd=root, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # interrupt once about a fifth is done, whatever the machine's speed (a fixed sleep let a fast run finish)
         done = 0
