@@ -55,7 +55,7 @@ class Experiment:
         so a reader knows which files it must still match)."""
         return manifest.build(self.input_files(splits), {**settings, "max_samples": self.setting.max_samples,
                                                           "splits": list(splits)},
-                              kind=kind, models=models, rows=len(self.test_rows))
+                              kind=kind, base=self.setting.results_dir, models=models, rows=len(self.test_rows))
 
     @cached_property
     def test_rows(self) -> list[dict]:

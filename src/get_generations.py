@@ -38,12 +38,15 @@ def _prompt_fields(rows: list[dict], multi_prompt: bool, path) -> list[str]:
 
 
 def model_identity(ref) -> str:
-    """A generation model by the content of its files (a GGUF file or a local folder), or by its
-    hub id where it is not on disk (the hub's own revision then stands for it)."""
+    """A generation model by the content of its files (a GGUF file or a local folder), or, for a
+    hub id, by the revision the local hub cache resolves it to and that snapshot's content."""
     from pathlib import Path
 
+    from src.model_files import model_identity as identify
+    from src.model_files import weights_digest
+
     where = Path(ref.load_from) / ref.gguf_file if ref.gguf_file else Path(ref.load_from)
-    return manifest.weights_digest(where) if where.exists() else f"hub:{ref.load_from}"
+    return weights_digest(where) if where.exists() else "hub:" + identify(ref.load_from)[1]
 
 
 def run_settings(args, ref) -> tuple[tuple[str, str], ...]:
@@ -135,7 +138,7 @@ def main(argv: Sequence[str] | None = None, merge: bool = False) -> None:
                 else dict(job.run)
             recorded = manifest.build([setting.split_file(split)], {**settings, **{k: v for k, v in run.items()
                                                                                    if k != "weights"}},
-                                      kind="generations", models={"generator": run.get("weights", "")},
+                                      kind="generations", base=setting.results_dir, models={"generator": run.get("weights", "")},
                                       rows=len(rows))
             if manifest.skip_if_done(out, args.redo, recorded, trust_unstamped=True):
                 continue

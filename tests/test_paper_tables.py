@@ -1,4 +1,6 @@
-"""src.paper.tables on a small results tree in the real layout."""
+"""src.paper.tables: where each value lands in the three tables and the figure (from hand-written
+scores; that stale or hand-written scores are refused, and the whole command on a real pipeline
+run, are in test_freshness.py and test_paper_reproduce.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 from conftest import run_cli
 
 from src.paper import tables
+from src.paths import Setting
 
 
 def _write(path, obj):
@@ -32,7 +35,7 @@ def _scores(metric, ensemble, **methods):
     return {**entries, "manifest": _manifest(entries)}
 
 
-def test_three_tables_and_figure(tmp_path, capsys):
+def test_three_tables_and_figure(tmp_path):
     r = tmp_path / "results"
     _write(r / "squad/3b/scores.json", _scores(
         "squad_acc", {"dolly-3b": 0.5, "incite-3b": 0.7}, labeled_oracle=0.66, pick_random=0.6,
@@ -50,8 +53,23 @@ def test_three_tables_and_figure(tmp_path, capsys):
         "trivia_qa_acc", {"prompt_0": 0.2, "prompt_1": 0.3, "prompt_2": 0.4},
         smoothie={"smoothie_sample_independent": 0.314, "smoothie_sample_dependent_1": 0.274}))
 
-    code, out, err = run_cli(tables.main, ["--results_dir", r], capsys)
-    assert code == 0, err
+    def records(embedder="all-mpnet-base-v2"):
+        out = []
+        for config, folder, multi_prompt in (("acc_group", "7b", False), ("squad", "3b", False),
+                                             ("trivia_qa", "falcon-1b", True)):
+            setting = Setting(config, r, **({"model": folder} if multi_prompt else {"group": folder}))
+            scores = json.loads((setting.folder / "scores.json").read_text())
+            out.append(tables.record(scores, setting, folder, embedder, multi_prompt))
+        return out
+
+    def render(recs, out_dir):
+        for name, (md, tex) in tables.build_tables(recs).items():
+            (out_dir / f"{name}.md").write_text(md)
+            (out_dir / f"{name}.tex").write_text(tex)
+        tables.weights_figure(recs, out_dir / "smoothie_weights.png")
+
+    (r / "paper").mkdir()
+    render(records(), r / "paper")
     t1 = (r / "paper/table1.md").read_text()
     assert "| 3b | Smoothie-Global | - | - | - | 61.2 |" in t1
     assert "| 3b | Best-on-Val | - | - | - | 66.0 |" in t1 and "| 3b | Random | - | - | - | 60.0 |" in t1
@@ -72,9 +90,8 @@ def test_three_tables_and_figure(tmp_path, capsys):
     assert matplotlib.image.imread(r / "paper/smoothie_weights.png").shape[0] > 100
 
 
-    code, _, err = run_cli(tables.main, ["--results_dir", r, "--embedding_model", "all-MiniLM-L6-v2",
-                                         "--out_dir", tmp_path / "minilm"], capsys)
-    assert code == 0, err
+    (tmp_path / "minilm").mkdir()
+    render(records("all-MiniLM-L6-v2"), tmp_path / "minilm")
     assert "| 3b | Smoothie-Global | - | - | - | 57.7 |" in (tmp_path / "minilm" / "table1.md").read_text()
 
 

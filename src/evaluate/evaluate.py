@@ -96,14 +96,14 @@ def _checked_method_files(exp: Experiment) -> list[tuple[Path, dict]]:
     problems, checked = [], []
     for path in exp.setting.method_files():
         recorded = manifest.read(path)
-        reasons = manifest.check_recorded(recorded, [])[:1] if recorded is None else []
+        reasons = manifest.check_recorded(recorded, [], None)[:1] if recorded is None else []
         if recorded is not None:
             settings = recorded.get("settings", {})
             if settings.get("max_samples") != exp.setting.max_samples:
                 reasons.append(f"it was made with --max_samples {settings.get('max_samples')}, this run has "
                                f"{exp.setting.max_samples}")
             splits = tuple(settings.get("splits") or ("test",))
-            reasons += manifest.check_recorded(recorded, exp.input_files(splits))
+            reasons += manifest.check_recorded(recorded, exp.input_files(splits), exp.setting.results_dir)
         if reasons:
             problems.append(f"{path.name} ({'; '.join(reasons)})")
         else:
@@ -139,24 +139,7 @@ def evaluate(exp: Experiment) -> dict:
         settings_of[stem] = recorded["settings"]
 
     names = exp.test_table.names
-    count: dict[str, int] = {}
-    for settings in settings_of.values():
-        count[settings["method"]] = count.get(settings["method"], 0) + 1
-    keys, labels = {}, {}
-    for stem, settings in settings_of.items():
-        method = settings["method"]
-        if method == "smoothie" or count[method] == 1:
-            keys[stem] = stem if method == "smoothie" else method
-        else:  # several variants of one method (labeled_smoothie at several n): one entry each
-            keys[stem] = f"{method}_{settings.get('n_labels', stem)}"
-        labels[keys[stem]] = label(settings)
-    seen: dict[str, str] = {}
-    for key, text in list(labels.items()):  # two variants must never read alike
-        if text in seen:
-            labels[key] = f"{text} ({key})"
-            labels[seen[text]] = f"{text} ({seen[text]})"
-        seen.setdefault(text, key)
-
+    keys, _ = _keys_and_labels(settings_of)
     result = {}
     for key, g in groups.items():
         oracle, best = oracle_and_best(g.table, g.metrics)
@@ -174,20 +157,51 @@ def evaluate(exp: Experiment) -> dict:
             else:
                 entry[keys[stem]] = value
         result[key] = entry
-    inputs = exp.input_files(("train", "test")) + [p for p, _ in files]
-    result[manifest.KEY] = manifest.build(
-        inputs, {"max_samples": exp.setting.max_samples, "n_generations": exp.setting.n_generations,
-                 "partial": exp.setting.max_samples is not None, "labels": labels, "clean": exp.clean,
-                 "dataset_config": str(Path(exp.config.path).resolve())},
-        kind=SCORES_KIND, rows=n)
+    result[manifest.KEY] = scores_manifest(exp, files)
     return result
+
+
+def _keys_and_labels(settings_of: dict[str, dict]) -> tuple[dict[str, str], dict[str, str]]:
+    """Each method file's scores key (its stem for Smoothie, its method name, or ``<method>_<n>``
+    for several variants) and display label, from the settings its manifest records."""
+    count: dict[str, int] = {}
+    for settings in settings_of.values():
+        count[settings["method"]] = count.get(settings["method"], 0) + 1
+    keys, labels = {}, {}
+    for stem, settings in settings_of.items():
+        method = settings["method"]
+        if method == "smoothie" or count[method] == 1:
+            keys[stem] = stem if method == "smoothie" else method
+        else:  # several variants of one method (labeled_smoothie at several n): one entry each
+            keys[stem] = f"{method}_{settings.get('n_labels', stem)}"
+        labels[keys[stem]] = label(settings)
+    seen: dict[str, str] = {}
+    for key, text in list(labels.items()):  # two variants must never read alike
+        if text in seen:
+            labels[key] = f"{text} ({key})"
+            labels[seen[text]] = f"{text} ({seen[text]})"
+        seen.setdefault(text, key)
+    return keys, labels
+
+
+def scores_manifest(exp: Experiment, files: list[tuple[Path, dict]]) -> dict:
+    """What ``scores.json`` records: every input scored (config, splits, generations, the method
+    files ``files`` with their manifests) and the labels those manifests give each method."""
+    settings_of = {path.name[: -len("_test.json")]: recorded["settings"] for path, recorded in files}
+    inputs = exp.input_files(("train", "test")) + [p for p, _ in files]
+    return manifest.build(
+        inputs, {"max_samples": exp.setting.max_samples, "n_generations": exp.setting.n_generations,
+                 "partial": exp.setting.max_samples is not None, "labels": _keys_and_labels(settings_of)[1],
+                 "clean": exp.clean, "dataset_config": str(Path(exp.config.path).resolve())},
+        kind=SCORES_KIND, base=exp.setting.results_dir, rows=len(exp.test_rows))
 
 
 def scores_problems(exp: Experiment, scores: dict) -> list[str]:
     """Why a ``scores.json`` read back no longer describes its folder (for the report and the
-    tables): no manifest, or an input, a method file or the config changed, appeared or went away."""
-    recorded = scores.get(manifest.KEY)
-    return manifest.check_recorded(recorded, exp.input_files(("train", "test")) + exp.setting.method_files())
+    tables): the same rule as every output, against what ``evaluate`` would record now."""
+    files = [(p, manifest.read(p) or {"settings": {"method": ""}}) for p in exp.setting.method_files()]
+    verdict = manifest.compare(scores.get(manifest.KEY), scores_manifest(exp, files))
+    return verdict.reasons
 
 
 def format_table(result: dict) -> str:

@@ -21,16 +21,20 @@ generation resumes from its checkpoint, so rerunning the driver after an interru
 
 from __future__ import annotations
 
+import importlib
+import io
 import shlex
 import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from src import cli, manifest
 from src.constants import MODEL_GROUPS
-from src.paths import DEFAULT_EMBEDDER, Setting, datasets_dir, paper_dir, results_root, shipped, split_file
+from src.paths import DEFAULT_EMBEDDER, Setting, paper_dir, results_root, shipped, split_file
 from src.tasks.config import load_config
 
 TABLE1_TASKS = ["cnn_dailymail", "definition_extraction", "e2e_nlg", "squad", "trivia_qa", "web_nlg", "xsum"]
@@ -55,38 +59,52 @@ class Step:
     table: str  # which result it serves
     module: str  # python -m <module>
     args: list[str]
-    outputs: list[Path] = field(default_factory=list)  # done when all exist
+    outputs: list[Path] = field(default_factory=list)  # none: always rerun (evaluate, tables)
     generations: int = 0  # model generations this step runs (generation steps)
+    _state: tuple[str, str] | None = field(default=None, repr=False)
 
     @property
     def command(self) -> str:
         return shlex.join(["python", "-m", self.module, *map(str, self.args)])
 
-    max_samples: int | None = None
-    data_dir: Path | None = None  # where the split files an output records are
+    def state(self) -> tuple[str, str]:
+        """("done" | "todo" | "unstamped", why), asked of the step's own command: ``done`` only
+        when the command, run as a dry run (``manifest.dry_run``), would skip every output;
+        ``unstamped`` when it would keep a file that records no manifest (generations brought
+        from elsewhere), which the driver cannot vouch for."""
+        if self._state is None:
+            self._state = _ask_command(self)
+        return self._state
 
     def done(self) -> bool:
-        """Every output exists, was made for the same --max_samples, and its recorded inputs are
-        unchanged (what the command itself would check before skipping)."""
-        return bool(self.outputs) and all(_fresh(p, self.max_samples, self.data_dir) for p in self.outputs)
+        return self.state()[0] == "done"
+
+    def forget(self) -> None:
+        self._state = None
 
 
-def _fresh(path: Path, max_samples: int | None, data_dir: Path | None) -> bool:
-    """What the command itself would decide before skipping, from the manifest the output records:
-    made for the same --max_samples, and every recorded input (found by name beside it, in the
-    data folder or among the shipped configs) unchanged."""
-    if not path.exists():
-        return False
-    if path.suffix != ".json":
-        return True
-    recorded = manifest.read(path)
-    if recorded is None:
-        return True  # made elsewhere (a user's own files): the command decides
-    if recorded.get("settings", {}).get("max_samples") != max_samples:
-        return False
-    candidates = [*path.parent.glob("*.json"), *(data_dir.glob("*.jsonl") if data_dir else ()),
-                  *shipped("dataset_configs").rglob("*.yaml"), *shipped("prompt_templates").glob("*")]
-    return not manifest.check_recorded(recorded, candidates, complete=False)
+def _ask_command(step: Step) -> tuple[str, str]:
+    if not step.outputs:
+        return "todo", "always rerun"
+    missing = [p for p in step.outputs if not p.exists()]
+    if missing:
+        return "todo", f"{missing[0]} does not exist"
+    command = importlib.import_module(step.module)
+    with manifest.dry_run() as decisions, redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            command.main([str(a) for a in step.args])
+        except (cli.UserError, SystemExit) as e:
+            return "todo", f"its command would stop: {e}"
+    unstamped = [d for d in decisions if d.state == "unstamped" and d.skip]
+    if unstamped:
+        return "unstamped", f"{unstamped[0].path} records no manifest"
+    redo = [d for d in decisions if not d.skip]
+    if redo:
+        why = "; ".join(redo[0].reasons) or redo[0].state
+        return "todo", f"{redo[0].path.name}: {why}"
+    return ("done", "") if decisions else ("todo", "its command decides nothing before working")
 
 
 @dataclass
@@ -137,10 +155,6 @@ class Planner:
             args += ["--max_samples", self.opts.max_samples]
         return args
 
-    @property
-    def data_folder(self) -> Path:
-        return datasets_dir(self.opts.data_dir)
-
     def dataset(self, config: Path, table: str) -> None:
         if config.stem in self.datasets:
             return
@@ -170,8 +184,7 @@ class Planner:
         for member in members:
             gen_args = base + (["--model", member] if group else []) + sampling + ["--backend", self.opts.backend]
             outputs = [setting.generations_file(s, member if group else None) for s in ("train", "test")]
-            self.steps.append(Step(table, "src.get_generations", gen_args, outputs, rows * prompts * n,
-                                   self.opts.max_samples, self.data_folder))
+            self.steps.append(Step(table, "src.get_generations", gen_args, outputs, rows * prompts * n))
         emb = ["--embedding_model", self.opts.embedding_model]
         smoothie = [("sample_independent", 1, self.opts.embedding_model)]
         smoothie += [("sample_dependent", k, self.opts.embedding_model) for k in locals_k]
@@ -185,16 +198,14 @@ class Planner:
             args += ["--k", k] if type_ == "sample_dependent" else []
             args += ["--regime", regime] if regime != "test_time" else []
             self.steps.append(Step(table, "src.run_smoothie", args,
-                                   [setting.smoothie_file(type_, k, regime, embedding_model=embedder)],
-                                   max_samples=self.opts.max_samples, data_dir=self.data_folder))
+                                   [setting.smoothie_file(type_, k, regime, embedding_model=embedder)]))
         commands = {"pick_random": "src.pick_random_baseline", "labeled_oracle": "src.labeled_oracle",
                     "labeled_knn": "src.labeled_knn", "pair_rm": "src.pair_rm_baseline"}
         for method in baselines:
             if method == "pair_rm" and not self.opts.with_pair_rm:
                 continue
             extra = emb if method == "labeled_knn" else []
-            self.steps.append(Step(table, commands[method], base + n_flag + extra, [setting.method_file(method)],
-                                   max_samples=self.opts.max_samples, data_dir=self.data_folder))
+            self.steps.append(Step(table, commands[method], base + n_flag + extra, [setting.method_file(method)]))
         self.steps.append(Step(table, "src.evaluate.evaluate", base + n_flag, []))  # always rescored
 
     def plan(self) -> list[Step]:
@@ -239,18 +250,25 @@ def print_plan(steps: list[Step]) -> None:
     total = sum(s.generations for s in steps)
     pending = sum(s.generations for s in steps if not s.done())
     for i, s in enumerate(steps, 1):
-        state = "done" if s.done() else "todo"
+        state, why = s.state()
         gens = f" [{s.generations:,} generations]" if s.generations else ""
-        print(f"{i:4d} {state} {s.table:16s} {s.command}{gens}")
+        note = f"  ({why})" if state == "unstamped" or (state == "todo" and s.outputs and "does not exist" not in why) \
+            else ""
+        print(f"{i:4d} {state} {s.table:16s} {s.command}{gens}{note}")
     print(f"{len(steps)} steps, {sum(not s.done() for s in steps)} to run; {total:,} generations in all, "
           f"{pending:,} still to make")
 
 
 def run_steps(steps: list[Step]) -> None:
     for i, s in enumerate(steps, 1):
-        if s.done():
+        s.forget()  # an earlier step may have changed what this one reads
+        state, why = s.state()
+        if state == "done":
             print(f"[{i}/{len(steps)}] done: {s.command}")
             continue
+        if state == "unstamped":
+            raise cli.UserError(f"step {i}: {why}, so the driver cannot tell what made it; move it away to "
+                                f"regenerate it, or run the step yourself (it keeps the file): {s.command}")
         print(f"[{i}/{len(steps)}] {s.command}", flush=True)
         proc = subprocess.run([sys.executable, "-m", s.module, *map(str, s.args)])
         if proc.returncode != 0:

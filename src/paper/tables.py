@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from src import cli, manifest
-from src.evaluate.evaluate import metric_entries
+from src.evaluate.evaluate import metric_entries, scores_problems
+from src.experiment import Experiment
 from src.io import atomic_write_text, read_json
 from src.methods.registry import BASELINES, label
 from src.paths import DEFAULT_EMBEDDER, Setting, datasets_dir, results_root, shipped
@@ -46,20 +48,51 @@ def _scores_file(folder: Path, allow_partial: bool) -> Path | None:
     return partial[-1] if partial else None
 
 
-def _problems(path: Path, scores: dict, setting: Setting, data_dir: Path) -> list[str]:
-    """Why a folder's scores no longer describe it: its recorded inputs, looked up by name among
-    the folder's files, the split files and the shipped configs, and any method file new since."""
+def _problems(path: Path, scores: dict, setting: Setting) -> list[str]:
+    """Why a folder's scores no longer describe it: the rule ``evaluate`` and the report use
+    (``scores_problems``), with the config and row count the scores record."""
     recorded = scores.get(manifest.KEY)
-    config = Path((recorded or {}).get("settings", {}).get("dataset_config") or path)
-    own = [config, *config.parent.glob("*.yaml"), *config.parent.glob("*.json"), *config.parent.glob("*.txt")]
-    candidates = [*own, *path.parent.glob("*.json"), *data_dir.glob("*.jsonl"), *shipped("dataset_configs").rglob("*.yaml"),
-                  *shipped("prompt_templates").glob("*")]
-    reasons = manifest.check_recorded(recorded, candidates, complete=False)
-    if isinstance(recorded, dict):
-        reasons += [f"{p.name} is new since" for p in setting.method_files() if p.name not in recorded["inputs"]]
-        if recorded.get("settings", {}).get("partial") and path.name == "scores.json":
-            reasons.append("it is a --max_samples run's, under the full run's name")
-    return reasons
+    if not isinstance(recorded, dict):
+        return manifest.compare(None, {}).reasons
+    config = Path(recorded.get("settings", {}).get("dataset_config") or "")
+    if not config.is_file():
+        return [f"its dataset config {config} is no longer there"]
+    if path.name.startswith("scores_first"):
+        setting = replace(setting, max_samples=int(path.stem[len("scores_first"):]))
+    no_clean = recorded.get("settings", {}).get("clean") is False  # as evaluate was told
+    return scores_problems(Experiment(setting, str(config), no_clean), scores)
+
+
+def record(scores: dict, setting: Setting, folder: str, embedding_model: str, multi_prompt: bool) -> dict:
+    """One table row group from a folder's (checked) scores: each column's value, Smoothie's found
+    by the label its manifest records for ``embedding_model``'s runs."""
+    recorded = scores[manifest.KEY]
+    labels = recorded["settings"].get("labels", {})
+    metric, s = _headline(metric_entries(scores))
+    smoothie = s.get("smoothie", {})
+
+    def by_label(type_, k=None):
+        want = label({"method": "smoothie", "type": type_, "k": k, "embedding_model": embedding_model})
+        return next((v for stem, v in smoothie.items() if labels.get(stem) == want), None)
+
+    ensemble = s["ensemble"]
+    labelled = s.get("labeled_smoothie", s.get(f"labeled_smoothie_{LABELLED_N}"))
+    return {
+        "config": setting.config, "metric": metric, "multi_prompt": multi_prompt,
+        "folder": folder + (f" (first {recorded.get('rows')} rows)" if recorded["settings"].get("partial") else ""),
+        "setting": setting, "embedding_model": embedding_model,
+        "values": {
+            **{m.column: s.get(m.name) for m in BASELINES},
+            "Labeled-Smoothie": labelled,
+            "Random": s.get("pick_random", sum(ensemble.values()) / len(ensemble)),
+            "Ensemble mean": sum(ensemble.values()) / len(ensemble),
+            "Smoothie-Global": by_label("sample_independent"),
+            "Smoothie-Local": by_label("sample_dependent", 1),
+            "Best-Model": s.get("best_single"),
+            "Oracle": s.get("oracle"),
+        },
+        "ensemble": ensemble,
+    }
 
 
 def collect(results: Path, embedding_model: str = DEFAULT_EMBEDDER, allow_partial: bool = False,
@@ -75,41 +108,14 @@ def collect(results: Path, embedding_model: str = DEFAULT_EMBEDDER, allow_partia
             continue
         config = folder.parent.name
         multi_prompt = (folder / "individual_test.json").exists()
-        setting = Setting(config=config, results_dir=results, model=folder.name) if multi_prompt else Setting(
-            config=config, results_dir=results, group=folder.name)
+        setting = Setting(config=config, results_dir=results, data_dir=data_dir,
+                          **({"model": folder.name} if multi_prompt else {"group": folder.name}))
         scores = read_json(path)
-        problems = _problems(path, scores, setting, data_dir)
+        problems = _problems(path, scores, setting)
         if problems:
             stale.append(f"{path} ({'; '.join(problems)})")
             continue
-        recorded = scores[manifest.KEY]
-        labels = recorded["settings"].get("labels", {})
-        metric, s = _headline(metric_entries(scores))
-        smoothie = s.get("smoothie", {})
-
-        def by_label(type_, k=None, labels=labels, smoothie=smoothie):
-            want = label({"method": "smoothie", "type": type_, "k": k, "embedding_model": embedding_model})
-            return next((v for stem, v in smoothie.items() if labels.get(stem) == want), None)
-
-        ensemble = s["ensemble"]
-        labelled = s.get("labeled_smoothie", s.get(f"labeled_smoothie_{LABELLED_N}"))
-        records.append({
-            "config": config, "metric": metric, "multi_prompt": multi_prompt,
-            "folder": folder.name + (f" (first {recorded.get('rows')} rows)" if recorded["settings"].get("partial")
-                                     else ""),
-            "setting": setting, "embedding_model": embedding_model,
-            "values": {
-                **{m.column: s.get(m.name) for m in BASELINES},
-                "Labeled-Smoothie": labelled,
-                "Random": s.get("pick_random", sum(ensemble.values()) / len(ensemble)),
-                "Ensemble mean": sum(ensemble.values()) / len(ensemble),
-                "Smoothie-Global": by_label("sample_independent"),
-                "Smoothie-Local": by_label("sample_dependent", 1),
-                "Best-Model": s.get("best_single"),
-                "Oracle": s.get("oracle"),
-            },
-            "ensemble": ensemble,
-        })
+        records.append(record(scores, setting, folder.name, embedding_model, multi_prompt))
     if stale:
         raise cli.UserError(f"{len(stale)} scores file(s) no longer match their folders: {' | '.join(stale)}; rerun "
                             "python -m src.evaluate.evaluate there")
@@ -220,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     used = [_scores_file(r["setting"].folder, args.allow_partial) for r in records]
     recorded = json.dumps(manifest.build(used, {"embedding_model": args.embedding_model,
                                                 "allow_partial": args.allow_partial}, kind="tables",
-                                         relative_to=results))
+                                         base=results))
     for name, (md, tex) in build_tables(records).items():
         atomic_write_text(out_dir / f"{name}.md", md + f"\n<!-- {manifest.KEY}: {recorded} -->\n")
         atomic_write_text(out_dir / f"{name}.tex", tex + f"% {manifest.KEY}: {recorded}\n")
