@@ -44,7 +44,9 @@ def gsm8k(shared: Path):
     names, gens = _generation_files(shared / "gsm8k_solutions" / "generations")
     labels = [json.loads((shared / "gsm8k_solutions" / "labels" / f"{n}_test.json").read_text())["is_correct"]
               for n in names]
-    yield "GSM8K (4 systems)", "gsm8k", gens, np.array(labels, dtype=float).T
+    labels = np.array(labels, dtype=float).T
+    # a near-copy keeps its system's correctness label (one dropped word rarely changes an answer)
+    yield "GSM8K (4 systems)", "gsm8k", gens, labels, lambda texts, j: labels[:, j]
 
 
 def webnlg(shared: Path):
@@ -52,7 +54,7 @@ def webnlg(shared: Path):
     rows = [json.loads(line) for line in (shared / "webnlg2020" / "webnlg2020_test.jsonl").read_text().splitlines()]
     refs = [r["reference"] for r in rows]
     scores = np.array([METRICS["rouge2"](g, refs) for g in gens]).T
-    yield "WebNLG 2020 (16 systems)", "web_nlg", gens, scores
+    yield "WebNLG 2020 (16 systems)", "web_nlg", gens, scores, lambda texts, j: np.array(METRICS["rouge2"](texts, refs))
 
 
 def alpaca(shared: Path):
@@ -69,8 +71,10 @@ def alpaca(shared: Path):
         prefs[m] = [by_instruction[i][1] - 1.0 for i in order]
     for members in itertools.combinations(models, 5):
         left_out = next(m for m in models if m not in members)
-        yield (f"AlpacaEval without {left_out}", None, [outputs[m] for m in members],
-               np.array([prefs[m] for m in members]).T)
+        scores = np.array([prefs[m] for m in members]).T
+        # a near-copy keeps its model's judge preference (graded, in [0, 1])
+        yield (f"AlpacaEval without {left_out}", None, [outputs[m] for m in members], scores,
+               lambda texts, j, scores=scores: scores[:, j])
 
 
 FLIPS = (0.1, 0.2)
@@ -107,23 +111,26 @@ def demo(_shared: Path):
     gens = [[row[p] for row in per_row] for p in range(len(per_row[0]))]
     refs = [r["reference"] for r in rows]
     scores = np.array([METRICS["trivia_qa_acc"](g, refs) for g in gens]).T
-    yield "demo (SmolLM2 x 4 prompts)", "demo", gens, scores
+    yield "demo (SmolLM2 x 4 prompts)", "demo", gens, scores, lambda texts, j: np.array(METRICS["trivia_qa_acc"](texts, refs))
 
 
 def curves(scores: np.ndarray, theta: np.ndarray, draws: int, seed: int = 0,
            alpha: float = ALPHA, labels: np.ndarray | None = None, rule=None) -> dict[str, np.ndarray]:
-    """(draws, len(NS)) qualities per method; random and SG repeat their one value. ``labels``
-    (default: the scores themselves) are what Best-on-Val and Labelled Smoothie see on the
-    labelled rows; quality is always the scores' mean. ``rule(theta, labelled rows) -> index``
-    replaces the shipped rule (the held-out comparison of variants)."""
+    """(draws, len(NS)) qualities per method. Each draw labels n rows and scores every method on
+    the other rows only (a split per draw), so no method is scored on the rows it learnt from;
+    random and Smoothie-Global are scored on the same rows. ``labels`` (default: the scores
+    themselves) are what Best-on-Val and Labelled Smoothie see on the labelled rows.
+    ``rule(theta, labelled rows) -> index`` replaces the shipped rule (the held-out comparison)."""
     labels = scores if labels is None else labels
     rule = rule or (lambda t, rows: pick(t, rows, alpha))
-    quality = scores.mean(axis=0)
+    total, n_rows = scores.sum(axis=0), len(scores)
+    top = int(np.argmax(theta))
     rng = np.random.default_rng(seed)
-    out = {name: np.empty((draws, len(NS))) for name in ("bov", "ls")}
+    out = {name: np.empty((draws, len(NS))) for name in ("bov", "ls", "sg", "random")}
     for j, n in enumerate(NS):
         for d in range(draws):
-            rows = rng.choice(len(scores), size=n, replace=False)
+            rows = rng.choice(n_rows, size=n, replace=False)
+            quality = (total - scores[rows].sum(axis=0)) / (n_rows - n)  # the rows not labelled
             if n == 0:
                 out["bov"][d, j] = quality.mean()  # no labels: Best-on-Val is a random generator
             else:
@@ -131,9 +138,44 @@ def curves(scores: np.ndarray, theta: np.ndarray, draws: int, seed: int = 0,
                 best = np.flatnonzero(means == means.max())
                 out["bov"][d, j] = quality[best].mean()  # ties broken uniformly: their expected quality
             out["ls"][d, j] = quality[rule(theta, labels[rows])]
-    out["sg"] = np.full((draws, len(NS)), quality[int(np.argmax(theta))])
-    out["random"] = np.full((draws, len(NS)), quality.mean())
+            out["sg"][d, j] = quality[top]
+            out["random"][d, j] = quality.mean()
     return out
+
+
+def near_copy(texts: list[str], seed: int) -> list[str]:
+    """A weak generator's outputs with one word dropped from each (seeded): what the same model
+    behind another endpoint, or a slightly other prompt, gives. Agreement counts it twice."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in texts:
+        words = t.split()
+        if len(words) > 3:
+            del words[int(rng.integers(len(words)))]
+        out.append(" ".join(words))
+    return out
+
+
+def planted(name: str, task: str | None, gens: list[list[str]], scores: np.ndarray, grade, embedder,
+            copies: int = 2):
+    """The set with near-copies of one weak generator added, so that agreement favours it and
+    Smoothie-Global's pick is mediocre by construction. The weak one is the lowest-scoring
+    generator whose copies make Smoothie rank the best generator third or lower (else the
+    lowest-scoring of all). Labels are graded: ``grade(texts) -> per-row scores`` rescores each copy."""
+    order = np.argsort(scores.mean(axis=0))
+    best = int(order[-1])
+    chosen = None
+    for weak in order[:min(3, len(order) - 1)]:
+        extra = [near_copy(gens[weak], seed=c) for c in range(copies)]
+        theta = route_generations(gens + extra, k=None, task=task, embedder=embedder).weights[0]
+        if int((theta > theta[best]).sum()) >= 2:
+            chosen = (weak, extra, theta)
+            break
+        chosen = chosen or (weak, extra, theta)
+    weak, extra, theta = chosen
+    extra_scores = np.stack([grade(e, weak) for e in extra], axis=1)
+    return (f"{name}, {copies} near-copies of its weakest-fitting generator planted", theta,
+            np.concatenate([scores, extra_scores], axis=1))
 
 
 def main() -> None:
@@ -152,16 +194,13 @@ def main() -> None:
         return holdout(args)
     shared = Path(args.shared)
     embedder = Embedder(args.embedding_model, show_progress=True)
-    sources = [demo] + ([gsm8k, webnlg, alpaca] if shared.is_dir() else [])
     if not shared.is_dir():
         print(f"{shared} is absent: the real sets are skipped")
     results = {}
-    for source in sources:
-        for name, task, gens, scores in source(shared):
-            theta = route_generations(gens, k=None, task=task, embedder=embedder).weights[0]
-            c = curves(scores, theta, args.draws, seed=args.seed, alpha=args.alpha)
-            quality = scores.mean(axis=0)
-            results[name] = (c, float(quality.max()), float(quality.mean()))
+    for name, theta, scores, _ in exact_sets(shared, embedder):
+        c = curves(scores, theta, args.draws, seed=args.seed, alpha=args.alpha)
+        quality = scores.mean(axis=0)
+        results[name] = (c, float(quality.max()), float(quality.mean()))
     print(f"\nLabelled Smoothie, alpha = {args.alpha}; embedder {args.embedding_model}; {args.draws} draws per n, seed {args.seed}\n")
     print("| set | n | random | Smoothie-Global | Best-on-Val(n) ± SE | Labelled Smoothie(n) ± SE | r BoV | r SG | r LS ± SE |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -277,6 +316,16 @@ def with_lead_noise(theta, s, params) -> int:
     return _best(theta, s.mean(axis=0) - critical_value(m, alpha) * se * (1 - prior))
 
 
+def fading(theta, s, params) -> int:
+    """The shipped test, its strength fading once labels accumulate: z * min(1, n0 / n). Up to n0
+    labels Smoothie's prior guards its pick as the shipped rule does; beyond, a confidently wrong
+    Smoothie (near-copies that agree with each other) can no longer hold the labels back."""
+    alpha, n0 = params
+    theta = np.asarray(theta, float)
+    s = np.asarray(s, float).reshape(-1, len(theta))
+    return pick(theta, s, alpha, fade_after=n0)
+
+
 def _fixed(rule, param):
     return lambda theta, rows: int(np.argmax(theta)) if len(rows) == 0 else rule(theta, rows, param)
 
@@ -291,6 +340,8 @@ VARIANTS = {
         {a: _fixed(sign_test, a) for a in (0.01, 0.02, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3)},
     "empirical Bayes: means shrunk toward Smoothie's order as far as the data say (strength)":
         {k: _fixed(empirical_bayes, k) for k in (0.5, 1, 2, 4, 8)},
+    "paired test whose strength fades as z * min(1, n0 / n) (alpha, n0)":
+        {(a, n0): _fixed(fading, (a, n0)) for a in (0.01, 0.02, 0.05) for n0 in (2, 3, 5, 8)},
     "paired test with a second constant, the lead's noise scale (alpha, c)":
         {(a, c): _fixed(with_lead_noise, (a, c)) for a in (0.005, 0.01, 0.02, 0.05, 0.1) for c in (1, 2, 4, 8, 16)},
 }
@@ -300,17 +351,32 @@ def source_of(name: str) -> str:
     return next(s for key, s in SOURCES.items() if name.startswith(key))
 
 
-def all_sets(shared: Path, embedder) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    """(name, theta, quality scores, labels) for every set and noisy-label condition."""
+# where near-copies are planted: one set per source (the first AlpacaEval ensemble stands for its six)
+PLANT_IN = ("demo", "GSM8K", "WebNLG 2020 (16 systems)", "AlpacaEval without Qwen-14B-Chat")
+
+
+def exact_sets(shared: Path, embedder) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(name, theta, quality scores, labels) for every set with exact labels, and each PLANT_IN
+    set again with near-copies of a weak generator planted (Smoothie confidently wrong)."""
     sets = []
     sources = [demo] + ([gsm8k, webnlg, alpaca] if shared.is_dir() else [])
     for source in sources:
-        for name, task, gens, scores in source(shared):
+        for name, task, gens, scores, grade in source(shared):
             theta = route_generations(gens, k=None, task=task, embedder=embedder).weights[0]
             sets.append((name, theta, scores, scores))
-            if task in ("gsm8k", "demo"):
-                sets += [(f"{name}, {int(share * 100)}% labels flipped", theta, scores, flipped(scores, share))
-                         for share in FLIPS]
+            if name.startswith(PLANT_IN):
+                pname, ptheta, pscores = planted(name, task, gens, scores, grade, embedder)
+                sets.append((pname, ptheta, pscores, pscores))
+    return sets
+
+
+def all_sets(shared: Path, embedder) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(name, theta, quality scores, labels) for every set, planted condition and noisy-label condition."""
+    sets = exact_sets(shared, embedder)
+    for name, theta, scores, _ in list(sets):
+        if name.startswith(("GSM8K", "demo")) and "planted" not in name:
+            sets += [(f"{name}, {int(share * 100)}% labels flipped", theta, scores, flipped(scores, share))
+                     for share in FLIPS]
     if shared.is_dir():
         gens, quality, labels = webnlg_one_reference(shared)
         theta = route_generations(gens, k=None, task="web_nlg", embedder=embedder).weights[0]
@@ -318,9 +384,10 @@ def all_sets(shared: Path, embedder) -> list[tuple[str, np.ndarray, np.ndarray, 
     return sets
 
 
-def regrets(sets, rule, draws: int, seed: int) -> np.ndarray:
-    """(sets, len(NS)) relative regret of a Labelled Smoothie rule on each set."""
-    out = np.empty((len(sets), len(NS)))
+def regrets(sets, rule, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sets, len(NS)) relative regret r of a Labelled Smoothie rule on each set, and its shortfall
+    below Best-on-Val(n) alone, (BoV - LS) / (best - random)."""
+    out, below = np.empty((len(sets), len(NS))), np.empty((len(sets), len(NS)))
     for i, (_, theta, quality_scores, labels) in enumerate(sets):
         c = curves(quality_scores, theta, draws, seed=seed, labels=labels, rule=rule)
         quality = quality_scores.mean(axis=0)
@@ -328,11 +395,14 @@ def regrets(sets, rule, draws: int, seed: int) -> np.ndarray:
         for j, n in enumerate(NS):
             envelope = max(c["bov"][:, j].mean(), c["sg"][:, j].mean()) if n else c["sg"][:, j].mean()
             out[i, j] = (envelope - c["ls"][:, j].mean()) / gap
-    return out
+            below[i, j] = (c["bov"][:, j].mean() - c["ls"][:, j].mean()) / gap
+    return out, below
 
 
 LABELLED = [j for j, n in enumerate(NS) if n >= 1]
 MID = [NS.index(n) for n in (2, 5, 10)]
+FEW = [j for j, n in enumerate(NS) if 1 <= n <= 5]
+MANY = [j for j, n in enumerate(NS) if n >= 10]
 
 
 def leave_one_source_out(names: list[str], r: dict) -> tuple[np.ndarray, dict]:
@@ -350,6 +420,11 @@ def leave_one_source_out(names: list[str], r: dict) -> tuple[np.ndarray, dict]:
     return held, chosen
 
 
+def held_out(names: list[str], values: dict, chosen: dict) -> np.ndarray:
+    """Per set, ``values`` measured with the constant chosen without the set's source."""
+    return np.stack([values[chosen[source_of(n)]][i] for i, n in enumerate(names)])
+
+
 def holdout(args) -> None:
     """Leave one source out: the rule's constant is chosen (smallest worst-case r, then smallest
     mean r) on the sets of the other sources and measured on the left-out source's sets. The four
@@ -360,8 +435,10 @@ def holdout(args) -> None:
     embedder = Embedder(args.embedding_model, show_progress=True)
     sets = all_sets(shared, embedder)
     names = [name for name, *_ in sets]
-    results = {v: {a: regrets(sets, rule, args.draws, args.seed) for a, rule in grid.items()}
-               for v, grid in VARIANTS.items()}
+    measured = {v: {a: regrets(sets, rule, args.draws, args.seed) for a, rule in grid.items()}
+                for v, grid in VARIANTS.items()}
+    results = {v: {a: rb[0] for a, rb in grid.items()} for v, grid in measured.items()}
+    below = {v: {a: rb[1] for a, rb in grid.items()} for v, grid in measured.items()}
     r = results[next(iter(VARIANTS))]
     held, chosen = leave_one_source_out(names, r)
     print(f"\nLabelled Smoothie, held out: leave one source out; embedder {args.embedding_model}; {args.draws} draws "
@@ -388,15 +465,26 @@ def holdout(args) -> None:
         print(f"| {a} | {r[a][:, LABELLED].max():.2f} | {r[a][:, MID].mean():+.3f} |")
     print("\nVariants in which the labelled rows decide how far to trust Smoothie, each with its constants chosen the "
           "same way (leave one source out):\n")
-    print("| rule | constants chosen (demo, GSM8K, WebNLG, AlpacaEval left out) | worst r held out | mean r at n in "
+    print("| rule | constants chosen (demo, GSM8K, WebNLG, AlpacaEval left out) | worst r held out | worst r at "
+          "n <= 5, held out | worst (BoV - LS) / gap at n >= 10, held out (goal <= 0.05) | mean r at n in "
           "{2, 5, 10}, held out | best worst r in-sample (its constant) |")
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for variant, rv in results.items():
         hv, cv = leave_one_source_out(names, rv)
+        hb = held_out(names, below[variant], cv)
         best = min(rv, key=lambda a: rv[a][:, LABELLED].max())
         worst_set = names[int(np.argmax(hv[:, LABELLED].max(axis=1)))]
+        worst_many = names[int(np.argmax(hb[:, MANY].max(axis=1)))]
         print(f"| {variant} | {', '.join(str(c) for c in cv.values())} | {hv[:, LABELLED].max():.2f} ({worst_set}) | "
+              f"{hv[:, FEW].max():.2f} | {hb[:, MANY].max():.3f} ({worst_many}) | "
               f"{hv[:, MID].mean():+.3f} | {rv[best][:, LABELLED].max():.2f} ({best}) |")
+    print("\nPer set, held out: (BoV - LS) / gap at n = 10, 20, 50 for each rule, constants as chosen above\n")
+    print("| set | " + " | ".join(v.split(":")[0].split(" (")[0] for v in results) + " |")
+    print("|---|" + "---|" * len(results))
+    chosen_of = {v: leave_one_source_out(names, rv)[1] for v, rv in results.items()}
+    held_b = {v: held_out(names, below[v], chosen_of[v]) for v in results}
+    for i, name in enumerate(names):
+        print(f"| {name} | " + " | ".join(", ".join(f"{held_b[v][i, j]:+.2f}" for j in MANY) for v in results) + " |")
 
 
 def plot(results: dict, path: Path) -> None:

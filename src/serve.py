@@ -58,12 +58,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     sock = bind(settings.host, settings.port)
     import uvicorn
 
-    from src.embeddings import Embedder
     from src.gateway.app import create_app
+    from src.gateway.embedding import build_embedder
+    from src.gateway.pgstore import check_postgres, is_postgres
 
-    embedder = Embedder(settings.embedding_model, show_progress=False, backend=settings.embedding_backend,
-                        one_per_pass=True, precision=settings.embedding_precision)
-    embedder.dimension()  # load the model now (or fail with one line), not on the first request
+    if is_postgres(settings.store):  # unreachable or misnamed: one line now, not at the first request
+        check_postgres(settings.store)
+    embedder = build_embedder(settings)
+    embedder.dimension()  # load the model (or probe the server) now, or fail with one line, not on the first request
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is ours
 

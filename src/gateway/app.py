@@ -21,15 +21,25 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from src.gateway.backends import BackendPool
 from src.gateway.config import Settings
 from src.gateway.core import Core, Reply
+from src.gateway.pgstore import is_postgres
 from src.gateway.protocol import CHAT, COMPLETION, ApiError
 from src.gateway.store import FanoutStore
 
 
+def open_store(settings: Settings, identity: str):
+    """The store ``--store`` names: PostgreSQL (shared by replicas) or a SQLite file."""
+    if is_postgres(settings.store):
+        from src.gateway.pgstore import PostgresFanoutStore
+
+        return PostgresFanoutStore(settings.store, identity, settings.store_max_rows)
+    return FanoutStore(settings.store, identity, settings.store_max_rows)
+
+
 def build_core(settings: Settings, embedder) -> Core:
-    """The core with the live backend pool and the SQLite store at ``--store``."""
+    """The core with the live backend pool and the store at ``--store``."""
     pool = BackendPool(settings.backends, timeout=settings.timeout, max_failures=settings.max_failures,
                        cooldown=settings.cooldown, max_queue_wait=settings.max_queue_wait)
-    return Core(settings, embedder, pool, FanoutStore(settings.store, embedder.identity, settings.store_max_rows))
+    return Core(settings, embedder, pool, open_store(settings, embedder.identity))
 
 
 def _send(reply: Reply) -> Response:

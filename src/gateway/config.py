@@ -152,9 +152,27 @@ class Settings:
     embedding_precision: str = setting(SERVE_PRECISION, "fp32, or bf16 (autocast: faster on full batches, but "
                                        "slower one text per pass, as the gateway embeds); each has its own cache",
                                        choices=PRECISIONS, replay=True)
+    embedding_batch_size: int = setting(32, "texts of concurrent requests embedded in one forward pass, sorted by "
+                                        "length (1: one text per pass, as before; vectors differ in the last bits, "
+                                        "so each mode has its own cache)", type=int, check=_at_least(1), replay=True)
+    embedding_batch_wait_ms: float = setting(2.0, "milliseconds the embedding thread waits for more texts to fill a "
+                                             "batch (it always takes every text already queued)", type=float,
+                                             check=_at_least(0))
+    embedding_url: str | None = setting(None, "an OpenAI-compatible embedding server's base URL "
+                                        "(http://host:port/v1: vLLM, Hugging Face TEI, Infinity); "
+                                        "--embedding_model then names its model id", nullable=True,
+                                        replay=True)
+    embedding_timeout: float = setting(30.0, "seconds an embedding server call may take (two retries follow a "
+                                       "timeout, a refused connection or a 5xx)", type=float, check=_positive,
+                                       replay=True)
+    embedding_key_env: str | None = setting(None, "environment variable holding the embedding server's API key",
+                                            nullable=True, replay=True)
     clean: bool = setting(False, "embed only each answer's first line, as the batch commands do for short-answer "
                           "tasks (default: whole answers)", type=bool, replay=True)
-    store: str = setting("smoothie_gateway.sqlite", "SQLite file of fanned-out requests")
+    store: str = setting("smoothie_gateway.sqlite", "where fanned-out requests are kept: a SQLite file (one "
+                         "process), or postgresql://user@host:port/db, shared by several gateway replicas")
+    store_poll_interval: float = setting(0.5, "seconds between a replica's looks at what the other replicas stored "
+                                         "(PostgreSQL store)", type=float, check=_positive)
     store_max_rows: int = setting(100_000, "fan-outs kept; the oldest tenth goes when full", type=int,
                                   check=_at_least(1), replay=True)
     host: str = setting("127.0.0.1", "address to bind")

@@ -16,16 +16,12 @@ The invariants it keeps (SPEC 9):
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
-import queue
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from concurrent.futures import Future
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
@@ -35,6 +31,7 @@ from prometheus_client import generate_latest
 from src.cleaning import clean_generation
 from src.gateway.backends import BackendError
 from src.gateway.config import Settings
+from src.gateway.embedding import EmbeddingUnavailable, EmbeddingWorker
 from src.gateway.metrics import Metrics
 from src.gateway.policy import Router
 from src.gateway.protocol import (
@@ -53,39 +50,6 @@ from src.gateway.store import Fanout, FanoutStore
 
 log = logging.getLogger("src.serve")
 _OUTCOME = {"backend": "error", "request": "rejected", "empty": "empty", "queue": "queued_out"}
-
-
-class _EmbeddingWorker:
-    """One thread that embeds, urgent work (a request waiting for its answer) first, then the
-    late fan-outs' work, each in the order it came."""
-
-    def __init__(self, embedder):
-        self.embedder = embedder
-        self._queue: queue.PriorityQueue = queue.PriorityQueue()
-        self._order = itertools.count()
-        self._thread = threading.Thread(target=self._run, name="embed", daemon=True)
-        self._thread.start()
-
-    def submit(self, texts: list[str], urgent: bool = True) -> Future:
-        future: Future = Future()
-        self._queue.put((0 if urgent else 1, next(self._order), texts, future))
-        return future
-
-    def _run(self) -> None:
-        while True:
-            _, _, texts, future = self._queue.get()
-            if future is None:
-                return
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(self.embedder.embed(texts))
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
-                future.set_exception(exc)
-
-    def shutdown(self) -> None:
-        self._queue.put((2, next(self._order), None, None))
-        self._thread.join()
 
 
 @dataclass
@@ -133,10 +97,11 @@ class Core:
         for row in store.rows():
             self.router.add(row)
         self.metrics = Metrics()
-        self.executor = _EmbeddingWorker(embedder)
+        self.executor = EmbeddingWorker(embedder, s.embedding_batch_size, s.embedding_batch_wait_ms)
         self._unsettled: dict[int, asyncio.Event] = {}  # requests deciding, or fanning out before their response
         self._late: dict[int, asyncio.Event] = {}  # explore fan-outs running after their response
         self._tasks: set[asyncio.Task] = set()
+        self._poller: asyncio.Task | None = None
         self._settle_limit = 2 * s.timeout + s.max_queue_wait + 60.0
 
     # -- life ----------------------------------------------------------------------------------
@@ -146,7 +111,24 @@ class Core:
         for seq, rid, job in self.store.pending():
             self._late[seq] = asyncio.Event()
             self._spawn(self._background(seq, rid, job))
+        if hasattr(self.store, "poll"):  # a store shared with other replicas: learn what they store
+            self._poller = asyncio.get_running_loop().create_task(self._poll_store())
         return await self.pool.probe() if probe else {}
+
+    async def _poll_store(self) -> None:
+        """Every ``--store_poll_interval`` seconds: add the fan-outs other replicas stored, and drop
+        the rows any replica evicted, in this replica's mirror."""
+        while True:
+            await asyncio.sleep(self.settings.store_poll_interval)
+            try:
+                rows, dropped = self.store.poll()
+            except Exception as exc:  # noqa: BLE001 - a database hiccup must not end the polling
+                log.error(json.dumps({"event": "store_poll_failed", "error": f"{type(exc).__name__}: {exc}"[:300]}))
+                continue
+            self.router.drop(dropped)
+            for row in rows:
+                self.router.add(row)
+            self.metrics.stored.set(self.router.n_rows)
 
     async def drain(self) -> None:
         """Wait for every explore fan-out still running (replay's end; a server's shutdown)."""
@@ -154,6 +136,8 @@ class Core:
             await asyncio.wait(set(self._tasks))
 
     async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
         if self._tasks:  # give running fan-outs their time; the rest stay pending for the next start
             await asyncio.wait(set(self._tasks), timeout=self.settings.timeout + 5)
             for task in self._tasks:
@@ -338,8 +322,14 @@ class Core:
 
     async def _embed(self, texts: list[str], urgent: bool = True) -> np.ndarray:
         """Embed on the worker thread; a response waits on ``urgent`` work, which goes before the
-        late fan-outs' (so a late fan-out never delays a response)."""
-        return await asyncio.wrap_future(self.executor.submit(texts, urgent))
+        late fan-outs' (so a late fan-out never delays a response). An embedding server that
+        fails (after its retries) is a 503 with Retry-After, like a backend whose queue is full."""
+        try:
+            return await asyncio.wrap_future(self.executor.submit(texts, urgent))
+        except EmbeddingUnavailable as exc:
+            self.metrics.embedding_failures.inc()
+            raise ApiError(503, f"embedding is unavailable: {exc}", type_="server_error",
+                           code="embedding_unavailable", headers={"Retry-After": "5"}) from None
 
     def _for_embedding(self, kind: str, response: dict) -> str:
         text = answer_text(kind, response)
@@ -565,7 +555,7 @@ class Core:
         states = {b: self.pool.state(b) for b in self.names}
         return {"status": "ok" if all(v == "ok" for v in states.values()) else "degraded",
                 "policy": self.settings.policy, "store_rows": self.router.n_rows,
-                "pending_fanouts": len(self.store.pending()), "backends": states}
+                "pending_fanouts": self.store.pending_count(), "backends": states}
 
     def metrics_text(self) -> bytes:
         est = self.router.global_estimate()

@@ -30,4 +30,6 @@ class Metrics:
         self.weight = Gauge("smoothie_global_weight", "Current Smoothie-Global weight over the stored window",
                             ["backend"], registry=r)
         self.stored = Gauge("smoothie_store_rows", "Fan-outs held in the store", registry=r)
+        self.embedding_failures = Counter("smoothie_embedding_failures", "Embedding server calls that failed after "
+                                          "their retries (each request then got a 503)", registry=r)
         self.pending = Gauge("smoothie_pending_fanouts", "Explore fan-outs answered but not yet stored", registry=r)

@@ -136,6 +136,9 @@ class FanoutStore:
         with self.con:
             self.con.execute("DELETE FROM pending WHERE seq = ?", (seq,))
 
+    def pending_count(self) -> int:
+        return self.con.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
+
     def pending(self) -> list[tuple[int, str, dict]]:
         """The explore fan-outs whose responses were sent but whose rows are not stored yet."""
         return [(seq, rid, json.loads(job)) for seq, rid, job in

@@ -44,6 +44,7 @@ import numpy as np
 from src.smoothie import smoothie_weights
 
 ALPHA = 0.02
+FADE_AFTER: float | None = None
 
 
 def smoothie_prior(theta: np.ndarray) -> np.ndarray:
@@ -81,7 +82,8 @@ def paired_standard_errors(label_scores: np.ndarray, incumbent: int) -> np.ndarr
     return np.sqrt((d.var(axis=0) + d.mean(axis=0) ** 2 / n) / n)
 
 
-def combine(theta: np.ndarray, label_scores: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
+def combine(theta: np.ndarray, label_scores: np.ndarray, alpha: float = ALPHA,
+            fade_after: float | None = FADE_AFTER) -> np.ndarray:
     """The rule's score per generator (higher is better) from Smoothie-Global's theta (m,) and the
     labelled rows' scores (n, m), higher better. The pick is its argmax; ties go to Smoothie's order.
     With no labelled rows the score is the prior itself, so the pick is Smoothie-Global's."""
@@ -90,12 +92,14 @@ def combine(theta: np.ndarray, label_scores: np.ndarray, alpha: float = ALPHA) -
     if len(s) == 0:
         return prior
     se = paired_standard_errors(s, int(np.argmax(theta)))
-    return s.mean(axis=0) - critical_value(len(prior), alpha) * se * (1.0 - prior)
+    z = critical_value(len(prior), alpha) * (min(1.0, fade_after / len(s)) if fade_after else 1.0)
+    return s.mean(axis=0) - z * se * (1.0 - prior)
 
 
-def pick(theta: np.ndarray, label_scores: np.ndarray, alpha: float = ALPHA) -> int:
+def pick(theta: np.ndarray, label_scores: np.ndarray, alpha: float = ALPHA,
+         fade_after: float | None = FADE_AFTER) -> int:
     """The selected generator; among equal scores, the one Smoothie ranks higher."""
-    score = combine(theta, label_scores, alpha)
+    score = combine(theta, label_scores, alpha, fade_after)
     best = np.flatnonzero(score >= score.max() - 1e-12)
     return int(best[np.argmax(np.asarray(theta)[best])])
 

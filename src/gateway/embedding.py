@@ -1,0 +1,204 @@
+"""How the gateway embeds: texts of concurrent requests in shared forward passes, in this process
+or on an OpenAI-compatible embedding server.
+
+Why batches: in front of fast backends the gateway's own cost is embedding, one text per forward
+pass on one thread (8.6 fan-out requests/s on 2 CPU cores). A forward pass over 32 texts costs far
+less than 32 passes of one, so the worker takes every text queued when it becomes free (plus any
+that arrive within ``wait_ms``), up to ``batch_size`` texts, and embeds them together, sorted by
+length so that each pass pads little. Padding changes a vector in its last bits (about 1e-7), so
+batched vectors have a cache of their own; ``batch_size=1`` keeps one text per pass.
+
+Why a server: with several replicas, or a GPU box for embedding (vLLM, Hugging Face TEI,
+Infinity), the gateway sends ``POST /v1/embeddings`` instead of loading a model. The server is
+identified by its model id and the vectors it returns for a fixed probe text, so a different
+model behind the same URL is noticed and its rows are never mixed with the old one's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future
+
+import numpy as np
+
+from src.cli import UserError
+
+PROBE = "Smoothie embeds this text to recognise the model behind an embedding server."
+
+
+class EmbeddingUnavailable(Exception):
+    """The embedding server failed (after its retries): the request is degraded or refused, like a backend's fault."""
+
+
+class RemoteEmbedder:
+    """An OpenAI-compatible ``/v1/embeddings`` endpoint as an embedder (``embed``, ``identity``).
+
+    Calls are synchronous (the gateway's embedding thread makes them), each with a timeout and
+    ``retries`` retries on a connection error, a timeout or a 5xx, with a short backoff."""
+
+    def __init__(self, url: str, model: str, *, timeout: float = 30.0, retries: int = 2,
+                 api_key_env: str | None = None):
+        import httpx
+
+        self.url = url.rstrip("/")
+        self.name = self.model_id = model
+        self.timeout, self.retries = timeout, retries
+        key = os.environ.get(api_key_env) if api_key_env else None
+        self._client = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {key}"} if key else {})
+        self.identity: str | None = None
+        self._dim: int | None = None
+        self.texts_encoded = 0
+
+    def connect(self) -> str:
+        """Probe the server: its identity (model id + fingerprint of the probe's vector), or a
+        one-line UserError naming the flag when it is not there."""
+        try:
+            vec = self._post([PROBE])[0]
+        except EmbeddingUnavailable as exc:
+            raise UserError(f"--embedding_url {self.url}: {exc}") from None
+        self._dim = len(vec)
+        # rounded so that the last bits (another batch, another kernel) do not change the identity
+        digest = hashlib.sha256(np.round(vec.astype(np.float64), 4).tobytes()).hexdigest()[:12]
+        self.identity = f"remote-{self.model_id.replace('/', '__')}-{digest}"
+        return self.identity
+
+    def _post(self, texts: list[str]) -> np.ndarray:
+        import httpx
+
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
+            try:
+                r = self._client.post(f"{self.url}/embeddings", json={"model": self.model_id, "input": texts})
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                continue
+            if r.status_code >= 500:
+                last = f"HTTP {r.status_code}"
+                continue
+            if r.status_code >= 400:
+                raise EmbeddingUnavailable(f"the embedding server answered HTTP {r.status_code}: {r.text[:200]}")
+            try:
+                data = sorted(r.json()["data"], key=lambda d: d["index"])
+                vecs = np.asarray([d["embedding"] for d in data], dtype=np.float32)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise EmbeddingUnavailable(f"the embedding server's answer is not an embeddings list ({exc})") from None
+            if len(vecs) != len(texts):
+                raise EmbeddingUnavailable(f"the embedding server returned {len(vecs)} vectors for {len(texts)} texts")
+            return vecs
+        raise EmbeddingUnavailable(f"the embedding server at {self.url} did not answer ({last}; "
+                                   f"{self.retries + 1} tries)")
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension()), dtype=np.float32)
+        vecs = self._post(list(texts))
+        self.texts_encoded += len(texts)
+        return vecs
+
+    def embed_array(self, texts: list[str], chunk: int = 64) -> np.ndarray:
+        """Many texts (a replay's), ``chunk`` per call."""
+        texts = list(texts)
+        parts = [self.embed(texts[i:i + chunk]) for i in range(0, len(texts), chunk)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dimension()), dtype=np.float32)
+
+    def dimension(self) -> int:
+        if self._dim is None:
+            self.connect()
+        return self._dim
+
+    def describe(self) -> str:
+        return f"{self.model_id} at {self.url}"
+
+
+def build_embedder(settings, show_progress: bool = False):
+    """The embedder ``settings`` ask for: an embedding server (``--embedding_url``), else the
+    in-process model, one text per pass (``--embedding_batch_size 1``) or in padded batches.
+    The model is loaded (or the server probed) here: a failure is one line at start."""
+    if settings.embedding_url:
+        embedder = RemoteEmbedder(settings.embedding_url, settings.embedding_model, timeout=settings.embedding_timeout,
+                                  api_key_env=settings.embedding_key_env)
+        embedder.connect()
+        return embedder
+    from src.embeddings import Embedder
+
+    batch = settings.embedding_batch_size
+    return Embedder(settings.embedding_model, show_progress=show_progress, backend=settings.embedding_backend,
+                    one_per_pass=batch == 1, padded_batch=batch if batch > 1 else None,
+                    precision=settings.embedding_precision)
+
+
+_STOP = object()
+
+
+class EmbeddingWorker:
+    """One thread that embeds: urgent work (a request waiting for its answer) first, then the late
+    fan-outs' work, each in the order it came; with ``batch_size`` > 1, texts of several requests
+    share forward passes (see the module's docstring)."""
+
+    def __init__(self, embedder, batch_size: int = 1, wait_ms: float = 2.0):
+        self.embedder, self.batch_size, self.wait_s = embedder, batch_size, wait_ms / 1000
+        self._queue: queue.PriorityQueue = queue.PriorityQueue()
+        self._order = itertools.count()
+        self.batches = 0  # forward-pass groups run (for the benchmark and tests)
+        self._thread = threading.Thread(target=self._run, name="embed", daemon=True)
+        self._thread.start()
+
+    def submit(self, texts: list[str], urgent: bool = True) -> Future:
+        future: Future = Future()
+        self._queue.put((0 if urgent else 1, next(self._order), texts, future))
+        return future
+
+    def _gather(self, first: tuple) -> list[tuple]:
+        """``first`` and whatever else fits in one batch: queued now, or arriving within wait_ms."""
+        batch, size = [first], len(first[2])
+        deadline = time.monotonic() + self.wait_s
+        while size < self.batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=left)
+                except queue.Empty:
+                    break
+            if item[3] is _STOP or size + len(item[2]) > self.batch_size:
+                self._queue.put(item)  # the next batch's (or the end)
+                break
+            batch.append(item)
+            size += len(item[2])
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first[3] is _STOP:
+                return
+            batch = self._gather(first) if self.batch_size > 1 else [first]
+            live = [item for item in batch if item[3].set_running_or_notify_cancel()]
+            if not live:
+                continue
+            texts = [t for item in live for t in item[2]]
+            try:
+                vecs = self.embedder.embed(texts)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting requests
+                for item in live:
+                    item[3].set_exception(exc)
+                continue
+            self.batches += 1
+            at = 0
+            for item in live:
+                item[3].set_result(vecs[at:at + len(item[2])])
+                at += len(item[2])
+
+    def shutdown(self) -> None:
+        self._queue.put((2, next(self._order), [], _STOP))
+        self._thread.join()

@@ -1,0 +1,222 @@
+"""The gateway's memory on PostgreSQL, shared by several gateway replicas (``--store postgresql://...``).
+
+Why: one SQLite file serves one process. Behind a load balancer, replicas must learn from each
+other's fan-outs and forget the same evicted rows, and request numbers (the explore draws and the
+routing lag are counted in them) must never repeat. Here:
+
+- request numbers come from a database sequence, so they are unique across replicas and a
+  restart continues them;
+- each replica keeps its in-memory mirror (the router) and :meth:`poll` fetches the rows other
+  replicas stored since its last look, and the lowest row still kept: rows below it were evicted
+  (eviction drops the oldest by request number, under one lock, whoever triggers it);
+- an explore fan-out answered but not yet stored is in ``pending`` with its replica's id. Each
+  replica holds a session advisory lock named by its id while it lives; a replica that starts
+  takes over the pending jobs of replicas whose lock is free (they died), never a live one's.
+
+The interface is :class:`src.gateway.store.FanoutStore`'s, plus :meth:`poll`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+import zlib
+from collections import deque
+
+import numpy as np
+
+from src.gateway.store import Fanout
+
+_SCHEMA = """
+CREATE SEQUENCE IF NOT EXISTS smoothie_requests MINVALUE 0 START 0;
+CREATE TABLE IF NOT EXISTS smoothie_fanouts (
+    id BIGSERIAL PRIMARY KEY,
+    seq BIGINT UNIQUE NOT NULL,
+    request_id TEXT UNIQUE NOT NULL,
+    created DOUBLE PRECISION NOT NULL,
+    embedder TEXT NOT NULL,
+    input_text TEXT NOT NULL,
+    input_vec BYTEA NOT NULL,
+    late BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX IF NOT EXISTS smoothie_fanouts_embedder ON smoothie_fanouts (embedder, id);
+CREATE TABLE IF NOT EXISTS smoothie_answers (
+    seq BIGINT NOT NULL REFERENCES smoothie_fanouts(seq) ON DELETE CASCADE,
+    backend TEXT NOT NULL,
+    text TEXT NOT NULL,
+    vec BYTEA NOT NULL,
+    PRIMARY KEY (seq, backend)
+);
+CREATE TABLE IF NOT EXISTS smoothie_pending (
+    seq BIGINT PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    job TEXT NOT NULL,
+    owner TEXT NOT NULL
+);
+"""
+_SCHEMA_LOCK = 0x5A00_0001  # advisory lock: one replica creates the schema at a time
+_EVICT_LOCK = 0x5A00_0002  # advisory lock: one eviction at a time
+RESCAN_SECONDS = 5.0  # ids are drawn before commit: rows with ids this recent are looked at again
+
+
+def is_postgres(store: str) -> bool:
+    return store.startswith(("postgresql://", "postgres://"))
+
+
+def check_postgres(dsn: str) -> None:
+    """Connect once (at start): a missing driver or an unreachable database is one line naming --store."""
+    from src.cli import UserError
+
+    try:
+        import psycopg
+    except ImportError:
+        raise UserError("--store postgresql://...: needs psycopg 3 (pip install 'psycopg[binary]')") from None
+    try:
+        psycopg.connect(dsn, connect_timeout=10).close()
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"--store {_redact(dsn)}: cannot connect ({first})") from None
+
+
+def _owner_lock(owner: str) -> int:
+    return zlib.crc32(owner.encode()) & 0x7FFF_FFFF
+
+
+class PostgresFanoutStore:
+    """Fan-outs in PostgreSQL (psycopg 3), mirrored in each replica's memory."""
+
+    def __init__(self, dsn: str, embedder: str, max_rows: int = 100_000):
+        import psycopg
+
+        self.path, self.embedder, self.max_rows = dsn, embedder, max_rows
+        self.owner = uuid.uuid4().hex
+        try:
+            self.con = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConnectionError(f"cannot connect to {_redact(dsn)}: {first}") from None
+        with self.con.transaction():
+            self.con.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            self.con.execute(_SCHEMA)
+        self.con.execute("SELECT pg_advisory_lock(%s)", (_owner_lock(self.owner),))  # held while we live
+        self._known: dict[int, str] = {}  # seq -> request id of the rows in this replica's mirror
+        self._last_id = 0
+        self._recent: deque[tuple[float, int]] = deque()  # (when seen, highest id then), for the rescan
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- rows -------------------------------------------------------------------------------------
+    def add(self, row: Fanout) -> list[str]:
+        """Store a fan-out and clear its pending job in one transaction; evict the oldest tenth
+        when over ``max_rows`` (whichever replica gets there). Returns the request ids dropped
+        that this replica's mirror holds."""
+        with self.con.transaction():
+            cur = self.con.execute(
+                "INSERT INTO smoothie_fanouts (seq, request_id, created, embedder, input_text, input_vec, late) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+                (row.seq, row.request_id, time.time(), self.embedder, row.input_text,
+                 np.asarray(row.input_vec, np.float32).tobytes(), row.late))
+            if cur.fetchone() is not None:
+                with self.con.cursor() as c:
+                    c.executemany("INSERT INTO smoothie_answers (seq, backend, text, vec) VALUES (%s, %s, %s, %s)",
+                                  [(row.seq, b, row.answers[b], np.asarray(row.vecs[b], np.float32).tobytes())
+                                   for b in row.answers])
+            self.con.execute("DELETE FROM smoothie_pending WHERE seq = %s", (row.seq,))
+            self._known[row.seq] = row.request_id
+            n = self.con.execute("SELECT COUNT(*) FROM smoothie_fanouts").fetchone()[0]
+            if n > self.max_rows:
+                self.con.execute("SELECT pg_advisory_xact_lock(%s)", (_EVICT_LOCK,))
+                n = self.con.execute("SELECT COUNT(*) FROM smoothie_fanouts").fetchone()[0]
+                if n > self.max_rows:
+                    keep = self.max_rows - self.max_rows // 10
+                    self.con.execute("DELETE FROM smoothie_fanouts WHERE seq IN (SELECT seq FROM smoothie_fanouts "
+                                     "ORDER BY seq LIMIT %s)", (n - keep,))
+        return self._forget_evicted()
+
+    def _forget_evicted(self) -> list[str]:
+        low = self.con.execute("SELECT MIN(seq) FROM smoothie_fanouts").fetchone()[0]
+        gone = [s for s in self._known if low is None or s < low]
+        return [self._known.pop(s) for s in sorted(gone)]
+
+    def _fetch(self, where: str, params: tuple) -> list[Fanout]:
+        found: dict[int, Fanout] = {}
+        for seq, rid, text, vec, late in self.con.execute(
+                f"SELECT seq, request_id, input_text, input_vec, late FROM smoothie_fanouts WHERE embedder = %s "
+                f"AND {where} ORDER BY seq", (self.embedder, *params)):
+            found[seq] = Fanout(seq, rid, text, np.frombuffer(vec, np.float32), {}, {}, bool(late))
+        if found:
+            for seq, backend, text, vec in self.con.execute(
+                    "SELECT seq, backend, text, vec FROM smoothie_answers WHERE seq = ANY(%s)", (list(found),)):
+                found[seq].answers[backend] = text
+                found[seq].vecs[backend] = np.frombuffer(vec, np.float32)
+        return list(found.values())
+
+    def rows(self) -> list[Fanout]:
+        """Every stored fan-out made with this store's embedder, by request number."""
+        self._mark()
+        rows = self._fetch("TRUE", ())
+        self._known.update((r.seq, r.request_id) for r in rows)
+        return rows
+
+    def _mark(self) -> int:
+        """Note the highest id now; return the id below which every row has been seen."""
+        now = time.monotonic()
+        top = self.con.execute("SELECT COALESCE(MAX(id), 0) FROM smoothie_fanouts").fetchone()[0]
+        self._recent.append((now, top))
+        while len(self._recent) > 1 and self._recent[1][0] < now - RESCAN_SECONDS:
+            self._recent.popleft()
+        return self._recent[0][1]
+
+    def poll(self) -> tuple[list[Fanout], list[str]]:
+        """(rows other replicas stored since the last look, request ids evicted since). Ids are
+        drawn before commit, so the last few seconds' ids are looked at again; rows already in the
+        mirror are skipped by request number."""
+        since = self._last_id
+        self._last_id = self._mark()
+        new = [s for (s,) in self.con.execute(
+            "SELECT seq FROM smoothie_fanouts WHERE embedder = %s AND id > %s", (self.embedder, since))
+            if s not in self._known]
+        rows = self._fetch("seq = ANY(%s)", (new,)) if new else []
+        self._known.update((r.seq, r.request_id) for r in rows)
+        return rows, self._forget_evicted()
+
+    def next_sequence(self) -> int:
+        """This request's number, from the database sequence: unique across replicas and restarts."""
+        return int(self.con.execute("SELECT nextval('smoothie_requests')").fetchone()[0])
+
+    # -- fan-outs finished after their response ------------------------------------------------------
+    def add_pending(self, seq: int, request_id: str, job: dict) -> None:
+        self.con.execute("INSERT INTO smoothie_pending (seq, request_id, job, owner) VALUES (%s, %s, %s, %s) "
+                         "ON CONFLICT (seq) DO UPDATE SET job = EXCLUDED.job, owner = EXCLUDED.owner",
+                         (seq, request_id, json.dumps(job), self.owner))
+
+    def drop_pending(self, seq: int) -> None:
+        self.con.execute("DELETE FROM smoothie_pending WHERE seq = %s", (seq,))
+
+    def pending_count(self) -> int:
+        return self.con.execute("SELECT COUNT(*) FROM smoothie_pending").fetchone()[0]
+
+    def pending(self) -> list[tuple[int, str, dict]]:
+        """Pending jobs this replica owns, after taking over those of replicas that died (their
+        session lock is free); a live replica's jobs stay its own."""
+        owners = [o for (o,) in self.con.execute("SELECT DISTINCT owner FROM smoothie_pending WHERE owner <> %s",
+                                                 (self.owner,))]
+        for owner in owners:
+            with self.con.transaction():
+                if self.con.execute("SELECT pg_try_advisory_xact_lock(%s)", (_owner_lock(owner),)).fetchone()[0]:
+                    self.con.execute("UPDATE smoothie_pending SET owner = %s WHERE owner = %s", (self.owner, owner))
+        return [(seq, rid, json.loads(job)) for seq, rid, job in self.con.execute(
+            "SELECT seq, request_id, job FROM smoothie_pending WHERE owner = %s ORDER BY seq", (self.owner,))]
+
+
+def _redact(dsn: str) -> str:
+    """The DSN without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return dsn

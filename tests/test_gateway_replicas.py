@@ -1,0 +1,137 @@
+"""Several gateway processes (``src.serve``, real) on one PostgreSQL store (a real, throwaway
+cluster started here): they learn from each other's fan-outs, survive one being killed, and
+continue after both restart. The backends are the scripted OpenAI server of test_gateway_faults."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import sys
+import time
+
+import httpx
+import pytest
+from conftest import ROOT, minilm
+from gateway_servers import Gateway, Process, free_port
+
+psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is installed by make install (requirements.txt)")
+pg_cluster = pytest.importorskip("pg_cluster")
+if pg_cluster.binaries() is None:
+    pytest.skip("no PostgreSQL binaries (initdb, pg_ctl) on this machine", allow_module_level=True)
+
+NAMES = ["a", "b", "c"]
+FLAGS = ["--policy", "local", "--warmup", "6", "--k", "4", "--lag", "2", "--explore", "0", "--store_poll_interval", "0.2"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = pg_cluster.Cluster().start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def scripted(tmp_path_factory):
+    minilm()
+    port = free_port()
+    server = Process([sys.executable, str(ROOT / "tests" / "scripted_backends.py"), str(port)],
+                     tmp_path_factory.mktemp("scripted") / "backends.log", f"http://127.0.0.1:{port}/a/v1/models").start()
+    server.port = port
+    yield server
+    server.stop()
+
+
+def gateway(scripted, tmp_path, name: str, dsn: str, *extra: str, port: int | None = None) -> Gateway:
+    backends = [f"{b}=http://127.0.0.1:{scripted.port}/{b}/v1" for b in NAMES]
+    return Gateway(tmp_path, name, backends, "--store", dsn, *FLAGS, *extra, port=port,
+                   env={"PYTHONUNBUFFERED": "1"}).start()
+
+
+def ask(gw: Gateway, i: int) -> dict:
+    r = httpx.post(gw.url + "/v1/chat/completions", timeout=60,
+                   json={"messages": [{"role": "user", "content": f"question number {i}: what is {i} plus {i}?"}]})
+    assert r.status_code == 200, r.text
+    return r.json()["smoothie"]
+
+
+def stored(dsn: str) -> list[tuple[int, str]]:
+    with psycopg.connect(dsn) as con:
+        return con.execute("SELECT seq, request_id FROM smoothie_fanouts ORDER BY seq").fetchall()
+
+
+def rows_seen(gw: Gateway) -> int:
+    return httpx.get(gw.url + "/health").json()["store_rows"]
+
+
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_two_replicas_share_fan_outs_survive_a_kill_and_restart(cluster, scripted, tmp_path):
+    dsn = cluster.create_database("replicas")
+    a = gateway(scripted, tmp_path, "a", dsn)
+    b = gateway(scripted, tmp_path, "b", dsn)
+    try:
+        # requests alternate between the two; the warm-up fan-outs land in one table
+        modes = [ask(a if i % 2 == 0 else b, i) for i in range(12)]
+        seqs = [m["seq"] for m in modes]
+        assert sorted(seqs) == list(range(12)), "request numbers come from one sequence, never repeated"
+        fanned = [m for m in modes if m["mode"] == "warmup"]
+        assert len(stored(dsn)) == len(fanned) >= 6
+        # each replica's mirror holds the other's rows within about a second
+        assert wait_for(lambda: rows_seen(a) == rows_seen(b) == len(fanned), 2.0), (rows_seen(a), rows_seen(b))
+        # B routes by fan-outs A stored: it is past its warm-up though it stored only some itself
+        by_a = sum(1 for i, m in enumerate(modes) if m["mode"] == "warmup" and i % 2 == 0)
+        assert 0 < by_a < len(fanned)
+        routed = ask(b, 100)
+        assert routed["mode"] == "local" and len(routed["called"]) == 1, routed
+
+        # SIGKILL A while requests are in flight: B answers every later one, nothing is lost or doubled
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            in_flight = [pool.submit(lambda i=i: httpx.post(
+                a.url + "/v1/chat/completions", timeout=30,
+                json={"messages": [{"role": "user", "content": f"[[all:slow5]] in flight {i}"}]})) for i in range(8)]
+            time.sleep(0.2)
+            a.kill()
+            for f in in_flight:
+                try:
+                    f.result()
+                except httpx.HTTPError:
+                    pass  # cut off by the kill
+        later = [ask(b, 200 + i) for i in range(10)]
+        assert all(m["chosen"] for m in later)
+        rows = stored(dsn)
+        assert len({seq for seq, _ in rows}) == len(rows) == len({rid for _, rid in rows}), "a fan-out stored twice"
+        assert {m["seq"] for m in modes if m["mode"] == "warmup"} <= {seq for seq, _ in rows}, "a stored fan-out lost"
+        before = rows_seen(b)
+        last_seq = max(m["seq"] for m in later)
+    finally:
+        a.stop()
+        b.stop()
+
+    # both restart: they load every stored row and continue the sequence
+    a2 = gateway(scripted, tmp_path, "a2", dsn)
+    b2 = gateway(scripted, tmp_path, "b2", dsn)
+    try:
+        assert rows_seen(a2) == rows_seen(b2) == before == len(stored(dsn))
+        after = [ask(a2, 300), ask(b2, 301)]
+        assert all(m["seq"] > last_seq for m in after) and all(m["mode"] == "local" for m in after), after
+    finally:
+        a2.stop()
+        b2.stop()
+
+
+def test_a_store_that_cannot_be_reached_is_one_line(tmp_path):
+    import subprocess
+
+    port = free_port()
+    backends = [a for b in NAMES for a in ("--backend", f"{b}=http://127.0.0.1:9/v1")]
+    r = subprocess.run([sys.executable, "-m", "src.serve", *backends,
+                        "--store", f"postgresql://postgres:secret@127.0.0.1:{port}/none", "--port", str(free_port())],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "--store" in lines[0] and "secret" not in lines[0], r.stderr
