@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+INFINITY := .venv-infinity
 # llama-cpp-python has no binary wheel on PyPI: take the one built in ../shared/wheels when it is
 # there, else build it from PyPI's source (about 22 min on 2 cores, once: pip caches the wheel).
 # GGML_NATIVE=OFF: a native build crashes on CPUs with AMX (README, "Serving").
@@ -15,7 +16,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: install test demo lint bench clean-demo paper
 
-$(STAMP): requirements.txt src/model_files.py pyproject.toml setup.py
+$(STAMP): requirements.txt requirements-infinity.txt src/model_files.py pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
@@ -23,6 +24,9 @@ $(STAMP): requirements.txt src/model_files.py pyproject.toml setup.py
 		$(if $(LLAMA_WHEELS),--find-links ../shared/wheels)
 	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -m src.model_files --install
+	# Infinity, a real embedding server for the gateway's tests (--embedding_url); its pins need a venv of its own
+	test -x $(INFINITY)/bin/python || $(PYTHON) -m venv $(INFINITY)
+	$(INFINITY)/bin/pip install -q --no-deps -r requirements-infinity.txt
 	touch $(STAMP)
 	@echo "Built $(VENV). To type the README's commands yourself: source $(VENV)/bin/activate"
 

@@ -181,16 +181,98 @@ LATENCY_RUNS = [  # (label, gateway flags)
 FANOUT_MODES = {"fanout", "warmup"}
 
 
-def latency(shared: Path, embedding_model: str, n_requests: int, concurrency: int) -> None:
-    """What the gateway adds to each request, in front of backends that answer at once."""
+GSM8K_BACKENDS = ("6b_verification", "175b_finetuning", "175b_verification")
+
+
+class GatewayRun:
+    """``src.serve`` with ``flags`` in front of the file backends on ``bport``, with an empty
+    embedding cache (new texts are embedded, as live ones are) and a store of its own."""
+
+    def __init__(self, flags: list[str], bport: int, embedding_model: str, store: str | None = None,
+                 cache: str | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.sqlite = None if store else Path(f"/tmp/gateway_bench_{os.getpid()}_{self.port}.sqlite")
+        self.cache, self.own_cache = cache or tempfile.mkdtemp(prefix="gateway_bench_cache_"), cache is None
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "SMOOTHIE_CACHE_DIR": self.cache}
+        self.proc = subprocess.Popen([sys.executable, "-m", "src.serve", *flags, "--port", str(self.port),
+                                      "--store", store or str(self.sqlite), "--embedding_model", embedding_model,
+                                      *(a for n in GSM8K_BACKENDS
+                                        for a in ("--backend", f"{n}=http://127.0.0.1:{bport}/{n}/v1"))],
+                                     cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+        wait(f"{self.url}/health", self.proc)
+
+    def backend_calls(self) -> float:
+        import httpx
+
+        metrics = httpx.get(f"{self.url}/metrics").text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                   if line.startswith("smoothie_backend_calls_total{"))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+        if self.sqlite:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.sqlite}{suffix}").unlink(missing_ok=True)
+        if self.own_cache:
+            shutil.rmtree(self.cache, ignore_errors=True)
+
+
+def drive(urls: list[str], questions: list[str], concurrency: int) -> tuple[list[tuple], float]:
+    """Send ``questions`` with ``concurrency`` in flight, round-robin over ``urls`` (a load
+    balancer): per request (time added beyond the backends, mode, start, end, waited), and the
+    wall time."""
     import httpx
 
-    folder = shared / "gsm8k_solutions"
-    questions = [r["embedding_input"] for r in read_jsonl(folder / "gsm8k_solutions_test.jsonl")][:n_requests]
+    async def one(client, i, q):
+        start = time.perf_counter()
+        r = await client.post(f"{urls[i % len(urls)]}/v1/chat/completions",
+                              json={"model": "smoothie", "messages": [{"role": "user", "content": q}]})
+        total = (time.perf_counter() - start) * 1000
+        if r.status_code != 200:
+            raise RuntimeError(f"gateway answered {r.status_code}: {r.text[:300]}")
+        s = r.json()["smoothie"]
+        fanned = s["mode"] in FANOUT_MODES or len(s["called"]) == 3
+        backend = max(s["latency_ms"].values()) if fanned else sum(s["latency_ms"].values())
+        return total - backend, s["mode"], start, time.perf_counter(), s.get("waited_ms", 0.0)
+
+    async def load():
+        sem = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(timeout=300) as client:
+            async def limited(i, q):
+                async with sem:
+                    return await one(client, i, q)
+            start = time.perf_counter()
+            results = await asyncio.gather(*(limited(i, q) for i, q in enumerate(questions)))
+            return results, time.perf_counter() - start
+
+    return asyncio.run(load())
+
+
+def steady_state(results: list[tuple]) -> tuple[np.ndarray, list[tuple]]:
+    """(added ms of the requests sent after the last warm-up response, the transition requests)."""
+    warm_done = max((r[3] for r in results if r[1] == "warmup"), default=0.0)
+    steady = np.array([r[0] for r in results if r[1] != "warmup" and r[2] >= warm_done])
+    return steady, [r for r in results if r[1] != "warmup" and r[2] < warm_done]
+
+
+def file_backends(shared: Path) -> tuple[subprocess.Popen, int]:
     bport = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    files = subprocess.Popen([sys.executable, __file__, "--serve_files", str(bport), str(folder)], env=env)
-    procs = [files]
+    files = subprocess.Popen([sys.executable, __file__, "--serve_files", str(bport), str(shared / "gsm8k_solutions")],
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    wait(f"http://127.0.0.1:{bport}/docs", files)
+    return files, bport
+
+
+def gsm8k_questions(shared: Path, n: int) -> list[str]:
+    rows = read_jsonl(shared / "gsm8k_solutions" / "gsm8k_solutions_test.jsonl")
+    return [r["embedding_input"] for r in rows][:n]
+
+
+def latency(shared: Path, embedding_model: str, n_requests: int, concurrency: int) -> None:
+    """What the gateway adds to each request, in front of backends that answer at once."""
+    questions = gsm8k_questions(shared, n_requests)
     print(f"\n### The gateway's own time per request ({n_requests} GSM8K questions, {concurrency} at a time, "
           f"backends answering from files, embedder {embedding_model} {SERVE_PRECISION})\n")
     print("Warm-up: requests that fan out because too few fan-outs are stored. Transition: the other requests "
@@ -199,63 +281,22 @@ def latency(shared: Path, embedding_model: str, n_requests: int, concurrency: in
     print("| policy | requests/s | steady requests | added p50 (ms) | added p99 (ms) | transition requests (most "
           "waited, ms) | backend calls / request |")
     print("|---|---|---|---|---|---|---|")
+    files, bport = file_backends(shared)
     try:
-        wait(f"http://127.0.0.1:{bport}/docs", files)
         for label, flags in LATENCY_RUNS:
-            gport = free_port()
-            store = Path(f"/tmp/gateway_bench_{os.getpid()}_{gport}.sqlite")
-            cold = tempfile.mkdtemp(prefix="gateway_bench_cache_")  # new texts are embedded, as live ones are
-            gw = subprocess.Popen([sys.executable, "-m", "src.serve", *flags, "--port", str(gport),
-                                   "--store", str(store), "--embedding_model", embedding_model,
-                                   *(a for n in ("6b_verification", "175b_finetuning", "175b_verification")
-                                     for a in ("--backend", f"{n}=http://127.0.0.1:{bport}/{n}/v1"))],
-                                  cwd=ROOT, env={**env, "SMOOTHIE_CACHE_DIR": cold}, stderr=subprocess.DEVNULL)
-            procs.append(gw)
-            wait(f"http://127.0.0.1:{gport}/health", gw)
-
-            async def one(client, q, url=f"http://127.0.0.1:{gport}/v1/chat/completions"):
-                start = time.perf_counter()
-                r = await client.post(url,
-                                      json={"model": "smoothie", "messages": [{"role": "user", "content": q}]})
-                total = (time.perf_counter() - start) * 1000
-                if r.status_code != 200:
-                    raise RuntimeError(f"gateway answered {r.status_code}: {r.text[:300]}")
-                s = r.json()["smoothie"]
-                fanned = s["mode"] in FANOUT_MODES or len(s["called"]) == 3
-                backend = max(s["latency_ms"].values()) if fanned else sum(s["latency_ms"].values())
-                return total - backend, s["mode"], start, time.perf_counter(), s.get("waited_ms", 0.0)
-
-            async def load():
-                sem = asyncio.Semaphore(concurrency)
-                async with httpx.AsyncClient(timeout=300) as client:
-                    async def limited(q):
-                        async with sem:
-                            return await one(client, q)
-                    start = time.perf_counter()
-                    results = await asyncio.gather(*(limited(q) for q in questions))
-                    return results, time.perf_counter() - start
-
-            results, seconds = asyncio.run(load())
-            warm_done = max((r[3] for r in results if r[1] == "warmup"), default=0.0)
-            steady = np.array([r[0] for r in results if r[1] != "warmup" and r[2] >= warm_done])
-            transition = [r for r in results if r[1] != "warmup" and r[2] < warm_done]
-            metrics = httpx.get(f"http://127.0.0.1:{gport}/metrics").text
-            calls = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                        if line.startswith("smoothie_backend_calls_total{"))
-            waited = max((r[4] for r in transition), default=0.0)
-            print(f"| {label} | {len(results) / seconds:.1f} | {len(steady)} | {np.percentile(steady, 50):.1f} | "
-                  f"{np.percentile(steady, 99):.1f} | {len(transition)} ({waited:.0f}) | {calls / len(results):.2f} |",
-                  flush=True)
-            gw.terminate()
-            gw.wait(60)
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{store}{suffix}").unlink(missing_ok=True)
-            shutil.rmtree(cold, ignore_errors=True)
+            gw = GatewayRun(flags, bport, embedding_model)
+            try:
+                results, seconds = drive([gw.url], questions, concurrency)
+                steady, transition = steady_state(results)
+                waited = max((r[4] for r in transition), default=0.0)
+                print(f"| {label} | {len(results) / seconds:.1f} | {len(steady)} | {np.percentile(steady, 50):.1f} | "
+                      f"{np.percentile(steady, 99):.1f} | {len(transition)} ({waited:.0f}) | "
+                      f"{gw.backend_calls() / len(results):.2f} |", flush=True)
+            finally:
+                gw.stop()
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                p.wait(20)
+        files.terminate()
+        files.wait(20)
 
 
 LOAD_QUESTIONS = ["What is the capital of France?", "Name a primary colour.", "What is 7 times 6?",
@@ -342,6 +383,142 @@ def llama_load(n_requests: int, embedding_model: str) -> None:
             Path(f"{store}{suffix}").unlink(missing_ok=True)
 
 
+# -- part 4: beyond one process --------------------------------------------------------------------
+def vector_agreement(loaders, shared: Path, embedding_model: str) -> None:
+    """Batched (padded) vectors against one text per pass on every held set: the largest
+    difference, the worst cosine, and the share of routing decisions that stay the same."""
+    alone = Embedder(embedding_model, one_per_pass=True, precision=SERVE_PRECISION)
+    padded = Embedder(embedding_model, padded_batch=32, precision=SERVE_PRECISION)
+    print(f"\n### Batched embedding against one text per pass ({embedding_model}, batches of 32 sorted by length)\n")
+    print("| set | texts | largest difference | worst cosine | decisions equal: fanout, select (0.05), local (0.05) |")
+    print("|---|---|---|---|---|")
+    same_all = total_all = 0
+    for name in loaders:
+        title, names, inputs, answers, _, _ = loaders[name](shared)
+        texts = texts_to_embed(answers, inputs, clean=False)
+        a, b = np.asarray(alone.embed_array(texts)), np.asarray(padded.embed_array(texts))
+        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        ta = TableEmbedder(texts, a, identity="alone")
+        tb = TableEmbedder(texts, b, identity="padded")
+        shares = []
+        for policy, explore in (("fanout", 0.0), ("select", 0.05), ("local", 0.05)):
+            settings = replay_settings(names, policy=policy, explore=explore, seed=0)
+            sa = replay(answers, inputs, names, settings, ta)["selected"]
+            sb = replay(answers, inputs, names, settings, tb)["selected"]
+            same = sum(x == y for x, y in zip(sa, sb))
+            same_all, total_all = same_all + same, total_all + len(sa)
+            shares.append(f"{100 * same / len(sa):.1f}%")
+        print(f"| {title} | {len(texts):,} | {np.abs(a - b).max():.1e} | {cos.min():.7f} | {', '.join(shares)} |",
+              flush=True)
+    print(f"\nDecisions equal over all sets and policies: {same_all:,} of {total_all:,} "
+          f"({100 * same_all / total_all:.2f}%; goal >= 99.5%)")
+
+
+def batching(shared: Path, embedding_model: str, n_requests: int) -> None:
+    """fanout requests/s and added time, one text per pass against batches, backends answering at once."""
+    questions = gsm8k_questions(shared, n_requests)
+    print(f"\n### Batched embedding: fanout, {n_requests} GSM8K questions, 3 backends answering at once, "
+          f"{embedding_model} {SERVE_PRECISION}\n")
+    print("| --embedding_batch_size | in flight | requests/s | added p50 (ms) | added p99 (ms) |")
+    print("|---|---|---|---|---|")
+    files, bport = file_backends(shared)
+    rate = {}
+    try:
+        for batch in (1, 32):
+            for conc in (8, 16, 32):
+                gw = GatewayRun(["--policy", "fanout", "--embedding_batch_size", str(batch)], bport, embedding_model)
+                try:
+                    results, seconds = drive([gw.url], questions, conc)
+                finally:
+                    gw.stop()
+                added = np.array([r[0] for r in results])
+                rate[(batch, conc)] = len(results) / seconds
+                print(f"| {batch} | {conc} | {rate[(batch, conc)]:.1f} | {np.percentile(added, 50):.0f} | "
+                      f"{np.percentile(added, 99):.0f} |", flush=True)
+    finally:
+        files.terminate()
+        files.wait(20)
+    print(f"\nAt 16 in flight, batches of 32 serve {rate[(32, 16)] / rate[(1, 16)]:.1f}x the requests/s of one text "
+          "per pass (goal >= 3x).")
+
+
+def replicas(shared: Path, embedding_model: str, n_requests: int) -> None:
+    """1 against 2 gateway replicas on one PostgreSQL store (a throwaway cluster), select, 16 in flight,
+    requests alternating between the replicas as a round-robin load balancer would send them."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import pg_cluster
+
+    if pg_cluster.binaries() is None:
+        print("\n(no PostgreSQL binaries: the replica part is skipped)")
+        return
+    questions = gsm8k_questions(shared, n_requests)
+    print(f"\n### Replicas on one PostgreSQL store: select, {n_requests} GSM8K questions, 16 in flight, "
+          "backends answering at once (both replicas and the database on the same 2 cores)\n")
+    print("| replicas | store | requests/s | steady requests | added p50 (ms) | added p99 (ms) |")
+    print("|---|---|---|---|---|---|")
+    files, bport = file_backends(shared)
+    cluster = pg_cluster.Cluster().start()
+    try:
+        for n, store in ((1, "sqlite"), (1, "postgresql"), (2, "postgresql")):
+            dsn = cluster.create_database(f"bench_{n}_{store}") if store == "postgresql" else None
+            cache = tempfile.mkdtemp(prefix="gateway_bench_cache_")
+            gws = [GatewayRun(["--policy", "select"], bport, embedding_model, store=dsn, cache=cache)
+                   for _ in range(n)]
+            try:
+                results, seconds = drive([g.url for g in gws], questions, 16)
+            finally:
+                for g in gws:
+                    g.stop()
+                shutil.rmtree(cache, ignore_errors=True)
+            steady, _ = steady_state(results)
+            print(f"| {n} | {store} | {len(results) / seconds:.1f} | {len(steady)} | {np.percentile(steady, 50):.0f} | "
+                  f"{np.percentile(steady, 99):.0f} |", flush=True)
+    finally:
+        cluster.stop()
+        files.terminate()
+        files.wait(20)
+
+
+def embedding_server(shared: Path, embedding_model: str, n_requests: int) -> None:
+    """fanout with the embedder in process against an Infinity server (the MiniLM folder), 16 in flight."""
+    infinity = ROOT / ".venv-infinity" / "bin" / "infinity_emb"
+    if not infinity.exists() or embedding_model.lower() != "all-minilm-l6-v2":
+        print("\n(Infinity is not installed, or the embedder is not MiniLM: the embedding-server part is skipped)")
+        return
+    from src.model_files import minilm_dir
+
+    questions = gsm8k_questions(shared, n_requests)
+    iport = free_port()
+    server = subprocess.Popen([str(infinity), "v2", "--model-id", str(minilm_dir()), "--served-model-name",
+                               "all-MiniLM-L6-v2", "--port", str(iport), "--host", "127.0.0.1", "--engine", "torch",
+                               "--device", "cpu", "--url-prefix", "/v1", "--no-bettertransformer", "--no-compile",
+                               "--log-level", "warning"],
+                              env={**os.environ, "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    print(f"\n### The embedding-server path: fanout, {n_requests} GSM8K questions, 16 in flight, Infinity "
+          "(infinity-emb 0.0.78, torch, CPU) on the same 2 cores\n")
+    print("| embedder | requests/s | added p50 (ms) | added p99 (ms) |")
+    print("|---|---|---|---|")
+    files, bport = file_backends(shared)
+    try:
+        wait(f"http://127.0.0.1:{iport}/v1/models", server)
+        for label, flags in (("in process, batches of 32", ["--embedding_batch_size", "32"]),
+                             ("Infinity over /v1/embeddings", ["--embedding_url", f"http://127.0.0.1:{iport}/v1"])):
+            gw = GatewayRun(["--policy", "fanout", *flags], bport, embedding_model)
+            try:
+                results, seconds = drive([gw.url], questions, 16)
+            finally:
+                gw.stop()
+            added = np.array([r[0] for r in results])
+            print(f"| {label} | {len(results) / seconds:.1f} | {np.percentile(added, 50):.0f} | "
+                  f"{np.percentile(added, 99):.0f} |", flush=True)
+    finally:
+        server.terminate()
+        server.wait(30)
+        files.terminate()
+        files.wait(20)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default=os.environ.get("SMOOTHIE_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
@@ -351,6 +528,10 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--only", nargs="*", default=["gsm8k", "webnlg", "alpaca"])
     ap.add_argument("--llama_requests", type=int, default=50, help="concurrent requests to llama.cpp (0: skip)")
+    ap.add_argument("--scale_requests", type=int, default=300,
+                    help="requests per run in part 4: batching, replicas, embedding server (0: skip)")
+    ap.add_argument("--parts", nargs="*", default=["policies", "latency", "llama", "scale"],
+                    help="which parts to run")
     ap.add_argument("--serve_files", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_files:
@@ -358,17 +539,24 @@ def main() -> None:
     shared = Path(args.shared)
     if not shared.is_dir():
         sys.exit(f"gateway_policies: the shared data folder {shared} is missing (--shared)")
-    embedder = Embedder(args.embedding_model, one_per_pass=True, precision=SERVE_PRECISION)  # as src.serve embeds
-    loaders = {"gsm8k": load_gsm8k, "webnlg": load_webnlg, "alpaca": load_alpaca}
-    print(f"Policies replayed through the gateway's request core (src.replay; the server's defaults: k = 20, "
-          f"warmup = 20, lag = 16, whole answers, embedder {args.embedding_model} {SERVE_PRECISION}, "
-          f"{args.seeds} explore seeds)")
-    for name in args.only:
-        policy_table(*loaders[name](shared), embedder, args.seeds)
-    if args.requests:
+    # as src.serve embeds by default (batches of 32); part 4 compares one text per pass
+    embedder = Embedder(args.embedding_model, padded_batch=32, precision=SERVE_PRECISION)
+    loaders = {name: {"gsm8k": load_gsm8k, "webnlg": load_webnlg, "alpaca": load_alpaca}[name] for name in args.only}
+    if "policies" in args.parts:
+        print(f"Policies replayed through the gateway's request core (src.replay; the server's defaults: k = 20, "
+              f"warmup = 20, lag = 16, whole answers, embedder {args.embedding_model} {SERVE_PRECISION}, "
+              f"{args.seeds} explore seeds)")
+        for load in loaders.values():
+            policy_table(*load(shared), embedder, args.seeds)
+    if args.requests and "latency" in args.parts:
         latency(shared, args.embedding_model, args.requests, args.concurrency)
-    if args.llama_requests:
+    if args.llama_requests and "llama" in args.parts:
         llama_load(args.llama_requests, args.embedding_model)
+    if args.scale_requests and "scale" in args.parts:
+        vector_agreement(loaders, shared, args.embedding_model)
+        batching(shared, args.embedding_model, args.scale_requests)
+        replicas(shared, args.embedding_model, args.scale_requests)
+        embedding_server(shared, args.embedding_model, args.scale_requests)
 
 
 if __name__ == "__main__":

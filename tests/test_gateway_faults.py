@@ -336,3 +336,23 @@ def test_a_500_still_gets_an_openai_body_a_log_line_and_a_metric(scripted, tmp_p
     assert 'smoothie_requests_total{policy="error",status="500"} 1.0' in metrics
     lines = [json.loads(rec.message) for rec in caplog.records if rec.message.startswith("{")]
     assert any(line["status"] == 500 and "a bug in the gateway" in line["error"] for line in lines)
+
+
+def test_health_names_a_repeating_backend_and_two_urls_of_one_model(scripted, tmp_path):
+    """c repeats one answer whatever it is asked; a2 is backend a again behind a second URL. After
+    a dozen fan-outs /health names both, and c's fixed answer is never the one returned."""
+    backends = [f"{b}=http://127.0.0.1:{scripted.port}/{b}/v1" for b in NAMES]
+    backends.append(f"a2=http://127.0.0.1:{scripted.port}/a/v1")
+    gw = Gateway(tmp_path, "degenerate", backends, "--policy", "fanout", "--store", str(tmp_path / "d.sqlite"),
+                 "--lag", "0", env={"PYTHONUNBUFFERED": "1"}).start()
+    try:
+        chosen = []
+        for i in range(14):
+            r = chat(gw, f"[[c:const]] question {i}: name a number above {i}")
+            assert r.status_code == 200, r.text
+            chosen.append(r.json()["smoothie"]["chosen"])
+        health = httpx.get(gw.url + "/health").json()["degenerate"]
+        assert health["constant"] == {"c": 1.0} and health["duplicates"] == [["a", "a2"]], health
+        assert "c" not in chosen[10:], chosen
+    finally:
+        gw.stop()

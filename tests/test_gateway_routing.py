@@ -280,3 +280,59 @@ def test_a_replay_shorter_than_the_warmup_says_so_in_one_line(tmp_path, capsys):
     warning = [line for line in err.splitlines() if "warm-up" in line]
     assert code in (None, 0) and len(warning) == 1 and "5 requests" in warning[0]
     assert json.loads((tmp_path / "r.json").read_text())["modes"] == ["warmup"] * 5
+
+
+def _degenerate_rows(names, vecs_of, text_of, n=60, d=8, seed=0, spread=1.0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        truth = rng.normal(size=d) * spread
+        vecs = vecs_of(truth, rng)
+        rows.append(Fanout(i, f"r{i}", f"q{i}", truth, {b: text_of(b, i) for b in names}, vecs))
+    return rows
+
+
+def test_a_backend_that_repeats_one_answer_never_ranks_above_one_that_answers():
+    """A fixed answer sitting near the centre of the answers (a refusal, an empty-ish reply) agrees
+    with everyone a little: before this check it ranked first."""
+    names = ["a", "b", "c", "e"]
+
+    def vecs_of(truth, rng):
+        out = {b: truth + rng.normal(size=len(truth)) * s for b, s in zip("abc", (0.3, 0.6, 0.9))}
+        return {**out, "e": np.zeros(len(truth))}
+
+    rows = _degenerate_rows(names, vecs_of, lambda b, i: "I cannot help with that." if b == "e" else f"{b} {i}",
+                            spread=0.1)
+    router = Router(names, policy="select")
+    for r in rows:
+        router.add(r)
+    assert router.degenerate().constant == {"e": 1.0}
+    order, est = router.rank(10**6)
+    assert order[-1] == "e" and "e" not in est.names
+    chosen, _ = router.choose(10**6, rows[-1].vecs, None)
+    assert chosen != "e"
+    # a task whose answers are few (yes / no): everyone repeats, no one is flagged
+    yes_no = _degenerate_rows(names, vecs_of, lambda b, i: "yes" if (i + "abce".index(b)) % 3 else "no")
+    router = Router(names, policy="select")
+    for r in yes_no:
+        router.add(r)
+    assert router.degenerate().constant == {}
+
+
+def test_the_same_model_behind_two_urls_is_not_counted_twice():
+    """Two copies of the weakest backend agree perfectly: counted twice, they outranked a better one."""
+    names = ["a", "b", "c", "d", "d2"]
+
+    def vecs_of(truth, rng):
+        out = {b: truth + rng.normal(size=len(truth)) * s for b, s in zip("abcd", (0.3, 0.6, 0.9, 1.2))}
+        return {**out, "d2": out["d"].copy()}
+
+    rows = _degenerate_rows(names, vecs_of, lambda b, i: f"{b.rstrip('2')} {i}")
+    router = Router(names, policy="select")
+    for r in rows:
+        router.add(r)
+    assert router.degenerate().duplicates == [["d", "d2"]]
+    order, est = router.rank(10**6)
+    assert order[:3] == ["a", "b", "c"], order
+    weights = est.named_weights()
+    assert weights["d"] == weights["d2"] < weights["c"]

@@ -555,7 +555,8 @@ class Core:
         states = {b: self.pool.state(b) for b in self.names}
         return {"status": "ok" if all(v == "ok" for v in states.values()) else "degraded",
                 "policy": self.settings.policy, "store_rows": self.router.n_rows,
-                "pending_fanouts": self.store.pending_count(), "backends": states}
+                "pending_fanouts": self.store.pending_count(), "backends": states,
+                "degenerate": self.router.degenerate().to_json()}
 
     def metrics_text(self) -> bytes:
         est = self.router.global_estimate()

@@ -24,6 +24,15 @@ more answers is usable: each pair of backends' expected squared distance is aver
 rows where both answered, and Smoothie's row sums are built from those pair means. So a backend
 that is down from the start leaves the others' estimate intact; it is simply not covered.
 
+**Degenerate backends.** Agreement is Smoothie's only evidence, so two kinds of backend would
+fool it. One that repeats a fixed answer whatever it is asked (a broken deployment, a refusal
+template) is left out of every estimate once it has done so on half of at least ten visible
+fan-outs, and twice as often as the other backends repeat theirs (on a yes/no task every backend
+repeats itself): it is never ranked above a backend that answers. Two backends that give the same
+answers (the same model behind two URLs: the same text, or embeddings within 1e-3 squared
+distance, on 80% of the visible fan-outs both answered) would count their agreement twice; the
+estimate keeps the first and gives the other its error and weight. Both are reported in /health.
+
 Backends are ranked by their estimated error delta, smallest first, and weights use the
 estimator's "argmin" rule (``src.smoothie``): where every delta is positive this is the paper's
 ranking exactly (theta = d / (2 delta)); where sampling noise makes a delta negative, the paper's
@@ -34,7 +43,8 @@ second in the fallback order.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,6 +52,30 @@ from src.gateway.store import Fanout
 from src.smoothie import SmoothieWarning, deltas_from_row_sums, weights_from_deltas
 
 MIN_ANSWERS = 3  # the triplet identity needs three answers to a request
+MIN_EVIDENCE = 10  # visible fan-outs a backend (or pair) answered before it is judged degenerate
+CONSTANT_SHARE = 0.5  # one answer text on this share of a backend's answers: it repeats itself
+DUPLICATE_SHARE = 0.8  # the same answer on this share of the rows both answered: duplicates
+DUPLICATE_DIST = 1e-3  # squared embedding distance under which two answers count as the same
+
+
+def text_hash(text: str) -> int:
+    """A deterministic answer fingerprint (never 0: 0 marks a backend that did not answer)."""
+    return zlib.crc32(text.encode("utf-8")) + 1
+
+
+@dataclass
+class Degenerate:
+    """Backends whose agreement is no evidence: repeaters (backend -> share of their answers
+    that are their most common one) and groups of duplicates (first of each group kept)."""
+
+    constant: dict[str, float] = field(default_factory=dict)
+    duplicates: list[list[str]] = field(default_factory=list)
+
+    def left_out(self) -> set[str]:
+        return set(self.constant) | {b for group in self.duplicates for b in group[1:]}
+
+    def to_json(self) -> dict:
+        return {"constant": {b: round(v, 3) for b, v in self.constant.items()}, "duplicates": self.duplicates}
 
 
 def pairwise_sq_distances(vecs: np.ndarray) -> np.ndarray:
@@ -111,6 +145,8 @@ class Router:
         self.dists = np.zeros((0, len(backends), len(backends)))  # NaN where a backend did not answer
         self.n_answers = np.zeros(0, np.int64)
         self.late = np.zeros(0, bool)
+        self.hashes = np.zeros((0, len(backends)), np.int64)  # answer fingerprints, 0: no answer
+        self._degenerate: tuple[tuple, Degenerate] | None = None
         self._in_order = True  # rows added by increasing request number (late fan-outs may break it)
         self.dim: int | None = None
 
@@ -128,6 +164,7 @@ class Router:
             self.seqs = np.zeros(64, np.int64)
             self.n_answers = np.zeros(64, np.int64)
             self.late = np.zeros(64, bool)
+            self.hashes = np.zeros((64, len(self.backends)), np.int64)
         n = self.n_rows
         if n == len(self.inputs):  # grow by doubling
             self.inputs = np.concatenate([self.inputs, np.zeros_like(self.inputs)])
@@ -135,6 +172,7 @@ class Router:
             self.seqs = np.concatenate([self.seqs, np.zeros_like(self.seqs)])
             self.n_answers = np.concatenate([self.n_answers, np.zeros_like(self.n_answers)])
             self.late = np.concatenate([self.late, np.zeros_like(self.late)])
+            self.hashes = np.concatenate([self.hashes, np.zeros_like(self.hashes)])
         self._in_order = self._in_order and (n == 0 or row.seq > self.seqs[n - 1])
         self.inputs[n] = row.input_vec
         dist = np.full((len(self.backends),) * 2, np.nan)
@@ -142,7 +180,10 @@ class Router:
         if have:
             dist[np.ix_(have, have)] = pairwise_sq_distances(np.stack([row.vecs[self.backends[i]] for i in have]))
         self.dists[n], self.seqs[n], self.n_answers[n], self.late[n] = dist, row.seq, len(have), row.late
+        self.hashes[n] = [text_hash(row.answers[b]) if b in row.vecs and b in row.answers else 0
+                          for b in self.backends]
         self.ids.append(row.request_id)
+        self._degenerate = None
 
     def drop(self, request_ids) -> None:
         """Forget the rows the store evicted."""
@@ -152,11 +193,12 @@ class Router:
         n = self.n_rows
         keep = np.array([rid not in gone for rid in self.ids], bool)
         m = int(keep.sum())
-        for name in ("inputs", "dists", "seqs", "n_answers", "late"):
+        for name in ("inputs", "dists", "seqs", "n_answers", "late", "hashes"):
             arr = getattr(self, name)
             arr[:m] = arr[:n][keep].copy()
         self.dists[m:n] = np.nan
         self.ids = [rid for rid, k in zip(self.ids, keep) if k]
+        self._degenerate = None
 
     def visible(self, seq: int | None) -> np.ndarray:
         """Indices of the usable rows request ``seq`` sees, oldest request first (None: all)."""
@@ -178,17 +220,72 @@ class Router:
         dist = np.einsum("nd,nd->n", x, x) - 2.0 * (x @ q)
         return rows[np.argsort(dist, kind="stable")[:k]]
 
+    def degenerate(self, seq: int | None = None) -> Degenerate:
+        """Repeaters and duplicates among the last ``window`` fan-outs request ``seq`` sees."""
+        rows = self.visible(seq)[-self.window :]
+        key = (len(rows), int(rows[-1]) if len(rows) else -1, int(rows[0]) if len(rows) else -1)
+        if self._degenerate is not None and self._degenerate[0] == key:
+            return self._degenerate[1]
+        found = Degenerate()
+        h = self.hashes[rows]
+        top = {}  # backend -> the share of its answers that are its most common one
+        for j, b in enumerate(self.backends):
+            answered = h[:, j][h[:, j] != 0]
+            if len(answered) >= MIN_EVIDENCE:
+                top[b] = np.unique(answered, return_counts=True)[1].max() / len(answered)
+        for b, share in top.items():
+            others = [v for o, v in top.items() if o != b]
+            # a task whose answers are few (yes / no) makes every backend repeat: only the odd one out is flagged
+            if share >= CONSTANT_SHARE and others and share >= 2 * float(np.median(others)):
+                found.constant[b] = float(share)
+        groups: dict[int, list[str]] = {}
+        for i, a in enumerate(self.backends):
+            if a in found.constant or any(a in g for g in groups.values()):
+                continue
+            for j in range(i + 1, len(self.backends)):
+                b = self.backends[j]
+                both = (h[:, i] != 0) & (h[:, j] != 0)
+                if b in found.constant or both.sum() < MIN_EVIDENCE:
+                    continue
+                same = (h[both, i] == h[both, j]) | (self.dists[rows[both], i, j] <= DUPLICATE_DIST)
+                if same.mean() >= DUPLICATE_SHARE:
+                    groups.setdefault(i, [a]).append(b)
+        found.duplicates = list(groups.values())
+        self._degenerate = (key, found)
+        return found
+
+    def _estimate(self, distances: np.ndarray, dim: int, names: list[str], seq: int | None) -> Estimate | None:
+        """``pooled`` without the degenerate backends (unless fewer than three would remain);
+        a duplicate gets its group's first member's error and weight."""
+        deg = self.degenerate(seq)
+        keep = [i for i, b in enumerate(names) if b not in deg.left_out()]
+        if len(keep) < MIN_ANSWERS:
+            keep = [i for i, b in enumerate(names) if b not in deg.constant]
+            if len(keep) < MIN_ANSWERS:
+                keep = list(range(len(names)))
+        est = pooled(distances[:, keep][:, :, keep], dim, [names[i] for i in keep])
+        if est is None:
+            return None
+        for group in deg.duplicates:
+            if group[0] in est.names:
+                at = est.names.index(group[0])
+                for other in (b for b in group[1:] if b in names and b not in est.names):
+                    est.names.append(other)
+                    est.deltas = np.append(est.deltas, est.deltas[at])
+                    est.weights = np.append(est.weights, est.weights[at])
+        return est
+
     def global_estimate(self, seq: int | None = None) -> Estimate | None:
         """Smoothie-Global over the last ``window`` usable fan-outs request ``seq`` sees."""
         rows = self.visible(seq)[-self.window :]
-        return pooled(self.dists[rows], self.dim, self.backends) if len(rows) else None
+        return self._estimate(self.dists[rows], self.dim, self.backends, seq) if len(rows) else None
 
     def local_estimate(self, seq: int | None, query: np.ndarray) -> Estimate | None:
         """Smoothie-Local over the k usable fan-outs request ``seq`` sees whose inputs are nearest."""
         rows = self.visible(seq)
         if not len(rows):
             return None
-        return pooled(self.dists[self._nearest(rows, query, self.k)], self.dim, self.backends)
+        return self._estimate(self.dists[self._nearest(rows, query, self.k)], self.dim, self.backends, seq)
 
     def ranked(self, est: Estimate | None, among: list[str] | None = None) -> list[str]:
         """``among`` by estimated error, best first; backends the estimate does not cover come
@@ -236,5 +333,5 @@ class Router:
         if input_vec is not None and len(rows) >= self.k:
             rows = self._nearest(rows, input_vec, self.k)
         stored = self.dists[rows][:, cols][:, :, cols]
-        est = pooled(np.concatenate([own, stored]), len(vecs[answered[0]]), answered)
+        est = self._estimate(np.concatenate([own, stored]), len(vecs[answered[0]]), answered, seq)
         return self.ranked(est, answered)[0], est
