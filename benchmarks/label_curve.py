@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from src.embeddings import Embedder  # noqa: E402
 from src.evaluate.metrics import METRICS  # noqa: E402
-from src.methods.labeled_smoothie import ALPHA, critical_value, pick, smoothie_prior  # noqa: E402
+from src.methods.labeled_smoothie import ALPHA, FADE_AFTER, critical_value, pick, smoothie_prior  # noqa: E402
 from src.paths import Setting, split_file  # noqa: E402
 from src.route import route_generations  # noqa: E402
 
@@ -186,6 +186,8 @@ def main() -> None:
     ap.add_argument("--plot", default=str(ROOT / "benchmarks" / "label_curve.png"))
     ap.add_argument("--seed", type=int, default=0, help="seed of the draws of labelled rows")
     ap.add_argument("--alpha", type=float, default=ALPHA, help="the rule's test level (default: the shipped one)")
+    ap.add_argument("--fade_after", type=float, default=FADE_AFTER,
+                    help="labels after which the test fades (default: the shipped rule's; 0: never, the rule before)")
     ap.add_argument("--holdout", action="store_true",
                     help="also choose alpha by leave-one-source-out over ALPHAS, add the noisy-label conditions, "
                          "print held-out regret beside the in-sample one, and measure the VARIANTS the same way")
@@ -198,10 +200,12 @@ def main() -> None:
         print(f"{shared} is absent: the real sets are skipped")
     results = {}
     for name, theta, scores, _ in exact_sets(shared, embedder):
-        c = curves(scores, theta, args.draws, seed=args.seed, alpha=args.alpha)
+        fade = args.fade_after or None
+        c = curves(scores, theta, args.draws, seed=args.seed, alpha=args.alpha,
+                   rule=lambda t, rows, a=args.alpha, f=fade: pick(t, rows, a, fade_after=f))
         quality = scores.mean(axis=0)
         results[name] = (c, float(quality.max()), float(quality.mean()))
-    print(f"\nLabelled Smoothie, alpha = {args.alpha}; embedder {args.embedding_model}; {args.draws} draws per n, seed {args.seed}\n")
+    print(f"\nLabelled Smoothie, alpha = {args.alpha}, fading after {args.fade_after or 'never'}; embedder {args.embedding_model}; {args.draws} draws per n, seed {args.seed}\n")
     print("| set | n | random | Smoothie-Global | Best-on-Val(n) ± SE | Labelled Smoothie(n) ± SE | r BoV | r SG | r LS ± SE |")
     print("|---|---|---|---|---|---|---|---|---|")
     regret = {m: np.empty((len(results), len(NS))) for m in ("bov", "sg", "ls")}
@@ -332,8 +336,10 @@ def _fixed(rule, param):
 
 # name -> {constant: rule}; the first is the shipped rule
 VARIANTS = {
-    "shipped: paired test, strength fixed by Smoothie's prior (alpha)":
+    "shipped: paired test scaled by Smoothie's prior, fading after 3 labels (alpha)":
         {a: _fixed(lambda t, r, a: pick(t, r, a), a) for a in ALPHAS},
+    "before: the same test at a fixed strength (alpha)":
+        {a: _fixed(lambda t, r, a: pick(t, r, a, fade_after=None), a) for a in ALPHAS},
     "paired test, strength scaled by the labels' agreement with Smoothie's order (alpha, beta)":
         {(a, b): _fixed(agreement_scaled, (a, b)) for a in (0.01, 0.02, 0.05) for b in (-1, -0.5, 0.5, 1, 2)},
     "sign test, level scaled by Smoothie's prior (alpha)":
