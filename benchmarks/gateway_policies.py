@@ -1,7 +1,7 @@
 """Choose a gateway policy before deploying it: quality against backend calls on real outputs.
 
     python benchmarks/gateway_policies.py [--embedding_model all-MiniLM-L6-v2] [--seeds 3] [--requests 300]
-                                          [--llama_requests 50]
+                                          [--llama_requests 50] [--scale_requests 300] [--parts ...]
 
 Part 1 replays each policy through the gateway's request core (``src.replay``) over real systems' outputs from
 ../shared/data, row by row in file order as a stream of requests, and scores the answers it
@@ -23,6 +23,13 @@ per second, for fanout, select, local and select answering after the whole fan-o
 
 Part 3 sends ``--llama_requests`` concurrent SDK requests to the README's llama.cpp servers (one
 request at a time each) behind the gateway, and reports statuses, empty 200s and cooled backends.
+
+Part 4 (``--scale_requests``) goes beyond one process: batched embedding against one text per
+pass (the largest vector difference, the worst cosine and the share of routing decisions that
+stay the same on every held set; then fanout requests/s and added time at 8, 16 and 32 in
+flight), 1 against 2 gateway replicas on one PostgreSQL store (a throwaway cluster, requests
+alternating between the replicas), and the embedder in process against an Infinity embedding
+server. ``--parts`` runs a subset (policies, latency, llama, scale).
 """
 
 from __future__ import annotations
@@ -389,7 +396,8 @@ def vector_agreement(loaders, shared: Path, embedding_model: str) -> None:
     difference, the worst cosine, and the share of routing decisions that stay the same."""
     alone = Embedder(embedding_model, one_per_pass=True, precision=SERVE_PRECISION)
     padded = Embedder(embedding_model, padded_batch=32, precision=SERVE_PRECISION)
-    print(f"\n### Batched embedding against one text per pass ({embedding_model}, batches of 32 sorted by length)\n")
+    print(f"\n### Batched embedding against one text per pass ({embedding_model}, batches of up to 32 texts of "
+          "like lengths)\n")
     print("| set | texts | largest difference | worst cosine | decisions equal: fanout, select (0.05), local (0.05) |")
     print("|---|---|---|---|---|")
     same_all = total_all = 0
@@ -531,7 +539,8 @@ def main() -> None:
     ap.add_argument("--scale_requests", type=int, default=300,
                     help="requests per run in part 4: batching, replicas, embedding server (0: skip)")
     ap.add_argument("--parts", nargs="*", default=["policies", "latency", "llama", "scale"],
-                    help="which parts to run")
+                    help="which parts to run: policies, latency, llama, scale (= agreement, batching, replicas, "
+                         "embedserver)")
     ap.add_argument("--serve_files", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_files:
@@ -552,11 +561,13 @@ def main() -> None:
         latency(shared, args.embedding_model, args.requests, args.concurrency)
     if args.llama_requests and "llama" in args.parts:
         llama_load(args.llama_requests, args.embedding_model)
-    if args.scale_requests and "scale" in args.parts:
-        vector_agreement(loaders, shared, args.embedding_model)
-        batching(shared, args.embedding_model, args.scale_requests)
-        replicas(shared, args.embedding_model, args.scale_requests)
-        embedding_server(shared, args.embedding_model, args.scale_requests)
+    scale = {"agreement": lambda: vector_agreement(loaders, shared, args.embedding_model),
+             "batching": lambda: batching(shared, args.embedding_model, args.scale_requests),
+             "replicas": lambda: replicas(shared, args.embedding_model, args.scale_requests),
+             "embedserver": lambda: embedding_server(shared, args.embedding_model, args.scale_requests)}
+    for part, run in scale.items():
+        if args.scale_requests and ("scale" in args.parts or part in args.parts):
+            run()
 
 
 if __name__ == "__main__":

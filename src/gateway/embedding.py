@@ -5,7 +5,8 @@ Why batches: in front of fast backends the gateway's own cost is embedding, one 
 pass on one thread (8.6 fan-out requests/s on 2 CPU cores). A forward pass over 32 texts costs far
 less than 32 passes of one, so the worker takes every text queued when it becomes free (plus any
 that arrive within ``wait_ms``), up to ``batch_size`` texts, and embeds them together, sorted by
-length so that each pass pads little. Padding changes a vector in its last bits (about 1e-7), so
+length and cut into passes of like lengths (``src.embeddings.encode_bucketed``) so that each pass
+pads little. Padding changes a vector in its last bits (about 1e-7), so
 batched vectors have a cache of their own; ``batch_size=1`` keeps one text per pass.
 
 Why a server: with several replicas, or a GPU box for embedding (vLLM, Hugging Face TEI,
