@@ -141,3 +141,19 @@ def tree(request):
     """Pipeline tests run on the project's own SmolLM2 tree everywhere, and on the real GSM8K
     solutions where ../shared/data is present."""
     return request.getfixturevalue("smol_tree" if request.param == "smol" else "gsm8k_tree")
+
+
+@pytest.fixture(scope="module")
+def scripted(tmp_path_factory):
+    """The misbehaving OpenAI-compatible server (tests/scripted_backends.py), one per test module."""
+    import sys
+
+    from gateway_servers import Process, free_port
+
+    minilm()
+    port = free_port()
+    server = Process([sys.executable, str(ROOT / "tests" / "scripted_backends.py"), str(port)],
+                     tmp_path_factory.mktemp("scripted") / "backends.log", f"http://127.0.0.1:{port}/a/v1/models").start()
+    server.port = port
+    yield server
+    server.stop()

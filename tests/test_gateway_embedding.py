@@ -28,16 +28,6 @@ def _infinity(folder, port: int, log) -> Process:
                    env={"INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}).start()
 
 
-@pytest.fixture(scope="module")
-def scripted(tmp_path_factory):
-    minilm()
-    port = free_port()
-    server = Process([sys.executable, str(ROOT / "tests" / "scripted_backends.py"), str(port)],
-                     tmp_path_factory.mktemp("scripted") / "backends.log", f"http://127.0.0.1:{port}/a/v1/models").start()
-    server.port = port
-    yield server
-    server.stop()
-
 
 def _backends(scripted) -> list[str]:
     return [f"{b}=http://127.0.0.1:{scripted.port}/{b}/v1" for b in NAMES]

@@ -7,27 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import sys
 import time
 
 import httpx
 import pytest
-from conftest import ROOT, minilm
-from gateway_servers import Gateway, Process, free_port
+from gateway_servers import Gateway, free_port
 
 openai = pytest.importorskip("openai", reason="the openai SDK is installed by make install (requirements.txt)")
 NAMES = ["a", "b", "c"]
 
-
-@pytest.fixture(scope="module")
-def scripted(tmp_path_factory):
-    minilm()
-    port = free_port()
-    server = Process([sys.executable, str(ROOT / "tests" / "scripted_backends.py"), str(port)],
-                     tmp_path_factory.mktemp("scripted") / "backends.log", f"http://127.0.0.1:{port}/a/v1/models").start()
-    server.port = port
-    yield server
-    server.stop()
 
 
 def flags(scripted, **limits) -> list[str]:

@@ -10,8 +10,8 @@ import time
 
 import httpx
 import pytest
-from conftest import ROOT, minilm
-from gateway_servers import Gateway, Process, free_port
+from conftest import ROOT
+from gateway_servers import Gateway, free_port
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is installed by make install (requirements.txt)")
 pg_cluster = pytest.importorskip("pg_cluster")
@@ -28,16 +28,6 @@ def cluster():
     yield c
     c.stop()
 
-
-@pytest.fixture(scope="module")
-def scripted(tmp_path_factory):
-    minilm()
-    port = free_port()
-    server = Process([sys.executable, str(ROOT / "tests" / "scripted_backends.py"), str(port)],
-                     tmp_path_factory.mktemp("scripted") / "backends.log", f"http://127.0.0.1:{port}/a/v1/models").start()
-    server.port = port
-    yield server
-    server.stop()
 
 
 def gateway(scripted, tmp_path, name: str, dsn: str, *extra: str, port: int | None = None) -> Gateway:
