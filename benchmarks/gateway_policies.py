@@ -104,36 +104,103 @@ def embed_set(embedder: Embedder, inputs, answers) -> TableEmbedder:
     return TableEmbedder(texts, np.asarray(embedder.embed_array(texts)), identity=embedder.identity)
 
 
-def policy_table(title, names, inputs, answers, quality, task, embedder, seeds: int) -> None:
+ADAPTIVE_AT = (0.02, 0.05, 0.1)  # adaptive runs at the calls per request select spends at these explore rates
+
+
+def policy_table(title, names, inputs, answers, quality, task, embedder, seeds: int) -> dict:
+    """Part 1 for one set: the table, the two goals of the quality-per-call issue checked, and
+    the (calls, quality) points of every policy for the plot."""
     table = embed_set(embedder, inputs, answers)
     n, m = answers.shape
     col = {b: j for j, b in enumerate(names)}
     best = quality.mean(axis=0).max()
     rand = quality.mean()
+    gap = best - rand
     print(f"\n### {title}: {n} requests, {m} backends\n")
-    print("| policy | explore | backend calls / request | quality | of best - random gap |")
+    print("| policy | explore / budget | backend calls / request | quality | of best - random gap |")
     print("|---|---|---|---|---|")
 
-    def row(label, explore, calls, q, spread=""):
-        print(f"| {label} | {explore} | {calls:.2f} | {q:.3f}{spread} | {(q - rand) / (best - rand):+.2f} |")
+    def row(label, setting, calls, q, spread=""):
+        print(f"| {label} | {setting} | {calls:.2f} | {q:.3f}{spread} | {(q - rand) / gap:+.2f} |", flush=True)
 
     row(f"best single ({names[int(quality.mean(axis=0).argmax())]}, in hindsight)", "", 1, best)
     row("random single", "", 1, rand)
 
-    def run(policy, explore, seed):
-        settings = replay_settings(names, policy=policy, explore=explore, seed=seed)  # the server's defaults else
+    def run(policy, seed=0, **values):
+        settings = replay_settings(names, policy=policy, seed=seed, **values)  # the server's defaults else
         out = replay(answers, inputs, names, settings, table)
         q = float(np.mean([quality[i, col[b]] for i, b in enumerate(out["selected"])]))
-        return out["backend_calls"] / n, q
+        return out["backend_calls"] / n, q, out
 
-    calls, q = run("fanout", 0.0, 0)
-    row("fanout (full fan-out, Smoothie-Local k=20)", "", calls, q)
+    def seeded(policy, **values):
+        runs = [run(policy, seed, **values) for seed in range(seeds)]
+        qs = [r[1] for r in runs]
+        return float(np.mean([r[0] for r in runs])), float(np.mean(qs)), float(np.std(qs)), qs
+
+    points = {}
+    fan = {}
+    for rule in ("auto", "global", "local"):
+        calls, q, out = run("fanout", fanout_rule=rule)
+        used = {e: out["estimators"].count(e) for e in dict.fromkeys(out["estimators"])}
+        fan[rule] = q
+        label = {"auto": "fanout (default: --fanout_rule auto)", "global": "fanout, --fanout_rule global "
+                 "(full fan-out Smoothie-Global)", "local": "fanout, --fanout_rule local (Smoothie-Local k=20)"}[rule]
+        row(label + (" [" + ", ".join(f"{e}: {c}" for e, c in used.items()) + "]" if rule == "auto" else ""), "",
+            calls, q)
+        points[f"fanout ({rule})"] = [(calls, q)]
+    select = {}
     for policy in ("select", "local"):
         for explore in EXPLORE:
-            runs = [run(policy, explore, s) for s in range(seeds)]
-            qs = [r[1] for r in runs]
-            spread = f" ± {np.std(qs):.3f}" if seeds > 1 else ""
-            row(policy, explore, float(np.mean([r[0] for r in runs])), float(np.mean(qs)), spread)
+            calls, q, sd, qs = seeded(policy, explore=explore)
+            if policy == "select":
+                select[explore] = (calls, q, sd)
+            row(policy, explore, calls, q, f" ± {sd:.3f}" if seeds > 1 else "")
+            points.setdefault(policy, []).append((calls, q))
+    adaptive = {}
+    for explore in ADAPTIVE_AT:
+        budget = round(select[explore][0], 2)
+        calls, q, sd, qs = seeded("adaptive", budget=budget)
+        adaptive[explore] = (calls, q, sd)
+        row("adaptive", f"{budget} (= select at {explore})", calls, q, f" ± {sd:.3f}" if seeds > 1 else "")
+        points.setdefault("adaptive", []).append((calls, q))
+    target = max(max(v[1] for v in select.values()), fan["global"])
+    short = (target - fan["auto"]) / gap
+    print(f"\nGoal 1: fanout (auto) {fan['auto']:.3f} against the best of select and full fan-out Smoothie-Global "
+          f"{target:.3f}: {short:+.3f} of the gap short ({'met' if short <= 0.02 else 'NOT met'}: at most 0.02).")
+    for explore in ADAPTIVE_AT:
+        (sc, sq, ssd), (ac, aq, asd) = select[explore], adaptive[explore]
+        ok = abs(ac - sc) <= 0.03 and aq >= sq
+        print(f"Goal 2 at select's explore {explore}: calls {ac:.3f} vs {sc:.3f}, quality {aq:.3f} ± {asd:.3f} vs "
+              f"{sq:.3f} ± {ssd:.3f} ({'met' if ok else 'NOT met'}; spread {'smaller' if asd < ssd else 'not smaller'})")
+    return {"title": title, "points": points, "best": best, "random": rand, "backends": m}
+
+
+def plot(results: list[dict], path: str) -> None:
+    """Quality against backend calls per request, one curve per policy, one panel per set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 4.2), squeeze=False)
+    styles = {"select": "o-", "local": "s-", "adaptive": "D-", "fanout (auto)": "*", "fanout (global)": "^",
+              "fanout (local)": "v"}
+    for ax, res in zip(axes[0], results):
+        for name, pts in res["points"].items():
+            pts = sorted(pts)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], styles.get(name, "o-"), label=name,
+                    markersize=10 if name.startswith("fanout") else 5)
+        ax.axhline(res["best"], color="grey", linestyle="--", linewidth=0.8, label="best single (hindsight)")
+        ax.axhline(res["random"], color="grey", linestyle=":", linewidth=0.8, label="random single")
+        ax.set_xscale("log")
+        ax.set_xlabel("backend calls per request")
+        ax.set_ylabel("quality")
+        ax.set_title(res["title"], fontsize=10)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"\nwrote {path}")
 
 
 # -- part 2: the gateway's own latency -------------------------------------------------------------
@@ -541,6 +608,8 @@ def main() -> None:
     ap.add_argument("--parts", nargs="*", default=["policies", "latency", "llama", "scale"],
                     help="which parts to run: policies, latency, llama, scale (= agreement, batching, replicas, "
                          "embedserver)")
+    ap.add_argument("--plot", default=str(ROOT / "docs" / "img" / "gateway_quality_per_call.png"),
+                    help="where part 1 draws quality against calls per request ('': no plot)")
     ap.add_argument("--serve_files", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_files:
@@ -555,8 +624,9 @@ def main() -> None:
         print(f"Policies replayed through the gateway's request core (src.replay; the server's defaults: k = 20, "
               f"warmup = 20, lag = 16, whole answers, embedder {args.embedding_model} {SERVE_PRECISION}, "
               f"{args.seeds} explore seeds)")
-        for load in loaders.values():
-            policy_table(*load(shared), embedder, args.seeds)
+        results = [policy_table(*load(shared), embedder, args.seeds) for load in loaders.values()]
+        if args.plot:
+            plot(results, args.plot)
     if args.requests and "latency" in args.parts:
         latency(shared, args.embedding_model, args.requests, args.concurrency)
     if args.llama_requests and "llama" in args.parts:

@@ -150,13 +150,14 @@ def replay(answers: np.ndarray, inputs: Sequence[str], names: list[str], setting
     return {
         "policy": settings.policy,
         "settings": {name: getattr(settings, name) for name in ("k", "explore", "explore_answer", "window", "lag",
-                                                              "seed", "clean")} | {"warmup": settings.warmup_rows},
+                                                              "seed", "clean", "fanout_rule", "budget")} | {"warmup": settings.warmup_rows},
         "concurrency": concurrency,
         "generators": list(names),
         "selected": [s["chosen"] for s in smoothies],
         "generations": [answer_text(CHAT, r) for r in replies],
         "called": [s["called"] for s in smoothies],
         "modes": [s["mode"] for s in smoothies],
+        "estimators": [s.get("estimator") for s in smoothies],
         "backend_calls": int(sum(len(c) for c in pool.calls.values())),
     }
 

@@ -291,7 +291,7 @@ PROMPTS = ["What is the capital of Italy?", "Name a fruit that is yellow.", "Wha
 
 
 CASES = {  # name: (gateway and replay flags, requests in flight, restart the gateway halfway)
-    "defaults-1": ((), 1, False),
+    "adaptive-8": (("--policy", "adaptive", "--budget", "2", "--warmup", "3", "--lag", "2", "--seed", "3"), 8, False),
     "defaults-8": ((), 8, False),
     "select-8": (("--policy", "select", "--warmup", "3", "--lag", "2", "--explore", "0.3", "--seed", "5"), 8, False),
     "local-1-restart": (("--policy", "local", "--k", "3", "--warmup", "3", "--lag", "1", "--explore", "0.3",

@@ -336,3 +336,112 @@ def test_the_same_model_behind_two_urls_is_not_counted_twice():
     assert order[:3] == ["a", "b", "c"], order
     weights = est.named_weights()
     assert weights["d"] == weights["d2"] < weights["c"]
+
+
+# -- the fan-out's estimator, chosen from the data (--fanout_rule) ------------------------------------
+def clustered(n: int, seed: int = 0, d: int = 8):
+    """Two kinds of input far apart; the backends' noise levels are reversed between them, so
+    which backend is best depends on the input: Global's average ranking is wrong on both."""
+    rng = np.random.default_rng(seed)
+    kind = rng.integers(0, 2, n)
+    noise = np.where(kind[:, None] == 0, [0.1, 0.3, 0.6, 1.2], [1.2, 0.6, 0.3, 0.1])
+    truth = rng.normal(size=(n, d))
+    vecs = truth[:, None, :] + rng.normal(size=(n, 4, d)) * noise[:, :, None]
+    inputs = rng.normal(size=(n, d)) * 0.05 + np.where(kind[:, None] == 0, 5.0, -5.0)
+    return vecs.astype(np.float32), inputs.astype(np.float32), kind
+
+
+def test_auto_takes_local_where_the_best_backend_depends_on_the_input_and_global_where_it_does_not():
+    vecs, inputs, kind = clustered(300)
+    router = Router(NAMES, k=20)
+    fill(router, vecs, inputs)
+    rule = router.rule()
+    assert rule.kind == "local", rule.why
+    assert rule.why["error"][rule.label] < (1 - 1 / 3) * rule.why["error"]["global"]
+    # the answer it picks on a new input of each kind is that kind's least noisy backend
+    new_vecs, new_inputs, new_kind = clustered(40, seed=9)
+    picks = [router.choose(10**6, dict(zip(NAMES, new_vecs[i])), new_inputs[i])[0] for i in range(40)]
+    best = np.where(new_kind == 0, "a", "d")
+    assert np.mean(np.array(picks) == best) >= 0.9
+    # Global, forced, picks by the average ranking and is wrong on one kind of input at least half the time
+    forced = Router(NAMES, k=20, fanout_rule="global")
+    fill(forced, vecs, inputs)
+    global_picks = [forced.choose(10**6, dict(zip(NAMES, new_vecs[i])), new_inputs[i])[0] for i in range(40)]
+    assert np.mean(np.array(global_picks) == best) < 0.8
+
+    same, same_inputs = planted(300, seed=4)  # one ranking everywhere: Local only adds noise
+    homogeneous = Router(NAMES, k=20)
+    fill(homogeneous, same, same_inputs)
+    assert homogeneous.rule().kind == "global", homogeneous.rule().why
+    assert Router(NAMES, k=20, fanout_rule="local").rule().label == "local k=20"
+
+
+def test_auto_waits_for_enough_rows_and_decides_on_the_rows_a_request_sees():
+    vecs, inputs, _ = clustered(300, seed=2)
+    router = Router(NAMES, k=20, lag=10)
+    fill(router, vecs[:90], inputs[:90])
+    assert router.rule(seq=10**6).kind == "global"  # fewer than 100 stored
+    fill_more = [row(i, vecs, inputs) for i in range(90, 300)]
+    for r in fill_more:
+        router.add(r)
+    assert router.rule(seq=105).kind == "global"  # request 105 sees 95 rows
+    assert router.rule(seq=10**6).kind == "local"
+    replayed = Router(NAMES, k=20, lag=10)
+    fill(replayed, vecs, inputs)
+    assert replayed.rule(seq=260).label == router.rule(seq=260).label
+    assert replayed.rule(seq=260).why == router.rule(seq=260).why
+
+
+# -- the adaptive policy ----------------------------------------------------------------------------
+def adaptive_run(vecs, inputs, budget: float, seed: int = 0, lag: int = 4, warmup: int = 20, window: int = 1000):
+    """Requests served in order by an adaptive router: fan-outs are stored (as the core does).
+    Returns which requests fanned out and the uncertainty each decision reported."""
+    router = Router(NAMES, policy="adaptive", k=20, warmup=warmup, lag=lag, seed=seed, budget=budget, window=window)
+    fanned, detail = [], []
+    for i in range(len(vecs)):
+        if router.mode(i) == "warmup":
+            out, info = True, None
+        else:
+            out, _, _, info = router.adapt(i, inputs[i])
+        fanned.append(out)
+        detail.append(info)
+        if out:
+            router.add(row(i, vecs, inputs))
+    return np.array(fanned), detail
+
+
+@pytest.mark.parametrize("budget", [1.3, 2.0])
+def test_adaptive_keeps_its_budget_and_fans_out_where_it_is_unsure(budget):
+    """Backends' noise levels reverse at request 400 (a model update behind a URL): resampling
+    the stored rows then disagrees on the best backend, which the policy reports; it spends
+    about its budget, and the fan-outs it does not draw at random go to the least sure requests."""
+    before, inputs = planted(400, seed=3)
+    after, more_inputs = planted(400, seed=4, noise=(1.2, 0.6, 0.3, 0.1))
+    vecs, inputs = np.concatenate([before, after]), np.concatenate([inputs, more_inputs])
+    fanned, detail = adaptive_run(vecs, inputs, budget, window=100)
+    calls = (len(fanned) + 3 * fanned.sum()) / len(fanned)  # a fan-out calls all four backends
+    assert abs(calls - budget) < 0.05
+    spread = [d["global"] for d in detail[250:]]
+    assert max(spread[:150]) < max(spread[150:])  # settled, then unsure after the reversal
+    chosen = [i for i, d in enumerate(detail) if d is not None and not d.get("random")]
+    scores = np.array([detail[i]["score"] for i in chosen])
+    out = fanned[chosen]
+    assert 0 < out.sum() < len(out)
+    assert scores[out].mean() > 1.5 * scores[~out].mean()
+    assert all(0 <= detail[i]["global"] <= 1 and 0 <= detail[i]["local"] <= 1 for i in chosen)
+
+
+def test_adaptive_decisions_are_reproducible_from_the_seed():
+    vecs, inputs = planted(300, seed=5)
+    first, _ = adaptive_run(vecs, inputs, 1.5, seed=1)
+    again, _ = adaptive_run(vecs, inputs, 1.5, seed=1)
+    other, _ = adaptive_run(vecs, inputs, 1.5, seed=2)
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)  # the random half of its fan-outs follows the seed
+
+
+def test_a_budget_above_the_number_of_backends_is_refused_in_one_line():
+    settings = config.Settings(backends=[config.Backend(n, "http://127.0.0.1:1/v1") for n in NAMES],
+                               policy="adaptive", budget=5)
+    with pytest.raises(UserError, match="--budget 5: more calls per request than there are backends"):
+        settings.check()

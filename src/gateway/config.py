@@ -19,10 +19,11 @@ from pathlib import Path
 from src.cli import UserError
 from src.embedding_backends import BACKENDS as EMBEDDING_BACKENDS
 from src.embeddings import PRECISIONS
+from src.gateway.policy import FANOUT_RULES
 from src.io import read_yaml
 from src.paths import DEFAULT_EMBEDDER
 
-POLICIES = ("fanout", "select", "local")
+POLICIES = ("fanout", "select", "local", "adaptive")
 EXPLORE_ANSWERS = ("policy", "smoothie")
 # The gateway embeds one text per forward pass. There bf16 autocast re-casts every weight on every
 # pass, and measured 6x slower than fp32 on this project's CPUs (GSM8K answers, one per pass: MiniLM
@@ -126,8 +127,16 @@ class Settings:
 
     backends: list[Backend] = field(default_factory=list)
     policy: str = setting("fanout", "fanout: ask every backend, return Smoothie's pick; select: one call to the best "
-                          "Smoothie-Global backend; local: one call to the best Smoothie-Local backend for this input",
+                          "Smoothie-Global backend; local: one call to the best Smoothie-Local backend for this input; "
+                          "adaptive: fan out where the routing is unsure, about --budget calls per request",
                           choices=POLICIES, replay=True)
+    fanout_rule: str = setting("auto", "the estimator a fan-out's answer is chosen by: Smoothie-Global over the "
+                               "--window, Smoothie-Local over --k neighbours, or auto: whichever the stored "
+                               "fan-outs favour, judged without labels (said in smoothie.estimator)",
+                               choices=FANOUT_RULES, replay=True)
+    budget: float = setting(1.5, "adaptive: backend calls per request on average, warm-up included (1 = never fan "
+                            "out after the warm-up; the number of backends = always)", type=float,
+                            check=_at_least(1), replay=True)
     explore: float = setting(0.1, "share of select/local requests that also fan out, to keep learning", type=float,
                              check=_between(0, 1), replay=True)
     explore_answer: str = setting("policy", "on an explore request, answer with the backend the policy chose, "
@@ -217,6 +226,9 @@ class Settings:
                     problem = meta["check"](item)
                 if problem:
                     raise UserError(f"{place} {item!r}: {problem}")
+        if self.policy == "adaptive" and self.budget > len(self.backends):
+            raise UserError(f"{where.get('budget', '--budget')} {self.budget:g}: more calls per request than there "
+                            f"are backends ({len(self.backends)})")
         if len(self.backends) < 3:
             raise UserError(f"--backend: Smoothie needs at least 3 backends (the triplet identity), got "
                             f"{len(self.backends)}")

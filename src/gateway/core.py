@@ -81,7 +81,8 @@ class _Call:
 
 def _smoothie(policy: str, mode: str) -> dict:
     return {"policy": policy, "mode": mode, "seq": None, "chosen": None, "weights": None, "called": [], "failed": {},
-            "latency_ms": {}, "usage_by_backend": {}, "passed_over": {}, "degraded": None, "waited_ms": 0.0}
+            "latency_ms": {}, "usage_by_backend": {}, "passed_over": {}, "degraded": None, "waited_ms": 0.0,
+            "estimator": None}
 
 
 class Core:
@@ -93,7 +94,8 @@ class Core:
         self.settings, self.embedder, self.pool, self.store = s, embedder, pool, store
         self.names = [b.name for b in s.backends]
         self.router = Router(self.names, policy=s.policy, k=s.k, explore=s.explore, warmup=s.warmup_rows,
-                             window=s.window, seed=s.seed, lag=s.lag, explore_lag=s.explore_lag)
+                             window=s.window, seed=s.seed, lag=s.lag, explore_lag=s.explore_lag,
+                             fanout_rule=s.fanout_rule, budget=s.budget)
         for row in store.rows():
             self.router.add(row)
         self.metrics = Metrics()
@@ -274,8 +276,14 @@ class Core:
             call.smoothie["mode"] = mode
             if mode in ("fanout", "warmup") or (mode == "explore" and s.explore_answer == "smoothie"):
                 return await self._fanout(call)
-            input_vec = (await self._embed([call.req.text]))[0] if s.policy == "local" else None
-            order, est = self.router.rank(seq, input_vec)
+            input_vec = (await self._embed([call.req.text]))[0] if s.policy in ("local", "adaptive") else None
+            if mode == "adaptive":
+                unsure, order, est, call.smoothie["uncertainty"] = self.router.adapt(seq, input_vec)
+                if unsure:
+                    call.smoothie["mode"] = "unsure"
+                    return await self._fanout(call, input_vec)
+            else:
+                order, est = self.router.rank(seq, input_vec)
             call.smoothie["weights"] = est.named_weights() if est is not None else None
             if mode != "explore":
                 self._settle(seq)  # a single call stores nothing: later requests need not wait for it
@@ -340,8 +348,9 @@ class Core:
         self.router.drop(dropped)
         self.router.add(row)
 
-    async def _fanout(self, call: _Call) -> Reply:
-        """Ask every usable backend at once; return Smoothie's pick among the answers."""
+    async def _fanout(self, call: _Call, input_vec: np.ndarray | None = None) -> Reply:
+        """Ask every usable backend at once; return Smoothie's pick among the answers (by the
+        estimator ``--fanout_rule`` names, reported in ``smoothie.estimator``)."""
         req, seq = call.req, call.seq
         called = self._usable(self.names, call)
         call.smoothie["called"] = called
@@ -351,9 +360,15 @@ class Core:
         if not answers:
             raise self._no_answer(call)
         names = list(answers)
-        vecs = await self._embed([req.text, *(self._for_embedding(req.kind, answers[b]) for b in names)])
-        input_vec, by_name = vecs[0], dict(zip(names, vecs[1:]))
+        texts = [self._for_embedding(req.kind, answers[b]) for b in names]
+        if input_vec is None:
+            vecs = await self._embed([req.text, *texts])
+            input_vec, by_name = vecs[0], dict(zip(names, vecs[1:]))
+        else:
+            by_name = dict(zip(names, await self._embed(texts)))
         chosen, est = self.router.choose(seq, by_name, input_vec)
+        rule = self.router.rule(seq)
+        call.smoothie["estimator"] = rule.label
         self._record(Fanout(seq, call.rid, req.text, input_vec, {b: answer_text(req.kind, answers[b]) for b in names},
                             by_name))
         weights = est.named_weights() if est is not None else None
@@ -556,7 +571,11 @@ class Core:
         return {"status": "ok" if all(v == "ok" for v in states.values()) else "degraded",
                 "policy": self.settings.policy, "store_rows": self.router.n_rows,
                 "pending_fanouts": self.store.pending_count(), "backends": states,
-                "degenerate": self.router.degenerate().to_json()}
+                "degenerate": self.router.degenerate().to_json(), "fanout_rule": self._rule_report()}
+
+    def _rule_report(self) -> dict:
+        rule = self.router.rule()
+        return {"setting": self.settings.fanout_rule, "estimator": rule.label, "measured": rule.why}
 
     def metrics_text(self) -> bytes:
         est = self.router.global_estimate()

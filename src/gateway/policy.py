@@ -56,6 +56,18 @@ MIN_EVIDENCE = 10  # visible fan-outs a backend (or pair) answered before it is 
 CONSTANT_SHARE = 0.5  # one answer text on this share of a backend's answers: it repeats itself
 DUPLICATE_SHARE = 0.8  # the same answer on this share of the rows both answered: duplicates
 DUPLICATE_DIST = 1e-3  # squared embedding distance under which two answers count as the same
+FANOUT_RULES = ("auto", "global", "local")
+AUTO_MIN_ROWS = 100  # visible fan-outs before `auto` weighs Local against Global
+AUTO_EVERY = 50  # `auto` looks again each time this many more fan-outs are visible
+AUTO_EVAL = 300  # the most recent visible fan-outs it scores the candidates on
+AUTO_KS = (50, 100)  # Local's candidate neighbourhoods, besides --k
+AUTO_Z = 3.0  # Local must beat Global by this many standard errors ...
+AUTO_GAIN = 1 / 3  # ... and cut Global's estimated error by this share
+BOOTSTRAP = 16  # resamples behind the adaptive policy's uncertainty
+RANDOM_SHARE = 0.5  # of the adaptive fan-outs, drawn at random (as select explores), so stored rows stay unbiased
+LOCAL_SHARE = 0.3  # the input's own neighbourhood's part in the adaptive uncertainty (Global's: the rest)
+ADAPTIVE_HISTORY = 200  # recent uncertainties the adaptive threshold is a quantile of
+ADAPTIVE_PAYBACK = 50  # requests over which the adaptive policy pays back an over- or underspend
 
 
 def text_hash(text: str) -> int:
@@ -123,6 +135,31 @@ def pooled(distances: np.ndarray, dim: int, names: list[str]) -> Estimate | None
     return Estimate([names[i] for i in keep], deltas, weights)
 
 
+def row_deltas(dist: np.ndarray) -> np.ndarray:
+    """Each backend's error on one fan-out from that fan-out alone (the triplet estimate over
+    its pairs; NaN where a backend did not answer or fewer than three did). Noisy, but it
+    uses no other row: the yardstick ``auto`` scores the other rows' estimates with."""
+    out = np.full(len(dist), np.nan)
+    have = np.flatnonzero(~np.isnan(dist).all(axis=1))
+    if len(have) >= MIN_ANSWERS:
+        out[have] = deltas_from_row_sums(dist[np.ix_(have, have)].sum(axis=-1))
+    return out
+
+
+@dataclass
+class Rule:
+    """The estimator a fan-out's answer is chosen by: Global over the window, or Local over
+    ``k`` neighbours; ``why`` says what ``auto`` measured (None when the flag fixed it)."""
+
+    kind: str
+    k: int | None = None
+    why: dict | None = None
+
+    @property
+    def label(self) -> str:
+        return "global" if self.kind == "global" else f"local k={self.k}"
+
+
 def explore_draw(seed: int, seq: int) -> float:
     """A uniform number in [0, 1) that depends only on (seed, seq)."""
     return float(np.random.default_rng([seed, seq]).random())
@@ -134,8 +171,11 @@ class Router:
     store evicted."""
 
     def __init__(self, backends: list[str], *, policy: str = "fanout", k: int = 20, explore: float = 0.1,
-                 warmup: int = 20, window: int = 1000, seed: int = 0, lag: int = 0, explore_lag: int = 0):
-        self.backends, self.policy = list(backends), policy
+                 warmup: int = 20, window: int = 1000, seed: int = 0, lag: int = 0, explore_lag: int = 0,
+                 fanout_rule: str = "auto", budget: float | None = None):
+        if fanout_rule not in FANOUT_RULES:
+            raise ValueError(f"fanout_rule must be one of {FANOUT_RULES}, not {fanout_rule!r}")
+        self.backends, self.policy, self.fanout_rule, self.budget = list(backends), policy, fanout_rule, budget
         self.k, self.explore, self.warmup, self.window, self.seed, self.lag = k, explore, warmup, window, seed, lag
         self.explore_lag = explore_lag
         self._index = {b: i for i, b in enumerate(self.backends)}
@@ -146,7 +186,11 @@ class Router:
         self.n_answers = np.zeros(0, np.int64)
         self.late = np.zeros(0, bool)
         self.hashes = np.zeros((0, len(backends)), np.int64)  # answer fingerprints, 0: no answer
+        self.own = np.zeros((0, len(backends)))  # each row's errors from that row alone (row_deltas)
         self._degenerate: tuple[tuple, Degenerate] | None = None
+        self._rule: tuple[tuple, Rule] | None = None
+        self._spread: tuple[tuple, float, str | None] | None = None
+        self.uncertainty: dict[int, float] = {}  # adaptive: request number -> the score it was decided by
         self._in_order = True  # rows added by increasing request number (late fan-outs may break it)
         self.dim: int | None = None
 
@@ -165,6 +209,7 @@ class Router:
             self.n_answers = np.zeros(64, np.int64)
             self.late = np.zeros(64, bool)
             self.hashes = np.zeros((64, len(self.backends)), np.int64)
+            self.own = np.full((64, len(self.backends)), np.nan)
         n = self.n_rows
         if n == len(self.inputs):  # grow by doubling
             self.inputs = np.concatenate([self.inputs, np.zeros_like(self.inputs)])
@@ -173,6 +218,7 @@ class Router:
             self.n_answers = np.concatenate([self.n_answers, np.zeros_like(self.n_answers)])
             self.late = np.concatenate([self.late, np.zeros_like(self.late)])
             self.hashes = np.concatenate([self.hashes, np.zeros_like(self.hashes)])
+            self.own = np.concatenate([self.own, np.full_like(self.own, np.nan)])
         self._in_order = self._in_order and (n == 0 or row.seq > self.seqs[n - 1])
         self.inputs[n] = row.input_vec
         dist = np.full((len(self.backends),) * 2, np.nan)
@@ -180,6 +226,7 @@ class Router:
         if have:
             dist[np.ix_(have, have)] = pairwise_sq_distances(np.stack([row.vecs[self.backends[i]] for i in have]))
         self.dists[n], self.seqs[n], self.n_answers[n], self.late[n] = dist, row.seq, len(have), row.late
+        self.own[n] = row_deltas(dist)
         self.hashes[n] = [text_hash(row.answers[b]) if b in row.vecs and b in row.answers else 0
                           for b in self.backends]
         self.ids.append(row.request_id)
@@ -193,12 +240,12 @@ class Router:
         n = self.n_rows
         keep = np.array([rid not in gone for rid in self.ids], bool)
         m = int(keep.sum())
-        for name in ("inputs", "dists", "seqs", "n_answers", "late", "hashes"):
+        for name in ("inputs", "dists", "seqs", "n_answers", "late", "hashes", "own"):
             arr = getattr(self, name)
             arr[:m] = arr[:n][keep].copy()
         self.dists[m:n] = np.nan
         self.ids = [rid for rid, k in zip(self.ids, keep) if k]
-        self._degenerate = None
+        self._degenerate = self._rule = self._spread = None
 
     def visible(self, seq: int | None) -> np.ndarray:
         """Indices of the usable rows request ``seq`` sees, oldest request first (None: all)."""
@@ -280,12 +327,12 @@ class Router:
         rows = self.visible(seq)[-self.window :]
         return self._estimate(self.dists[rows], self.dim, self.backends, seq) if len(rows) else None
 
-    def local_estimate(self, seq: int | None, query: np.ndarray) -> Estimate | None:
+    def local_estimate(self, seq: int | None, query: np.ndarray, k: int | None = None) -> Estimate | None:
         """Smoothie-Local over the k usable fan-outs request ``seq`` sees whose inputs are nearest."""
         rows = self.visible(seq)
         if not len(rows):
             return None
-        return self._estimate(self.dists[self._nearest(rows, query, self.k)], self.dim, self.backends, seq)
+        return self._estimate(self.dists[self._nearest(rows, query, k or self.k)], self.dim, self.backends, seq)
 
     def ranked(self, est: Estimate | None, among: list[str] | None = None) -> list[str]:
         """``among`` by estimated error, best first; backends the estimate does not cover come
@@ -295,6 +342,155 @@ class Router:
         return sorted(among, key=lambda b: (b not in where, est.deltas[where[b]] if b in where else 0.0,
                                             self._index[b]))
 
+    # -- which estimator a fan-out's answer is chosen by ---------------------------------------------
+    def rule(self, seq: int | None = None) -> Rule:
+        """``--fanout_rule``: Global, Local over ``k``, or (auto) whichever the stored fan-outs
+        favour. ``auto`` scores each candidate without labels by cross-fitting: on each recent
+        fan-out, the candidate's pick is made from the other rows only, and charged that row's
+        own error estimate for it (``row_deltas``), which is unbiased for the pick's distance to
+        the unknown truth under Smoothie's model. Local replaces Global only when it is better by
+        AUTO_Z standard errors and cuts the error by AUTO_GAIN: where the evidence is thin Global
+        is safer, since on real sets a small estimated gain has not carried over to the labels
+        (docs/serving.md). Looked at again every AUTO_EVERY visible fan-outs, on exactly those
+        rows, so replays and restarts make the same choice."""
+        if self.fanout_rule == "global":
+            return Rule("global")
+        if self.fanout_rule == "local":
+            return Rule("local", self.k)
+        rows = self.visible(seq)
+        if len(rows) < AUTO_MIN_ROWS:
+            return Rule("global", why={"reason": f"fewer than {AUTO_MIN_ROWS} fan-outs stored"})
+        base = rows[: len(rows) - len(rows) % AUTO_EVERY][-self.window:]
+        key = (len(base), self.ids[base[0]], self.ids[base[-1]])
+        if self._rule is None or self._rule[0] != key:
+            self._rule = (key, self._cross_fit(base, seq))
+        return self._rule[1]
+
+    def _cross_fit(self, base: np.ndarray, seq: int | None) -> Rule:
+        left_out = self.degenerate(seq).left_out()
+        cols = [i for i, b in enumerate(self.backends) if b not in left_out]
+        if len(cols) < MIN_ANSWERS:
+            cols = list(range(len(self.backends)))
+        dists = self.dists[base][:, cols][:, :, cols]
+        where = np.arange(len(base))[-AUTO_EVAL:]  # positions in base of the rows scored
+        own = self.own[base[where]][:, cols]
+        picks = {"global": self._global_picks(dists, where)}
+        x = self.inputs[base].astype(np.float64)
+        gaps = np.einsum("nd,nd->n", x, x)[None, :] - 2.0 * (x[where] @ x.T)
+        gaps[np.arange(len(where)), where] = np.inf  # never a row's own fan-out
+        nearest = np.argsort(gaps, axis=1, kind="stable")
+        for k in sorted({self.k, *AUTO_KS}):
+            if k <= len(base) // 2:
+                picks[k] = np.array([self._pick(dists[nearest[i, :k]]) for i in range(len(where))])
+        cost = {c: np.array([own[i, p] if p >= 0 else np.nan for i, p in enumerate(ps)]) for c, ps in picks.items()}
+        g = cost["global"]
+        why = {"rows": len(where), "error": {"global": float(np.nanmean(g))}, "z": {}}
+        best, best_z = None, AUTO_Z
+        for k, c in cost.items():
+            if k == "global":
+                continue
+            d = (c - g)[~np.isnan(c - g)]
+            z = float(-d.mean() / (d.std(ddof=1) / np.sqrt(len(d)) + 1e-12)) if len(d) > 2 else 0.0
+            why["error"][f"local k={k}"], why["z"][f"local k={k}"] = float(np.nanmean(c)), round(z, 2)
+            if z > best_z and -d.mean() >= AUTO_GAIN * np.nanmean(g):
+                best, best_z = k, z
+        why["error"] = {c: round(v, 5) for c, v in why["error"].items()}
+        return Rule("global", why=why) if best is None else Rule("local", best, why)
+
+    @staticmethod
+    def _pick(dists: np.ndarray) -> int:
+        est = pooled(dists, 1, list(range(dists.shape[1])))
+        return -1 if est is None else est.names[int(np.argmin(est.deltas))]
+
+    def _global_picks(self, dists: np.ndarray, where: np.ndarray) -> np.ndarray:
+        """Global's pick for each row at ``where`` from all the other rows (leave one out)."""
+        valid = ~np.isnan(dists)
+        total, count = np.nansum(dists, axis=0), valid.sum(axis=0)
+        mine = dists[where]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = (total[None] - np.nan_to_num(mine)) / (count[None] - valid[where])
+        m = dists.shape[1]
+        means[:, np.arange(m), np.arange(m)] = 0.0
+        picks = np.full(len(where), -1)
+        whole = ~np.isnan(means).any(axis=(1, 2))
+        if whole.any():
+            picks[whole] = np.argmin(deltas_from_row_sums(means[whole].sum(axis=-1)), axis=1)
+        for i in np.flatnonzero(~whole):  # a pair with no other data: pooled drops backends
+            picks[i] = self._pick(np.delete(dists, where[i], axis=0))
+        return picks
+
+    # -- the adaptive policy -------------------------------------------------------------------
+    def _global_spread(self, seq: int) -> tuple[float, str | None]:
+        """How often Global's best backend changes when the visible window is resampled (0:
+        settled; near 1: early, or after a drift), and that best backend."""
+        rows = self.visible(seq)
+        base = rows[: len(rows) - len(rows) % 10][-self.window:]
+        if len(base) < MIN_ANSWERS:
+            return 1.0, None
+        key = (len(base), self.ids[base[0]], self.ids[base[-1]])
+        if self._spread is None or self._spread[0] != key:
+            top = self.ranked(self._estimate(self.dists[base], self.dim, self.backends, seq))[0]
+            rng = np.random.default_rng([self.seed, len(base), 2])
+            tops = [self.ranked(self._estimate(self.dists[rng.choice(base, len(base))], self.dim, self.backends, seq))[0]
+                    for _ in range(BOOTSTRAP)]
+            self._spread = (key, float(np.mean([t != top for t in tops])), top)
+        return self._spread[1], self._spread[2]
+
+    def adapt(self, seq: int, input_vec: np.ndarray) -> tuple[bool, list[str], Estimate | None, dict]:
+        """The adaptive policy's decision for request ``seq``: fan out or not, the order of
+        backends to call otherwise (by the fan-out rule's estimator), its estimate, and the
+        uncertainty that decided (reported in ``smoothie``).
+
+        Uncertainty mixes two shares in [0, 1]: how often Global's best backend changes when the
+        window is resampled (early on, after a drift), and how often this input's ``k`` nearest
+        fan-outs, resampled, name another best backend than the one that would be called
+        (LOCAL_SHARE of the score: the stored rows then lean towards hard inputs, which biases
+        the Global estimate that later requests rank by, so the local part is kept small). The request fans
+        out when its score is above a threshold: the quantile of the last ADAPTIVE_HISTORY
+        requests' scores that lets a share rho of them fan out, where rho = (budget - 1) / (m - 1)
+        plus what the requests seen so far (numbered below ``seq - lag``, within the window)
+        overspent or underspent, paid back over ADAPTIVE_PAYBACK requests. Everything it reads
+        is fixed by the request number, so replays predict it."""
+        rule = self.rule(seq)
+        rows = self.visible(seq)
+        near = self._nearest(rows, input_vec, self.k) if len(rows) else rows
+        est = self.local_estimate(seq, input_vec, rule.k) if rule.kind == "local" else self.global_estimate(seq)
+        order = self.ranked(est)
+        spread, _ = self._global_spread(seq)
+        rng = np.random.default_rng([self.seed, seq, 3])
+        tops = [self.ranked(self._estimate(self.dists[rng.choice(near, len(near))], self.dim, self.backends, seq))[0]
+                for _ in range(BOOTSTRAP)] if len(near) else []
+        local = float(np.mean([t != order[0] for t in tops])) if tops else 1.0
+        score = (1 - LOCAL_SHARE) * spread + LOCAL_SHARE * local + 1e-6 * explore_draw(self.seed, seq + 1)  # the draw only breaks ties
+        m = len(self.backends)
+        rho = min(max((self.budget - 1) / (m - 1), 0.0), 1.0)
+        upto = seq - self.lag
+        n = self.n_rows
+        since = int(self.seqs[:n].min()) if n else 0  # the oldest fan-out kept: the store forgets evenly
+        spent = int((self.seqs[:n] < upto).sum())
+        share = min(max(rho + (rho * max(upto - since, 0) - spent) / ADAPTIVE_PAYBACK, 0.0), 1.0)
+        draw = explore_draw(self.seed, seq)
+        if draw < RANDOM_SHARE * rho:  # a share of the budget explores at random: the stored rows stay unbiased
+            self.uncertainty[seq] = score
+            return True, order, est, {"global": round(spread, 3), "local": round(local, 3), "score": round(score, 4),
+                                      "threshold": None, "fanout_share": round(share, 3), "random": True}
+        share = min(max(share - RANDOM_SHARE * rho, 0.0), 1.0)
+        past = [v for q, v in sorted(self.uncertainty.items()) if q < upto][-ADAPTIVE_HISTORY:]
+        if share >= 1.0:
+            threshold = -1.0
+        elif share <= 0.0:
+            threshold = 2.0
+        elif len(past) < 20:
+            threshold = 0.5
+        else:
+            threshold = float(np.quantile(past, 1.0 - share))
+        self.uncertainty[seq] = score
+        for q in [q for q in self.uncertainty if q < upto - 2 * ADAPTIVE_HISTORY]:
+            del self.uncertainty[q]
+        detail = {"global": round(spread, 3), "local": round(local, 3), "score": round(score, 4),
+                  "threshold": round(threshold, 4), "fanout_share": round(share, 3)}
+        return score > threshold, order, est, detail
+
     # -- the two steps -------------------------------------------------------------------------
     def mode(self, seq: int) -> str:
         """How request ``seq`` is served: "fanout", "warmup", "explore", or the policy's single
@@ -303,6 +499,8 @@ class Router:
             return "fanout"
         if self.n_usable(seq) < max(self.warmup, 1):
             return "warmup"
+        if self.policy == "adaptive":
+            return "adaptive"  # decided by adapt(), with the request's input embedding
         if explore_draw(self.seed, seq) < self.explore:
             return "explore"
         return self.policy
@@ -329,9 +527,11 @@ class Router:
             return self.ranked(est, answered)[0], est
         cols = [self._index[b] for b in answered]
         own = pairwise_sq_distances(np.stack([vecs[b] for b in answered]))[None]
-        rows = self.visible(seq)
-        if input_vec is not None and len(rows) >= self.k:
-            rows = self._nearest(rows, input_vec, self.k)
+        rows, rule = self.visible(seq), self.rule(seq)
+        if rule.kind == "global":
+            rows = rows[-self.window:]
+        elif input_vec is not None and len(rows) >= rule.k:
+            rows = self._nearest(rows, input_vec, rule.k)
         stored = self.dists[rows][:, cols][:, :, cols]
         est = self._estimate(np.concatenate([own, stored]), len(vecs[answered[0]]), answered, seq)
         return self.ranked(est, answered)[0], est
