@@ -170,8 +170,8 @@ def policy_table(title, names, inputs, answers, quality, task, embedder, seeds: 
     for explore in ADAPTIVE_AT:
         (sc, sq, ssd), (ac, aq, asd) = select[explore], adaptive[explore]
         ok = abs(ac - sc) <= 0.03 and aq >= sq
-        print(f"Goal 2 at select's explore {explore}: calls {ac:.3f} vs {sc:.3f}, quality {aq:.3f} ± {asd:.3f} vs "
-              f"{sq:.3f} ± {ssd:.3f} ({'met' if ok else 'NOT met'}; spread {'smaller' if asd < ssd else 'not smaller'})")
+        print(f"Goal 2 at select's explore {explore}: calls {ac:.3f} vs {sc:.3f}, quality {aq:.4f} ± {asd:.4f} vs "
+              f"{sq:.4f} ± {ssd:.4f} ({'met' if ok else 'NOT met'}; spread {'smaller' if asd < ssd else 'not smaller'})")
     return {"title": title, "points": points, "best": best, "random": rand, "backends": m}
 
 

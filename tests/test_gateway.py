@@ -98,6 +98,7 @@ def test_fanout_answers_through_the_sdk_with_the_smoothie_object(fanout_gateway)
         r = ask(client, text)
         s = smoothie_of(r)
         assert r.model in NAMES and s["chosen"] == r.model and s["policy"] == "fanout"
+        assert s["estimator"] == "global"  # --fanout_rule auto weighs Local only once 100 fan-outs are stored
         assert s["called"] == NAMES and all(why == "empty answer (no text)" for why in s["failed"].values())
         answered = [b for b in NAMES if b not in s["failed"]]
         answers = dict(sqlite3.connect(store).execute(
@@ -176,6 +177,8 @@ def test_models_health_and_metrics(fanout_gateway):
     assert models == ["smoothie", *NAMES]
     health = httpx.get(fanout_gateway.url + "/health").json()
     assert health["status"] == "ok" and set(health["backends"]) == set(NAMES) and health["store_rows"] >= 3
+    assert health["fanout_rule"]["setting"] == "auto" and health["fanout_rule"]["estimator"] == "global"
+    assert "fewer than 100" in health["fanout_rule"]["measured"]["reason"]
     text = httpx.get(fanout_gateway.url + "/metrics").text
     for needle in ('smoothie_requests_total{policy="fanout",status="200"}',
                    'smoothie_requests_total{policy="rejected",status="400"}',

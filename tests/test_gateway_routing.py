@@ -423,11 +423,11 @@ def test_adaptive_keeps_its_budget_and_fans_out_where_it_is_unsure(budget):
     assert abs(calls - budget) < 0.05
     spread = [d["global"] for d in detail[250:]]
     assert max(spread[:150]) < max(spread[150:])  # settled, then unsure after the reversal
-    chosen = [i for i, d in enumerate(detail) if d is not None and not d.get("random")]
+    chosen = [i for i, d in enumerate(detail) if d is not None]
     scores = np.array([detail[i]["score"] for i in chosen])
     out = fanned[chosen]
     assert 0 < out.sum() < len(out)
-    assert scores[out].mean() > 1.5 * scores[~out].mean()
+    assert scores[out].mean() > 1.2 * scores[~out].mean()  # the less sure, the likelier to fan out
     assert all(0 <= detail[i]["global"] <= 1 and 0 <= detail[i]["local"] <= 1 for i in chosen)
 
 
@@ -437,7 +437,7 @@ def test_adaptive_decisions_are_reproducible_from_the_seed():
     again, _ = adaptive_run(vecs, inputs, 1.5, seed=1)
     other, _ = adaptive_run(vecs, inputs, 1.5, seed=2)
     assert np.array_equal(first, again)
-    assert not np.array_equal(first, other)  # the random half of its fan-outs follows the seed
+    assert not np.array_equal(first, other)  # its draws follow the seed
 
 
 def test_a_budget_above_the_number_of_backends_is_refused_in_one_line():

@@ -64,9 +64,9 @@ AUTO_KS = (50, 100)  # Local's candidate neighbourhoods, besides --k
 AUTO_Z = 3.0  # Local must beat Global by this many standard errors ...
 AUTO_GAIN = 1 / 3  # ... and cut Global's estimated error by this share
 BOOTSTRAP = 16  # resamples behind the adaptive policy's uncertainty
-RANDOM_SHARE = 0.5  # of the adaptive fan-outs, drawn at random (as select explores), so stored rows stay unbiased
+RANDOM_SHARE = 0.5  # of the adaptive fan-out chance, the same for every request (as select explores)
 LOCAL_SHARE = 0.3  # the input's own neighbourhood's part in the adaptive uncertainty (Global's: the rest)
-ADAPTIVE_HISTORY = 200  # recent uncertainties the adaptive threshold is a quantile of
+ADAPTIVE_HISTORY = 200  # recent uncertainties the adaptive policy compares a request's with
 ADAPTIVE_PAYBACK = 50  # requests over which the adaptive policy pays back an over- or underspend
 
 
@@ -444,12 +444,15 @@ class Router:
         Uncertainty mixes two shares in [0, 1]: how often Global's best backend changes when the
         window is resampled (early on, after a drift), and how often this input's ``k`` nearest
         fan-outs, resampled, name another best backend than the one that would be called
-        (LOCAL_SHARE of the score: the stored rows then lean towards hard inputs, which biases
-        the Global estimate that later requests rank by, so the local part is kept small). The request fans
-        out when its score is above a threshold: the quantile of the last ADAPTIVE_HISTORY
-        requests' scores that lets a share rho of them fan out, where rho = (budget - 1) / (m - 1)
-        plus what the requests seen so far (numbered below ``seq - lag``, within the window)
-        overspent or underspent, paid back over ADAPTIVE_PAYBACK requests. Everything it reads
+        (LOCAL_SHARE of the score). The request fans out with a chance of share x (RANDOM_SHARE +
+        (1 - RANDOM_SHARE) x score / the mean score of the last ADAPTIVE_HISTORY requests): the
+        part that does not depend on the score keeps the stored rows a fair sample of the
+        traffic (rows stored only for being hard bias the Global estimate later requests rank
+        by). ``share`` is rho = (budget - 1) / (m - 1) plus what the requests seen so far
+        (numbered below ``seq - lag``) overspent or underspent, paid back over ADAPTIVE_PAYBACK
+        requests; a chance rather than a threshold, because the last ``lag`` requests' decisions
+        are not yet seen, so a threshold would let a run of unsure requests all fan out. The
+        draw is keyed by (seed, request number) and everything else read here
         is fixed by the request number, so replays predict it."""
         rule = self.rule(seq)
         rows = self.visible(seq)
@@ -461,7 +464,7 @@ class Router:
         tops = [self.ranked(self._estimate(self.dists[rng.choice(near, len(near))], self.dim, self.backends, seq))[0]
                 for _ in range(BOOTSTRAP)] if len(near) else []
         local = float(np.mean([t != order[0] for t in tops])) if tops else 1.0
-        score = (1 - LOCAL_SHARE) * spread + LOCAL_SHARE * local + 1e-6 * explore_draw(self.seed, seq + 1)  # the draw only breaks ties
+        score = (1 - LOCAL_SHARE) * spread + LOCAL_SHARE * local
         m = len(self.backends)
         rho = min(max((self.budget - 1) / (m - 1), 0.0), 1.0)
         upto = seq - self.lag
@@ -469,27 +472,16 @@ class Router:
         since = int(self.seqs[:n].min()) if n else 0  # the oldest fan-out kept: the store forgets evenly
         spent = int((self.seqs[:n] < upto).sum())
         share = min(max(rho + (rho * max(upto - since, 0) - spent) / ADAPTIVE_PAYBACK, 0.0), 1.0)
-        draw = explore_draw(self.seed, seq)
-        if draw < RANDOM_SHARE * rho:  # a share of the budget explores at random: the stored rows stay unbiased
-            self.uncertainty[seq] = score
-            return True, order, est, {"global": round(spread, 3), "local": round(local, 3), "score": round(score, 4),
-                                      "threshold": None, "fanout_share": round(share, 3), "random": True}
-        share = min(max(share - RANDOM_SHARE * rho, 0.0), 1.0)
         past = [v for q, v in sorted(self.uncertainty.items()) if q < upto][-ADAPTIVE_HISTORY:]
-        if share >= 1.0:
-            threshold = -1.0
-        elif share <= 0.0:
-            threshold = 2.0
-        elif len(past) < 20:
-            threshold = 0.5
-        else:
-            threshold = float(np.quantile(past, 1.0 - share))
+        usual = float(np.mean(past)) if len(past) >= 20 else score
+        relative = score / usual if usual > 0 else 1.0
+        chance = min(1.0, share * (RANDOM_SHARE + (1 - RANDOM_SHARE) * relative))
         self.uncertainty[seq] = score
         for q in [q for q in self.uncertainty if q < upto - 2 * ADAPTIVE_HISTORY]:
             del self.uncertainty[q]
         detail = {"global": round(spread, 3), "local": round(local, 3), "score": round(score, 4),
-                  "threshold": round(threshold, 4), "fanout_share": round(share, 3)}
-        return score > threshold, order, est, detail
+                  "relative": round(relative, 3), "fanout_share": round(share, 4), "fanout_chance": round(chance, 4)}
+        return explore_draw(self.seed, seq) < chance, order, est, detail
 
     # -- the two steps -------------------------------------------------------------------------
     def mode(self, seq: int) -> str:
