@@ -494,6 +494,7 @@ def batching(shared: Path, embedding_model: str, n_requests: int) -> None:
     questions = gsm8k_questions(shared, n_requests)
     print(f"\n### Batched embedding: fanout, {n_requests} GSM8K questions, 3 backends answering at once, "
           f"{embedding_model} {SERVE_PRECISION}\n")
+    ceiling = embedding_ceiling(shared, embedding_model, questions)
     print("| --embedding_batch_size | in flight | requests/s | added p50 (ms) | added p99 (ms) |")
     print("|---|---|---|---|---|")
     files, bport = file_backends(shared)
@@ -514,7 +515,44 @@ def batching(shared: Path, embedding_model: str, n_requests: int) -> None:
         files.terminate()
         files.wait(20)
     print(f"\nAt 16 in flight, batches of 32 serve {rate[(32, 16)] / rate[(1, 16)]:.1f}x the requests/s of one text "
-          "per pass (goal >= 3x).")
+          f"per pass (goal >= 3x). The embedding alone caps that ratio at {ceiling[32] / ceiling[1]:.1f}x here: "
+          f"{ceiling[1]:.1f} and {ceiling[32]:.1f} requests/s with nothing else running.")
+
+
+def embedding_ceiling(shared: Path, embedding_model: str, questions: list[str]) -> dict[int, float]:
+    """Fan-out requests/s the embedder alone allows (an input and three answers per request, no
+    gateway, no HTTP), one text per pass against batches of 32: batching removes per-pass
+    overhead, so where the matrix products already run at the CPU's peak it cannot give more
+    than this ratio. Also the fp32 matrix-product rate, to compare machines."""
+    import torch
+
+    folder = shared / "gsm8k_solutions" / "generations"
+    answers = {n: dict(zip(gsm8k_questions(shared, 10**6), read_json(folder / f"{n}_test.json")["generations"]))
+               for n in GSM8K_BACKENDS}
+    texts = [t for q in questions for t in (q, *(answers[n][q] for n in GSM8K_BACKENDS))]
+    x, w = torch.randn(4096, 384), torch.randn(1536, 384)
+    with torch.inference_mode():
+        x @ w.T
+        start = time.perf_counter()
+        for _ in range(10):
+            x @ w.T
+        gflops = 10 * 2 * 4096 * 384 * 1536 / (time.perf_counter() - start) / 1e9
+    out = {}
+    for batch in (1, 32):
+        cache = tempfile.mkdtemp(prefix="gateway_bench_cache_")  # empty: every text is embedded
+        try:
+            embedder = Embedder(embedding_model, cache_dir=cache, show_progress=False, one_per_pass=batch == 1,
+                                padded_batch=batch if batch > 1 else None, precision=SERVE_PRECISION)
+            embedder.embed([texts[0]])  # loads the model
+            start = time.perf_counter()
+            embedder.embed(texts[1:])
+            out[batch] = (len(texts) - 1) / 4 / (time.perf_counter() - start)
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+    print(f"The embedder alone, {len(questions)} requests' texts (no gateway): {out[1]:.1f} requests/s one text per "
+          f"pass, {out[32]:.1f} in batches of 32 ({out[32] / out[1]:.1f}x); fp32 matrix products run at "
+          f"{gflops:.0f} GFLOP/s on {torch.get_num_threads()} threads ({torch.backends.cpu.get_cpu_capability()}).\n")
+    return out
 
 
 def replicas(shared: Path, embedding_model: str, n_requests: int) -> None:
