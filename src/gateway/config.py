@@ -134,8 +134,8 @@ class Settings:
                                "--window, Smoothie-Local over --k neighbours, or auto: whichever the stored "
                                "fan-outs favour, judged without labels (said in smoothie.estimator)",
                                choices=FANOUT_RULES, replay=True)
-    budget: float = setting(1.5, "adaptive: backend calls per request on average, warm-up included (1 = never fan "
-                            "out after the warm-up; the number of backends = always)", type=float,
+    budget: float = setting(1.5, "adaptive: backend calls per request on average after the warm-up (1 = never "
+                            "fan out; the number of backends = always)", type=float,
                             check=_at_least(1), replay=True)
     explore: float = setting(0.1, "share of select/local requests that also fan out, to keep learning", type=float,
                              check=_between(0, 1), replay=True)

@@ -436,6 +436,21 @@ class Router:
             self._spread = (key, float(np.mean([t != top for t in tops])), top)
         return self._spread[1], self._spread[2]
 
+    def _spent_since_warmup(self, upto: int) -> tuple[int, int]:
+        """(the first request number after the warm-up, the fan-outs stored from it up to
+        ``upto``): the adaptive budget counts from there. The warm-up's fan-outs are a fixed
+        cost, as in select, whose ``explore`` does not count them either; charging them to the
+        budget left no fan-out at all for the next few hundred requests, exactly while the
+        ranking was least settled. After an eviction the count starts at the oldest rows kept
+        (the store forgets evenly, so the rate is unchanged)."""
+        n = self.n_rows
+        seqs = np.sort(self.seqs[:n][self.n_answers[:n] >= MIN_ANSWERS])
+        first = max(self.warmup, 1)
+        if len(seqs) < first:
+            return upto, 0
+        since = int(seqs[first - 1]) + self.lag + 1
+        return since, int(((self.seqs[:n] >= since) & (self.seqs[:n] < upto)).sum())
+
     def adapt(self, seq: int, input_vec: np.ndarray) -> tuple[bool, list[str], Estimate | None, dict]:
         """The adaptive policy's decision for request ``seq``: fan out or not, the order of
         backends to call otherwise (by the fan-out rule's estimator), its estimate, and the
@@ -449,7 +464,7 @@ class Router:
         part that does not depend on the score keeps the stored rows a fair sample of the
         traffic (rows stored only for being hard bias the Global estimate later requests rank
         by). ``share`` is rho = (budget - 1) / (m - 1) plus what the requests seen so far
-        (numbered below ``seq - lag``) overspent or underspent, paid back over ADAPTIVE_PAYBACK
+        after the warm-up (numbered below ``seq - lag``) overspent or underspent, paid back over ADAPTIVE_PAYBACK
         requests; a chance rather than a threshold, because the last ``lag`` requests' decisions
         are not yet seen, so a threshold would let a run of unsure requests all fan out. The
         draw is keyed by (seed, request number) and everything else read here
@@ -468,9 +483,7 @@ class Router:
         m = len(self.backends)
         rho = min(max((self.budget - 1) / (m - 1), 0.0), 1.0)
         upto = seq - self.lag
-        n = self.n_rows
-        since = int(self.seqs[:n].min()) if n else 0  # the oldest fan-out kept: the store forgets evenly
-        spent = int((self.seqs[:n] < upto).sum())
+        since, spent = self._spent_since_warmup(upto)
         share = min(max(rho + (rho * max(upto - since, 0) - spent) / ADAPTIVE_PAYBACK, 0.0), 1.0)
         past = [v for q, v in sorted(self.uncertainty.items()) if q < upto][-ADAPTIVE_HISTORY:]
         usual = float(np.mean(past)) if len(past) >= 20 else score

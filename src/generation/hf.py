@@ -28,14 +28,18 @@ class HFBackend:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if dtype == "auto":
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
-        kwargs = {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
         if not Path(str(ref.load_from)).exists():
             from src.hub import ensure_reachable_or_offline
 
             ensure_reachable_or_offline()
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(ref.load_from, **kwargs)
-            self.model = AutoModelForCausalLM.from_pretrained(ref.load_from, dtype=getattr(torch, dtype), **kwargs)
+            load_from = ref.load_from
+            if ref.gguf_file:  # de-quantized once into the cache: the same weights, without ~25 s per load
+                from src.model_files import dequantized_gguf
+
+                load_from = str(dequantized_gguf(Path(ref.load_from) / ref.gguf_file))
+            self.tokenizer = AutoTokenizer.from_pretrained(load_from)
+            self.model = AutoModelForCausalLM.from_pretrained(load_from, dtype=getattr(torch, dtype))
         except (OSError, ValueError) as exc:
             raise UserError(
                 f"--model {ref.name}: could not be loaded from {ref.load_from} ({type(exc).__name__}: "
