@@ -158,6 +158,7 @@ def replay(answers: np.ndarray, inputs: Sequence[str], names: list[str], setting
         "called": [s["called"] for s in smoothies],
         "modes": [s["mode"] for s in smoothies],
         "estimators": [s.get("estimator") for s in smoothies],
+        "uncertainty": [s.get("uncertainty") for s in smoothies],
         "backend_calls": int(sum(len(c) for c in pool.calls.values())),
     }
 
