@@ -33,13 +33,16 @@ class HFBackend:
 
             ensure_reachable_or_offline()
         try:
-            load_from = ref.load_from
+            load_from, kwargs = ref.load_from, {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
             if ref.gguf_file:  # de-quantized once into the cache: the same weights, without ~25 s per load
                 from src.model_files import dequantized_gguf
 
-                load_from = str(dequantized_gguf(Path(ref.load_from) / ref.gguf_file))
-            self.tokenizer = AutoTokenizer.from_pretrained(load_from)
-            self.model = AutoModelForCausalLM.from_pretrained(load_from, dtype=getattr(torch, dtype))
+                try:
+                    load_from, kwargs = str(dequantized_gguf(Path(ref.load_from) / ref.gguf_file)), {}
+                except OSError:  # a cache that cannot be written: convert in memory, as every load once did
+                    pass
+            self.tokenizer = AutoTokenizer.from_pretrained(load_from, **kwargs)
+            self.model = AutoModelForCausalLM.from_pretrained(load_from, dtype=getattr(torch, dtype), **kwargs)
         except (OSError, ValueError) as exc:
             raise UserError(
                 f"--model {ref.name}: could not be loaded from {ref.load_from} ({type(exc).__name__}: "
