@@ -444,11 +444,11 @@ class Router:
         ranking was least settled. After an eviction the count starts at the oldest rows kept
         (the store forgets evenly, so the rate is unchanged)."""
         n = self.n_rows
-        seqs = np.sort(self.seqs[:n][self.n_answers[:n] >= MIN_ANSWERS])
+        seqs = self.seqs[:n][self.n_answers[:n] >= MIN_ANSWERS]
         first = max(self.warmup, 1)
         if len(seqs) < first:
             return upto, 0
-        since = int(seqs[first - 1]) + self.lag + 1
+        since = int(np.partition(seqs, first - 1)[first - 1]) + self.lag + 1  # the warm-up's last usable row
         return since, int(((self.seqs[:n] >= since) & (self.seqs[:n] < upto)).sum())
 
     def adapt(self, seq: int, input_vec: np.ndarray) -> tuple[bool, list[str], Estimate | None, dict]:
