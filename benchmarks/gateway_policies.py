@@ -187,6 +187,7 @@ def plot(results: list[dict], path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 4.2), squeeze=False)
     styles = {"select": "o-", "local": "s-", "adaptive": "D-", "fanout (auto)": "*", "fanout (global)": "^",
@@ -199,6 +200,9 @@ def plot(results: list[dict], path: str) -> None:
         ax.axhline(res["best"], color="grey", linestyle="--", linewidth=0.8, label="best single (hindsight)")
         ax.axhline(res["random"], color="grey", linestyle=":", linewidth=0.8, label="random single")
         ax.set_xscale("log")
+        ticks = [t for t in (1, 1.5, 2, 3, 4, 6, 8, 16) if t <= res["backends"]]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("backend calls per request")
         ax.set_ylabel("quality")
         ax.set_title(res["title"], fontsize=10)
