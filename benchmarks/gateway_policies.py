@@ -135,7 +135,7 @@ def policy_table(title, names, inputs, answers, quality, task, embedder, seeds: 
     def seeded(policy, **values):
         runs = [run(policy, seed, **values) for seed in range(seeds)]
         qs = [r[1] for r in runs]
-        return float(np.mean([r[0] for r in runs])), float(np.mean(qs)), float(np.std(qs)), [r[2] for r in runs]
+        return float(np.mean([r[0] for r in runs])), float(np.mean(qs)), float(np.std(qs)), [r[2] for r in runs], qs
 
     def after_warmup(outs) -> float:
         """Backend calls per request after the warm-up, over these runs: what --budget counts
@@ -157,16 +157,16 @@ def policy_table(title, names, inputs, answers, quality, task, embedder, seeds: 
     select = {}
     for policy in ("select", "local"):
         for explore in EXPLORE:
-            calls, q, sd, outs = seeded(policy, explore=explore)
+            calls, q, sd, outs, qs = seeded(policy, explore=explore)
             if policy == "select":
-                select[explore] = (calls, q, sd, after_warmup(outs))
+                select[explore] = (calls, q, sd, after_warmup(outs), qs)
             row(policy, explore, calls, q, f" ± {sd:.3f}" if seeds > 1 else "")
             points.setdefault(policy, []).append((calls, q))
     adaptive = {}
     for explore in ADAPTIVE_AT:
         budget = round(select[explore][3], 3)  # the same calls after the warm-up as select's
-        calls, q, sd, _ = seeded("adaptive", budget=budget)
-        adaptive[explore] = (calls, q, sd)
+        calls, q, sd, _, qs = seeded("adaptive", budget=budget)
+        adaptive[explore] = (calls, q, sd, qs)
         row("adaptive", f"{budget} (= select at {explore})", calls, q, f" ± {sd:.3f}" if seeds > 1 else "")
         points.setdefault("adaptive", []).append((calls, q))
     target = max(max(v[1] for v in select.values()), fan["global"])
@@ -174,10 +174,14 @@ def policy_table(title, names, inputs, answers, quality, task, embedder, seeds: 
     print(f"\nGoal 1: fanout (auto) {fan['auto']:.3f} against the best of select and full fan-out Smoothie-Global "
           f"{target:.3f}: {short:+.3f} of the gap short ({'met' if short <= 0.02 else 'NOT met'}: at most 0.02).")
     for explore in ADAPTIVE_AT:
-        (sc, sq, ssd, _), (ac, aq, asd) = select[explore], adaptive[explore]
+        (sc, sq, ssd, _, sqs), (ac, aq, asd, aqs) = select[explore], adaptive[explore]
         ok = abs(ac - sc) <= 0.03 and aq >= sq
+        # seed s draws the same explore numbers for both policies, so the seeds pair up
+        above = sum(a > s + 1e-9 for a, s in zip(aqs, sqs))
+        below = sum(a < s - 1e-9 for a, s in zip(aqs, sqs))
         print(f"Goal 2 at select's explore {explore}: calls {ac:.3f} vs {sc:.3f}, quality {aq:.4f} ± {asd:.4f} vs "
-              f"{sq:.4f} ± {ssd:.4f} ({'met' if ok else 'NOT met'}; spread {'smaller' if asd < ssd else 'not smaller'})")
+              f"{sq:.4f} ± {ssd:.4f} ({'met' if ok else 'NOT met'}; spread {'smaller' if asd < ssd else 'not smaller'}; "
+              f"adaptive above select on {above} of {seeds} seeds, below on {below})")
     return {"title": title, "points": points, "best": best, "random": rand, "backends": m}
 
 
