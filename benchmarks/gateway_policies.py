@@ -12,7 +12,9 @@ returns with each task's labels:
   (win rate x 100 against the reference answers).
 Explore draws are random, so select and local are averaged over ``--seeds`` seeds (the spread
 is printed). Baselines: the best single system in hindsight and a uniform random pick (the mean
-of the systems).
+of the systems). After each set, Smoothie-Global's best backend over the first n requests, with
+bootstrap shares: where it changes with n, the rows a seed happens to fan out on decide which
+backend select and adaptive call, which is most of the spread between seeds.
 
 Part 2 measures the gateway's own cost: ``src.serve`` in front of three backends that answer
 instantly from GSM8K's files (an OpenAI-compatible FastAPI app in a subprocess), so everything
@@ -55,6 +57,7 @@ from src.cleaning import clean_for_task  # noqa: E402
 from src.embeddings import Embedder  # noqa: E402
 from src.evaluate.metrics import rouge2  # noqa: E402
 from src.gateway.config import SERVE_PRECISION  # noqa: E402
+from src.gateway.policy import pairwise_sq_distances, pooled  # noqa: E402
 from src.io import read_json, read_jsonl  # noqa: E402
 from src.replay import TableEmbedder, replay, replay_settings, texts_to_embed  # noqa: E402
 
@@ -182,7 +185,42 @@ def policy_table(title, names, inputs, answers, quality, task, embedder, seeds: 
         print(f"Goal 2 at select's explore {explore}: calls {ac:.3f} vs {sc:.3f}, quality {aq:.4f} ± {asd:.4f} vs "
               f"{sq:.4f} ± {ssd:.4f} ({'met' if ok else 'NOT met'}; spread {'smaller' if asd < ssd else 'not smaller'}; "
               f"adaptive above select on {above} of {seeds} seeds, below on {below})")
+    global_walk(names, answers, quality, table)
     return {"title": title, "points": points, "best": best, "random": rand, "backends": m}
+
+
+WALK_AT = (20, 30, 40, 60, 80, 120, 160, 240, 400)
+
+
+def global_walk(names, answers, quality, table: TableEmbedder, resamples: int = 200) -> None:
+    """Why select and adaptive swing between seeds: Smoothie-Global's best backend over the first
+    n requests in stream order (what a policy that had fanned out on all of them would rank by),
+    the true quality of that backend over the whole set, and how often each backend comes first
+    when those n rows are resampled. Where the top changes with n, which rows a policy happened to
+    fan out on decides which backend its single calls go to."""
+    n, m = answers.shape
+    vecs = np.stack([table.embed([str(a) for a in answers[i]]) for i in range(n)])
+    dists = np.stack([pairwise_sq_distances(v) for v in vecs])
+    empty = np.array([[not str(a).strip() for a in row] for row in answers])  # a failed answer to the gateway
+    dists[empty] = np.nan
+    dists.transpose(0, 2, 1)[empty] = np.nan
+    by_backend = quality.mean(axis=0)
+    rng = np.random.default_rng(0)
+
+    def first(rows: np.ndarray) -> str:
+        est = pooled(rows, vecs.shape[-1], names)
+        return est.names[int(np.argmin(est.deltas))]  # ties: configuration order, as the router ranks
+    print(f"\nSmoothie-Global over the first n requests (bootstrap: share of {resamples} resamples of those rows "
+          "in which each backend comes first, the two largest):\n")
+    print("| first n requests | Global's best backend | its quality over the set | bootstrap shares |")
+    print("|---|---|---|---|")
+    for upto in [k for k in WALK_AT if k < n] + [n]:
+        rows = dists[:upto]
+        top = first(rows)
+        tops = [first(rows[rng.integers(0, upto, upto)]) for _ in range(resamples)]
+        shares = sorted(((tops.count(b) / resamples, b) for b in set(tops)), reverse=True)[:2]
+        print(f"| {upto} | {top} | {by_backend[names.index(top)]:.3f} | "
+              + ", ".join(f"{b} {s:.2f}" for s, b in shares) + " |", flush=True)
 
 
 def plot(results: list[dict], path: str) -> None:
