@@ -179,12 +179,19 @@ def test_models_health_and_metrics(fanout_gateway):
     assert health["status"] == "ok" and set(health["backends"]) == set(NAMES) and health["store_rows"] >= 3
     assert health["fanout_rule"]["setting"] == "auto" and health["fanout_rule"]["estimator"] == "global"
     assert "fewer than 100" in health["fanout_rule"]["measured"]["reason"]
+    ranking = health["global_ranking"]
+    assert sorted(ranking["order"]) == sorted(NAMES) and ranking["fanouts"] <= health["store_rows"]
+    if ranking["agreement"] is None:  # gemma's empty answers can leave fewer than three backends to rank
+        assert ranking["weights"] == {}
+    else:
+        assert 0.0 <= ranking["agreement"] <= 1.0 and ranking["resamples"] == 16
+        assert ranking["order"][0] == max(ranking["weights"], key=ranking["weights"].get)
     text = httpx.get(fanout_gateway.url + "/metrics").text
     for needle in ('smoothie_requests_total{policy="fanout",status="200"}',
                    'smoothie_requests_total{policy="rejected",status="400"}',
                    'smoothie_backend_calls_total{backend="gemma",outcome="ok"}',
                    "smoothie_request_latency_seconds_bucket", 'smoothie_global_weight{backend="smol"}',
-                   "smoothie_chosen_total"):
+                   "smoothie_chosen_total", "smoothie_global_agreement"):
         assert needle in text, needle
 
 

@@ -139,6 +139,31 @@ def pooled_reference(v):
     return smoothie_weights(v, on_invalid="argmin")[0]
 
 
+def test_health_reports_how_settled_the_global_ranking_is():
+    """/health's global_ranking: the order single calls follow, its weights as the estimator gives
+    them, and the share of resampled windows that keep the same best backend: 1 where one backend
+    is clearly the least noisy, far from 1 where two are equally good."""
+    empty = Router(NAMES, policy="select").global_ranking()
+    assert empty["order"] == NAMES and empty["agreement"] is None and empty["fanouts"] == 0
+    vecs, inputs = planted(200)
+    router = Router(NAMES, policy="select", window=150)
+    fill(router, vecs, inputs)
+    settled = router.global_ranking()
+    assert settled["order"][0] == "a" and settled["fanouts"] == 150 and settled["agreement"] == 1.0
+    expected = pooled_reference(vecs[-150:])
+    assert [settled["weights"][b] for b in NAMES] == pytest.approx(expected, abs=1e-4)
+    assert settled["order"] == [NAMES[i] for i in np.argsort(-expected, kind="stable")]
+    agreement = []
+    for seed in range(8):  # a and b equally good: which one leads is the sample's luck
+        vecs, inputs = planted(40, seed=seed, noise=(0.5, 0.5, 1.0, 1.2))
+        tied = Router(NAMES, policy="select")
+        fill(tied, vecs, inputs)
+        report = tied.global_ranking()
+        assert set(report["order"][:2]) == {"a", "b"} and report["fanouts"] == 40, report
+        agreement.append(report["agreement"])
+    assert np.mean(agreement) <= 0.85 and min(agreement) <= 0.7, agreement
+
+
 def test_explore_draws_depend_on_seed_and_sequence_only():
     draws = [explore_draw(3, s) for s in range(2000)]
     assert draws == [explore_draw(3, s) for s in range(2000)] and draws != [explore_draw(4, s) for s in range(2000)]

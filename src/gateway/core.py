@@ -571,17 +571,19 @@ class Core:
         return {"status": "ok" if all(v == "ok" for v in states.values()) else "degraded",
                 "policy": self.settings.policy, "store_rows": self.router.n_rows,
                 "pending_fanouts": self.store.pending_count(), "backends": states,
-                "degenerate": self.router.degenerate().to_json(), "fanout_rule": self._rule_report()}
+                "degenerate": self.router.degenerate().to_json(), "fanout_rule": self._rule_report(),
+                "global_ranking": self.router.global_ranking()}
 
     def _rule_report(self) -> dict:
         rule = self.router.rule()
         return {"setting": self.settings.fanout_rule, "estimator": rule.label, "measured": rule.why}
 
     def metrics_text(self) -> bytes:
-        est = self.router.global_estimate()
-        if est is not None:
-            for name, w in est.named_weights().items():
-                self.metrics.weight.labels(name).set(w)
+        ranking = self.router.global_ranking()
+        for name, w in ranking["weights"].items():
+            self.metrics.weight.labels(name).set(w)
+        if ranking["agreement"] is not None:
+            self.metrics.agreement.set(ranking["agreement"])
         self.metrics.stored.set(self.router.n_rows)
         for b in self.names:
             self.metrics.queued.labels(b).set(self.pool.waiting.get(b, 0))

@@ -29,6 +29,8 @@ class Metrics:
                             registry=r)
         self.weight = Gauge("smoothie_global_weight", "Current Smoothie-Global weight over the stored window",
                             ["backend"], registry=r)
+        self.agreement = Gauge("smoothie_global_agreement", "Share of bootstrap resamples of the stored window whose "
+                               "Smoothie-Global best backend is the current one (near 1: settled)", registry=r)
         self.stored = Gauge("smoothie_store_rows", "Fan-outs held in the store", registry=r)
         self.embedding_failures = Counter("smoothie_embedding_failures", "Embedding server calls that failed after "
                                           "their retries (each request then got a 503)", registry=r)

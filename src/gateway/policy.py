@@ -429,12 +429,34 @@ class Router:
             return 1.0, None
         key = (len(base), self.ids[base[0]], self.ids[base[-1]])
         if self._spread is None or self._spread[0] != key:
-            top = self.ranked(self._estimate(self.dists[base], self.dim, self.backends, seq))[0]
-            rng = np.random.default_rng([self.seed, len(base), 2])
-            tops = [self.ranked(self._estimate(self.dists[rng.choice(base, len(base))], self.dim, self.backends, seq))[0]
-                    for _ in range(BOOTSTRAP)]
-            self._spread = (key, float(np.mean([t != top for t in tops])), top)
+            self._spread = (key, *self._bootstrap_best(base, seq))
         return self._spread[1], self._spread[2]
+
+    def _bootstrap_best(self, base: np.ndarray, seq: int | None) -> tuple[float, str]:
+        """(the share of BOOTSTRAP resamples of the rows ``base`` whose Global best backend is
+        not the one over ``base`` itself, that best backend). Keyed by the seed and the number of
+        rows, so a replay draws the same resamples."""
+        top = self.ranked(self._estimate(self.dists[base], self.dim, self.backends, seq))[0]
+        rng = np.random.default_rng([self.seed, len(base), 2])
+        tops = [self.ranked(self._estimate(self.dists[rng.choice(base, len(base))], self.dim, self.backends, seq))[0]
+                for _ in range(BOOTSTRAP)]
+        return float(np.mean([t != top for t in tops])), top
+
+    def global_ranking(self, seq: int | None = None) -> dict:
+        """What ``/health`` says of the Global ranking that select's single calls (and adaptive's,
+        under the Global rule) follow: the backends best first with their weights, the fan-outs it
+        rests on, and ``agreement``, the share of bootstrap resamples of those fan-outs whose best
+        backend is the same. Well below 1, the best backend can still change as fan-outs arrive
+        (docs/serving.md shows it change between 60 and 160 rows on real sets): explore more, or
+        fan out, until it settles."""
+        base = self.visible(seq)[-self.window:]
+        est = self._estimate(self.dists[base], self.dim, self.backends, seq) if len(base) else None
+        if est is None:
+            return {"order": self.ranked(None), "weights": {}, "fanouts": int(len(base)), "agreement": None,
+                    "resamples": BOOTSTRAP}
+        spread, _ = self._bootstrap_best(base, seq)
+        return {"order": self.ranked(est), "weights": {b: round(w, 4) for b, w in est.named_weights().items()},
+                "fanouts": int(len(base)), "agreement": round(1.0 - spread, 4), "resamples": BOOTSTRAP}
 
     def _spent_since_warmup(self, upto: int) -> tuple[int, int]:
         """(the first request number after the warm-up, the fan-outs stored from it up to
