@@ -162,6 +162,9 @@ def test_health_reports_how_settled_the_global_ranking_is():
         assert set(report["order"][:2]) == {"a", "b"} and report["fanouts"] == 40, report
         agreement.append(report["agreement"])
     assert np.mean(agreement) <= 0.85 and min(agreement) <= 0.7, agreement
+    more, inputs_more = planted(41, seed=7, noise=(0.5, 0.5, 1.0, 1.2))
+    tied.add(row(40, more, inputs_more))  # kept until a fan-out arrives, then computed again
+    assert tied.global_ranking()["fanouts"] == 41
 
 
 def test_explore_draws_depend_on_seed_and_sequence_only():

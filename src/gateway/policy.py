@@ -190,6 +190,7 @@ class Router:
         self._degenerate: tuple[tuple, Degenerate] | None = None
         self._rule: tuple[tuple, Rule] | None = None
         self._spread: tuple[tuple, float, str | None] | None = None
+        self._ranking: tuple[tuple | None, dict] | None = None
         self.uncertainty: dict[int, float] = {}  # adaptive: request number -> the score it was decided by
         self._in_order = True  # rows added by increasing request number (late fan-outs may break it)
         self.dim: int | None = None
@@ -245,7 +246,7 @@ class Router:
             arr[:m] = arr[:n][keep].copy()
         self.dists[m:n] = np.nan
         self.ids = [rid for rid, k in zip(self.ids, keep) if k]
-        self._degenerate = self._rule = self._spread = None
+        self._degenerate = self._rule = self._spread = self._ranking = None
 
     def visible(self, seq: int | None) -> np.ndarray:
         """Indices of the usable rows request ``seq`` sees, oldest request first (None: all)."""
@@ -450,13 +451,19 @@ class Router:
         (docs/serving.md shows it change between 60 and 160 rows on real sets): explore more, or
         fan out, until it settles."""
         base = self.visible(seq)[-self.window:]
+        key = (len(base), self.ids[base[0]], self.ids[base[-1]]) if len(base) else None
+        if self._ranking is not None and self._ranking[0] == key:  # tens of ms at a full window: once per change
+            return self._ranking[1]
         est = self._estimate(self.dists[base], self.dim, self.backends, seq) if len(base) else None
         if est is None:
-            return {"order": self.ranked(None), "weights": {}, "fanouts": int(len(base)), "agreement": None,
-                    "resamples": BOOTSTRAP}
-        spread, _ = self._bootstrap_best(base, seq)
-        return {"order": self.ranked(est), "weights": {b: round(w, 4) for b, w in est.named_weights().items()},
-                "fanouts": int(len(base)), "agreement": round(1.0 - spread, 4), "resamples": BOOTSTRAP}
+            report = {"order": self.ranked(None), "weights": {}, "fanouts": int(len(base)), "agreement": None,
+                      "resamples": BOOTSTRAP}
+        else:
+            spread, _ = self._bootstrap_best(base, seq)
+            report = {"order": self.ranked(est), "weights": {b: round(w, 4) for b, w in est.named_weights().items()},
+                      "fanouts": int(len(base)), "agreement": round(1.0 - spread, 4), "resamples": BOOTSTRAP}
+        self._ranking = (key, report)
+        return report
 
     def _spent_since_warmup(self, upto: int) -> tuple[int, int]:
         """(the first request number after the warm-up, the fan-outs stored from it up to
