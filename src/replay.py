@@ -120,6 +120,8 @@ def replay(answers: np.ndarray, inputs: Sequence[str], names: list[str], setting
     bodies = [json.dumps({"model": settings.router_name, "messages": [{"role": "user", "content": t}]},
                          ensure_ascii=False).encode() for t in inputs]
 
+    final: dict = {}
+
     async def run() -> list[dict]:
         core = Core(settings, embedder, pool, FanoutStore(":memory:", embedder.identity, settings.store_max_rows))
         await core.start(probe=False)
@@ -136,7 +138,10 @@ def replay(answers: np.ndarray, inputs: Sequence[str], names: list[str], setting
             return reply.body
 
         try:
-            return await asyncio.gather(*(one(i) for i in range(n)))
+            replies = await asyncio.gather(*(one(i) for i in range(n)))
+            await core.drain()
+            final.update(core.router.global_ranking())  # what /health would say once the stream has passed
+            return replies
         finally:
             await core.drain()
             bar.close()
@@ -160,6 +165,7 @@ def replay(answers: np.ndarray, inputs: Sequence[str], names: list[str], setting
         "estimators": [s.get("estimator") for s in smoothies],
         "uncertainty": [s.get("uncertainty") for s in smoothies],
         "backend_calls": int(sum(len(c) for c in pool.calls.values())),
+        "global_ranking": final,
     }
 
 
@@ -207,6 +213,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     counts = {b: out["selected"].count(b) for b in names}
     print(f"wrote {args.output}: {out['backend_calls']} backend calls for {n_rows} requests "
           f"({out['backend_calls'] / n_rows:.2f} each); selected " + ", ".join(f"{b} {c}" for b, c in counts.items()))
+    ranking = out["global_ranking"]
+    if ranking.get("agreement") is not None:
+        print(f"Smoothie-Global at the end: {', '.join(ranking['order'])} (best first; {ranking['fanouts']} fan-outs, "
+              f"the best kept in {ranking['agreement']:.0%} of {ranking['resamples']} resamples: /health's "
+              "global_ranking)")
 
 
 if __name__ == "__main__":

@@ -307,7 +307,11 @@ def test_a_replay_shorter_than_the_warmup_says_so_in_one_line(tmp_path, capsys):
                                            "--embedding_model", "all-MiniLM-L6-v2"], capsys)
     warning = [line for line in err.splitlines() if "warm-up" in line]
     assert code in (None, 0) and len(warning) == 1 and "5 requests" in warning[0]
-    assert json.loads((tmp_path / "r.json").read_text())["modes"] == ["warmup"] * 5
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["modes"] == ["warmup"] * 5
+    ranking = record["global_ranking"]  # every warm-up fan-out stored, as /health would report them
+    assert ranking["fanouts"] == 5 and sorted(ranking["order"]) == ["a", "b", "c"] and 0 <= ranking["agreement"] <= 1
+    assert f"Smoothie-Global at the end: {', '.join(ranking['order'])}" in out
 
 
 def _degenerate_rows(names, vecs_of, text_of, n=60, d=8, seed=0, spread=1.0):
