@@ -24,6 +24,7 @@ import numpy as np
 
 from src.cli import UserError
 from src.embedding_backends import BACKENDS
+from src.io import private_file
 from src.model_files import assemble_mpnet, minilm_dir, model_identity
 from src.paths import cache_dir as default_cache_dir
 
@@ -237,6 +238,7 @@ class Embedder:
         on_progress=None,
         tokens_per_batch: int | None = None,
         bf16_mode: str = BF16_MODE,
+        persist: bool = True,
     ):
         if backend not in BACKENDS:
             raise UserError(f"--embedding_backend {backend}: choose one of {', '.join(BACKENDS)}")
@@ -289,6 +291,7 @@ class Embedder:
         self.cache_path = default_cache_dir(cache_dir) / "embeddings" / f"{self.identity}.sqlite"
         self.array_dir = self.cache_path.with_suffix(".arrays")  # on-disk arrays, one per text list
         self.texts_encoded = 0
+        self.persist = persist  # False (the gateway): embed() writes no cache, so no prompt's vector stays on disk
         self._model = None
 
     @property
@@ -309,7 +312,7 @@ class Embedder:
         return self._model
 
     def _connect(self) -> sqlite3.Connection:
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.cache_path)
         con = sqlite3.connect(self.cache_path, timeout=60)
         con.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
         return con
@@ -358,6 +361,9 @@ class Embedder:
         con = None
 
         def commit() -> None:
+            if pending and con is None:
+                self.texts_encoded += len(pending)
+                pending.clear()
             if pending:
                 con.executemany("INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)", pending)
                 con.commit()
@@ -383,7 +389,7 @@ class Embedder:
             model = self.model  # load (or fail with a one-line error) before the cache file or the bar is made
         bar = tqdm(total=len(keys), desc=f"embedding ({self.name})", unit="text", disable=not self.show_progress,
                    mininterval=1.0, smoothing=0.1)
-        con = self._connect()
+        con = self._connect() if self.persist else None
         try:
             if model is None:
                 for number, vecs in results:
@@ -401,7 +407,8 @@ class Embedder:
                             encode_unpadded(model, texts, on_batch=on_batch, tokens_per_batch=self.tokens_per_batch)
         finally:
             commit()  # on success, and on Ctrl-C or an error: finished vectors are kept
-            con.close()
+            if con is not None:
+                con.close()
             bar.close()
         return done
 
@@ -412,7 +419,7 @@ class Embedder:
             return np.zeros((0, self.dimension()), dtype=np.float32)
         keys = [text_key(t) for t in texts]
         unique = dict(zip(keys, texts))
-        found = self._lookup(list(unique))
+        found = self._lookup(list(unique)) if self.persist else {}
         found.update(self._encode_missing({k: t for k, t in unique.items() if k not in found}))
         return np.stack([found[k] for k in keys])
 

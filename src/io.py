@@ -145,3 +145,13 @@ def read_generations(path: str | os.PathLike, n_rows: int | None = None) -> list
     if n_rows is not None and len(gens) != n_rows:
         raise UserError(f"{path}: has {len(gens)} generations but the dataset has {n_rows} rows")
     return gens
+
+
+def private_file(path: str | os.PathLike) -> None:
+    """Create ``path`` readable by its owner only (0600; SQLite gives its -wal and -shm files the
+    same mode), in a folder made 0700 if it is new; an existing file is narrowed to 0600. For
+    files that hold users' prompts, answers or their vectors (the gateway's store, caches)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    os.chmod(path, 0o600)

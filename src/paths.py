@@ -232,6 +232,22 @@ def cache_dir(cache: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "smoothie"
 
 
+def data_dir() -> Path:
+    """Where the gateway keeps what it learns (its store): $SMOOTHIE_DATA_DIR, else
+    $XDG_DATA_HOME/smoothie, else ~/.local/share/smoothie. A per-user folder, never the working
+    one: the store holds users' prompts, and a repository checkout is no place for them."""
+    env = os.environ.get("SMOOTHIE_DATA_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "smoothie"
+
+
+def gateway_store() -> Path:
+    """The gateway's default SQLite store (``--store`` not given)."""
+    return data_dir() / "gateway.sqlite"
+
+
 def generation_checkpoint(final: Path) -> Path:
     """Resumable generation writes finished samples here, beside the final file."""
     return final.with_name(final.name + ".partial.jsonl")

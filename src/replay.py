@@ -10,6 +10,14 @@ calls and fans out is what ``src.serve`` would do with these answers from its ba
 ``--concurrency`` requests in flight. The output says what was selected and which backends were
 asked, so a policy's cost (``backend_calls``) and, where labels exist, its quality can be read
 before a single live request (``benchmarks/gateway_policies.py``). It needs no web framework.
+
+Timing. One request at a time (``--concurrency 1``), the replay is exact: it equals a server
+that received the same requests one after another. A loaded server decides each request by the
+fan-outs stored when it is numbered, and which those are depends on how fast its backends were;
+``--concurrency N`` gives the replay N requests in flight against backends that answer at once,
+which models that only approximately. To reproduce a loaded server's decisions exactly, give
+its log (``--server_log``): each request is then decided by exactly the rows the server's was
+(its log line names the fan-outs that were still running, ``unseen``).
 """
 
 from __future__ import annotations
@@ -111,11 +119,40 @@ def texts_to_embed(answers: np.ndarray, inputs: Sequence[str], clean: bool) -> l
     return list(dict.fromkeys(out))
 
 
+def read_server_log(path: str | Path) -> dict[int, list[int]]:
+    """From a gateway's log (its JSON lines; other lines are skipped): the routed requests, in
+    the order they were numbered, each with the positions of the requests it did not see
+    (``unseen``), counted in that same order from 0, as a replay numbers its rows."""
+    found: dict[int, list[int]] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        raise cli.UserError(f"--server_log {path}: cannot read it ({exc.strerror or exc})") from None
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("seq"), int) and "unseen" in entry:
+            found[entry["seq"]] = [int(q) for q in entry["unseen"]]
+    if not found:
+        raise cli.UserError(f"--server_log {path}: no routed request's log line in it (lines with \"seq\" and "
+                            "\"unseen\", written by src.serve)")
+    position = {seq: i for i, seq in enumerate(sorted(found))}
+    return {position[seq]: sorted(position[q] for q in unseen if q in position) for seq, unseen in found.items()}
+
+
 def replay(answers: np.ndarray, inputs: Sequence[str], names: list[str], settings: Settings, embedder, *,
-           concurrency: int = 1, progress: bool = False) -> dict:
+           concurrency: int = 1, progress: bool = False, recorded: dict[int, list[int]] | None = None) -> dict:
     """Serve N requests (row i: ``inputs[i]``, answered by ``answers[i]``) through the request
-    core with ``concurrency`` in flight. Returns the replay's record."""
+    core with ``concurrency`` in flight. Returns the replay's record. ``recorded`` (from
+    :func:`read_server_log`): decide each request by exactly what the server's saw; the requests
+    then go one at a time, each fan-out stored before the next is numbered."""
     n = len(inputs)
+    if recorded is not None:
+        if len(recorded) != n:
+            raise cli.UserError(f"--server_log: it has {len(recorded)} routed requests, the files {n} rows")
+        concurrency = 1
     pool = FileBackends(names, answers)
     bodies = [json.dumps({"model": settings.router_name, "messages": [{"role": "user", "content": t}]},
                          ensure_ascii=False).encode() for t in inputs]
@@ -123,7 +160,8 @@ def replay(answers: np.ndarray, inputs: Sequence[str], names: list[str], setting
     final: dict = {}
 
     async def run() -> list[dict]:
-        core = Core(settings, embedder, pool, FanoutStore(":memory:", embedder.identity, settings.store_max_rows))
+        core = Core(settings, embedder, pool, FanoutStore(":memory:", embedder.identity, settings.store_max_rows),
+                    recorded=recorded)
         await core.start(probe=False)
         gate = asyncio.Semaphore(concurrency)
         bar = tqdm(total=n, desc=f"replay ({settings.policy})", unit="request", disable=not progress)
@@ -132,6 +170,8 @@ def replay(answers: np.ndarray, inputs: Sequence[str], names: list[str], setting
             async with gate:
                 _ROW.set(i)
                 reply = await core.handle(CHAT, bodies[i], "/v1/chat/completions")
+                if recorded is not None:
+                    await core.drain()  # every fan-out the server may have seen is stored before the next
             bar.update()
             if reply.status != 200:
                 raise RuntimeError(f"row {i}: the core answered {reply.status}: {json.dumps(reply.body)[:300]}")
@@ -164,6 +204,8 @@ def replay(answers: np.ndarray, inputs: Sequence[str], names: list[str], setting
         "modes": [s["mode"] for s in smoothies],
         "estimators": [s.get("estimator") for s in smoothies],
         "uncertainty": [s.get("uncertainty") for s in smoothies],
+        "unseen": [s.get("unseen") for s in smoothies],
+        "timing": "server log" if recorded is not None else ("exact" if concurrency == 1 else "approximate"),
         "backend_calls": int(sum(len(c) for c in pool.calls.values())),
         "global_ranking": final,
     }
@@ -178,7 +220,12 @@ def build_parser():
     p.add_argument("--names", nargs="+", default=None, help="backend names (default: file stems)")
     p.add_argument("--output", required=True, help="where to write the replay's JSON")
     p.add_argument("--concurrency", type=cli.positive_int, default=1,
-                   help="requests in flight, as the server would have them")
+                   help="requests in flight against backends that answer at once: above 1 this models a loaded "
+                        "server's timing only approximately (use --server_log to reproduce one exactly)")
+    p.add_argument("--server_log", default=None,
+                   help="a src.serve log of these requests: decide each exactly as the server did (the fan-outs "
+                        "each one saw are in its log line); the rows of the files are its routed requests in the "
+                        "order it numbered them")
     config.add_flags(p, replay_only=True)
     return p
 
@@ -203,7 +250,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     texts = texts_to_embed(answers, inputs, settings.clean)
     table = TableEmbedder(texts, np.asarray(embedder.embed_array(texts)), fallback=embedder,
                           identity=embedder.identity)
-    out = replay(answers, inputs, names, settings, table, concurrency=args.concurrency, progress=True)
+    recorded = read_server_log(args.server_log) if args.server_log else None
+    if recorded is None and args.concurrency > 1:
+        print(f"src.replay: note: {args.concurrency} requests in flight against backends that answer at once model a "
+              "loaded server's timing only approximately; --server_log reproduces a server's decisions exactly",
+              file=sys.stderr)
+    out = replay(answers, inputs, names, settings, table, concurrency=args.concurrency, progress=True,
+                 recorded=recorded)
     out["settings"].update(embedding_model=settings.embedding_model, embedding_precision=settings.embedding_precision,
                            embedding_backend=settings.embedding_backend,
                            generations=[str(p) for p in paths], inputs=args.inputs)

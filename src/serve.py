@@ -61,20 +61,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     from src.gateway.app import create_app
     from src.gateway.embedding import build_embedder
     from src.gateway.pgstore import check_postgres, is_postgres
+    from src.gateway.redact import Redactor, without_credentials
 
-    if is_postgres(settings.store):  # unreachable or misnamed: one line now, not at the first request
-        check_postgres(settings.store)
-    embedder = build_embedder(settings)
+    if is_postgres(settings.store_location):  # unreachable or misnamed: one line now, not at the first request
+        check_postgres(settings.store_location)
+    embedder = build_embedder(settings, persist=False)
     embedder.dimension()  # load the model (or probe the server) now, or fail with one line, not on the first request
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is ours
 
+    redact = Redactor.for_settings(settings)
+
+    def say(text: str) -> None:
+        print(redact(text), file=sys.stderr, flush=True)
+
     def started(unreachable: dict[str, str]) -> None:
         for name, why in unreachable.items():
-            print(f"src.serve: warning: backend {name} is unreachable at start ({why}); requests skip it while it "
-                  "fails", file=sys.stderr, flush=True)
-        print(f"src.serve: {settings.policy} over {', '.join(b.name for b in settings.backends)}; "
-              f"http://{settings.host}:{settings.port}/v1 (store {settings.store})", file=sys.stderr, flush=True)
+            say(f"src.serve: warning: backend {name} is unreachable at start ({why}); requests skip it while it fails")
+        answering = [b.name for b in settings.backends if b.name not in unreachable]
+        say(f"src.serve: backends answering GET /v1/models: {', '.join(answering) or 'none'}")
+        text = "prompts and answers kept" if settings.store_text == "on" else "digests only, no text (--store_text off)"
+        say(f"src.serve: {settings.policy} over {', '.join(b.name for b in settings.backends)}; "
+            f"http://{settings.host}:{settings.port}/v1 (store {without_credentials(settings.store_location)}: {text}; "
+            f"at most {settings.store_max_rows} fan-outs, --store_max_rows)")
 
     # the embedding thread holds the GIL between torch's kernels; the event loop must not wait the default
     # 5 ms for it on every switch, or each response waits behind the background fan-outs' embedding

@@ -30,6 +30,8 @@ def _isolated_cache(tmp_path_factory):
     """Each test session gets its own embedding cache so cache-hit tests start cold."""
     if "SMOOTHIE_CACHE_DIR" not in os.environ:
         os.environ["SMOOTHIE_CACHE_DIR"] = str(tmp_path_factory.mktemp("smoothie_cache"))
+    if "SMOOTHIE_DATA_DIR" not in os.environ:  # the gateway's default store goes here, not in the home folder
+        os.environ["SMOOTHIE_DATA_DIR"] = str(tmp_path_factory.mktemp("smoothie_data"))
 
 
 def run_cli(main, argv, capsys):

@@ -9,7 +9,8 @@ last message or prompt, MODE one of:
 ``ok`` (default: "NAME says: <text>"), ``empty``, ``reject`` (400, context too long),
 ``unauthorized`` (401), ``crash`` (500), ``badbody`` (200, ``choices: [null]``), ``notjson``
 (200, not JSON), ``trickle`` (200, one byte every 0.5 s), ``break`` (a stream cut after two
-chunks), ``slowN`` (answer after N tenths of a second), ``const`` (always the same text).
+chunks), ``slowN`` (answer after N tenths of a second), ``const`` (always the same text),
+``leak`` (401 whose body echoes a key, as some servers do), ``deep`` (200, a body nested 200,000 deep).
 
 ``GET /NAME/stats`` gives the calls it received and the most it had in flight at once.
 
@@ -28,6 +29,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 app = FastAPI()
 STATS: dict[str, dict] = {}
+LEAKED_KEY = "sk-scriptedleak0123456789"  # a key the gateway never saw, echoed in an error body
 _DIRECTIVE = re.compile(r"\[\[(\w+):(\w+)\]\]")
 
 
@@ -77,6 +79,10 @@ async def _serve(name: str, kind: str, request: Request):
                                            "invalid_request_error", "param": None, "code": None}}, status_code=400)
         if mode == "unauthorized":
             return JSONResponse({"error": {"message": "bad key"}}, status_code=401)
+        if mode == "leak":
+            return JSONResponse({"error": {"message": f"rejected key Bearer {LEAKED_KEY}"}}, status_code=401)
+        if mode == "deep":
+            return Response('{"choices": ' + "[" * 200_000 + "]" * 200_000 + "}", media_type="application/json")
         if mode == "crash":
             return JSONResponse({"error": {"message": "internal"}}, status_code=500)
         if mode == "badbody":

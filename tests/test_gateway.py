@@ -301,6 +301,7 @@ PROMPTS = ["What is the capital of Italy?", "Name a fruit that is yellow.", "Wha
 
 
 CASES = {  # name: (gateway and replay flags, requests in flight, restart the gateway halfway)
+    "defaults-1": ((), 1, False),
     "adaptive-8": (("--policy", "adaptive", "--budget", "2", "--warmup", "3", "--lag", "2", "--seed", "3"), 8, False),
     "defaults-8": ((), 8, False),
     "select-8": (("--policy", "select", "--warmup", "3", "--lag", "2", "--explore", "0.3", "--seed", "5"), 8, False),
@@ -314,14 +315,19 @@ def test_cli_replay_equals_the_server(backends, tmp_path, capsys, case):
     """The same requests through the server (llama.cpp backends, N in flight) and through
     ``python -m src.replay`` over the answers the backends gave, with the same flags (defaults
     otherwise, embedding precision included): the same backend chosen, called and fanned out to
-    on every request. Old code: replay cleaned answers and the server did not (14 of 30 differed),
-    and under concurrency the server's warm-up fanned out 12 times where replay predicted 2."""
+    on every request. One at a time the replay needs nothing else (30 of 30 with default
+    flags); with 8 in flight it is given the server's log (``--server_log``), since the server
+    no longer makes a request wait for earlier fan-outs: each log line names the fan-outs its
+    request did not see. Old code: replay cleaned answers and the server did not (14 of 30
+    differed), and under concurrency the server's warm-up fanned out 12 times where replay
+    predicted 2."""
     from src import replay
 
     flags, concurrency, restart = CASES[case]
     store = tmp_path / "store.sqlite"
     gw = start_gateway(backends, tmp_path, case, *flags, store=store, timeout="300")
-    prompts = PROMPTS + [f"Name a word that starts with the letter {c}." for c in "BDFHJL"]
+    letters = "BDFHJLMNPRSTVWYGKC" if case == "defaults-1" else "BDFHJL"
+    prompts = PROMPTS + [f"Name a word that starts with the letter {c}." for c in letters]
     try:
         async def send(texts):
             client = sdk(gw, asynchronous=True)
@@ -358,12 +364,15 @@ def test_cli_replay_equals_the_server(backends, tmp_path, capsys, case):
         column = [stored.get(r.id, {}).get(b, t if b == r.model else "") for r, t in zip(responses, texts)]
         (folder / f"{b}.json").write_text(json.dumps({"generations": column}))
         files.append(folder / f"{b}.json")
+    timing = ["--server_log", gw.log] if concurrency > 1 else []
     code, _, err = run_cli(replay.main, ["--generations", *files, "--inputs", folder / "inputs.jsonl", "--output",
                                          folder / "replay.json", "--concurrency", concurrency,
-                                         "--embedding_model", "all-minilm-l6-v2", *flags], capsys)
+                                         "--embedding_model", "all-minilm-l6-v2", *timing, *flags], capsys)
     assert code is None or code == 0, err
     out = json.loads((folder / "replay.json").read_text())
     smoothies = [smoothie_of(r) for r in responses]
+    assert out["timing"] == ("server log" if concurrency > 1 else "exact")
+    assert out["unseen"] == [s["unseen"] for s in smoothies]
     assert out["modes"] == [s["mode"] for s in smoothies]
     assert out["selected"] == [r.model for r in responses]
     assert out["called"] == [s["called"] for s in smoothies]

@@ -23,22 +23,25 @@ from src.gateway.config import Settings
 from src.gateway.core import Core, Reply
 from src.gateway.pgstore import is_postgres
 from src.gateway.protocol import CHAT, COMPLETION, ApiError
+from src.gateway.redact import Redactor
 from src.gateway.store import FanoutStore
 
 
 def open_store(settings: Settings, identity: str):
     """The store ``--store`` names: PostgreSQL (shared by replicas) or a SQLite file."""
-    if is_postgres(settings.store):
+    where = settings.store_location
+    if is_postgres(where):
         from src.gateway.pgstore import PostgresFanoutStore
 
-        return PostgresFanoutStore(settings.store, identity, settings.store_max_rows)
-    return FanoutStore(settings.store, identity, settings.store_max_rows)
+        return PostgresFanoutStore(where, identity, settings.store_max_rows)
+    return FanoutStore(where, identity, settings.store_max_rows)
 
 
 def build_core(settings: Settings, embedder) -> Core:
     """The core with the live backend pool and the store at ``--store``."""
     pool = BackendPool(settings.backends, timeout=settings.timeout, max_failures=settings.max_failures,
-                       cooldown=settings.cooldown, max_queue_wait=settings.max_queue_wait)
+                       cooldown=settings.cooldown, max_queue_wait=settings.max_queue_wait,
+                       redact=Redactor.for_settings(settings))
     return Core(settings, embedder, pool, open_store(settings, embedder.identity))
 
 
@@ -130,12 +133,22 @@ def create_app(settings: Settings, embedder, on_start=None) -> FastAPI:
             return _send(holder["core"].reject(request.url.path, exc, time.perf_counter()))
         return holder["core"].models()
 
+    def report_refused(request: Request) -> Response | None:
+        """With --protect_reports, /health and /metrics want the key too."""
+        if not settings.protect_reports:
+            return None
+        try:
+            authorize(request)
+        except ApiError as exc:
+            return _send(holder["core"].reject(request.url.path, exc, time.perf_counter()))
+        return None
+
     @app.get("/health")
-    async def health():
-        return holder["core"].health()
+    async def health(request: Request):
+        return report_refused(request) or holder["core"].health()
 
     @app.get("/metrics")
-    async def metrics():
-        return Response(holder["core"].metrics_text(), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request):
+        return report_refused(request) or Response(holder["core"].metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import httpx
 
 from src.gateway.config import Backend
-from src.gateway.protocol import CHAT, answer_text, check_response
+from src.gateway.protocol import CHAT, answer_text, check_response, loads_bounded
+from src.gateway.redact import Redactor
 
 _PATHS = {CHAT: "/chat/completions", "completion": "/completions"}
 # 4xx answers that say something about the backend (its key, its model id, its load), not the request
@@ -52,7 +53,7 @@ class BackendPool:
     health, and queue state. ``src.replay`` has its own class with the same methods."""
 
     def __init__(self, backends: list[Backend], *, timeout: float, max_failures: int, cooldown: float,
-                 max_queue_wait: float):
+                 max_queue_wait: float, redact: Redactor | None = None):
         self.backends = {b.name: b for b in backends}
         self.timeout, self.max_failures, self.cooldown, self.max_queue_wait = (timeout, max_failures, cooldown,
                                                                                max_queue_wait)
@@ -62,15 +63,10 @@ class BackendPool:
         self.recent_ms = {b.name: 1000.0 for b in backends}  # a running mean, for Retry-After
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout),
                                         limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
-        self._secrets = [k for k in (b.api_key() for b in backends) if k]
+        self.redact = redact or Redactor([b.api_key() for b in backends])
 
     async def aclose(self) -> None:
         await self.client.aclose()
-
-    def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
 
     # -- health --------------------------------------------------------------------------------
     def cooling(self, name: str) -> str | None:
@@ -109,6 +105,10 @@ class BackendPool:
                 r = await self.client.get(b.base_url + "/models", headers=headers, timeout=5.0)
             except httpx.HTTPError as exc:
                 self.health[b.name].unreachable = self._describe(exc)
+                return self.health[b.name].unreachable
+            if r.status_code in (404, 405):  # a wrong path (.../api/v1 for .../v1): every call would 404
+                why = f"GET {b.base_url}/models answered HTTP {r.status_code}: is the base URL right?"
+                self.health[b.name].unreachable = self.redact(why)
                 return self.health[b.name].unreachable
             return None if r.status_code < 500 else f"HTTP {r.status_code}"
 
@@ -253,9 +253,9 @@ class Stream:
                     self.pool._ok(self.name)
                     return
                 try:
-                    event = json.loads(data)
-                except ValueError:
-                    raise BackendError("the stream sent an event that is not JSON") from None
+                    event = loads_bounded(data)
+                except ValueError as exc:
+                    raise BackendError(f"the stream sent an event that is not usable JSON ({exc})") from None
                 if isinstance(event, dict) and event.get("error"):
                     err = event["error"]
                     raise BackendError(self.pool.redact(f"error event: {err.get('message', err) if isinstance(err, dict) else err}"[:300]))

@@ -178,8 +178,15 @@ class Settings:
                                             nullable=True, replay=True)
     clean: bool = setting(False, "embed only each answer's first line, as the batch commands do for short-answer "
                           "tasks (default: whole answers)", type=bool, replay=True)
-    store: str = setting("smoothie_gateway.sqlite", "where fanned-out requests are kept: a SQLite file (one "
-                         "process), or postgresql://user@host:port/db, shared by several gateway replicas")
+    store: str | None = setting(None, "where fanned-out requests (prompts, answers, embeddings) are kept: a SQLite "
+                                "file (one process; created 0600), :memory: (kept nowhere), or "
+                                "postgresql://user@host:port/db, shared by several gateway replicas (default: "
+                                "gateway.sqlite in the per-user data folder, $SMOOTHIE_DATA_DIR or "
+                                "~/.local/share/smoothie; said at start)", nullable=True)
+    store_text: str = setting("on", "off: the store keeps embeddings and SHA-256 digests of the prompts and "
+                              "answers, never their text (routing is unchanged; explore fan-outs still running "
+                              "at a restart are then lost, since their request is not written down)",
+                              choices=("on", "off"))
     store_poll_interval: float = setting(0.5, "seconds between a replica's looks at what the other replicas stored "
                                          "(PostgreSQL store)", type=float, check=_positive)
     store_max_rows: int = setting(100_000, "fan-outs kept; the oldest tenth goes when full", type=int,
@@ -188,6 +195,8 @@ class Settings:
     port: int = setting(8000, "port", type=int, check=_port)
     api_key_env: str | None = setting(None, "environment variable holding the key clients must send as "
                                       "'Authorization: Bearer ...' (default: no key)", nullable=True)
+    protect_reports: bool = setting(False, "/health and /metrics also require the --api_key_env key (default: "
+                                    "open, for probes and scrapers on a private network)", type=bool)
     timeout: float = setting(60.0, "seconds a backend call may take from dispatch to its last byte (time queued "
                              "in the gateway does not count)", type=float, check=_positive)
     max_queue_wait: float = setting(30.0, "seconds a call may wait for a free slot of its backend "
@@ -199,6 +208,13 @@ class Settings:
     router_name: str = setting("smoothie", "the routed model's id in /v1/models")
     alias: list[str] = setting(None, "another model name that is routed (repeatable); any other name that is "
                                "not a backend gets 404 model_not_found", multiple=True)
+
+    @property
+    def store_location(self) -> str:
+        """``--store``, or the per-user default file."""
+        from src.paths import gateway_store
+
+        return self.store or str(gateway_store())
 
     @property
     def warmup_rows(self) -> int:
@@ -238,6 +254,9 @@ class Settings:
         for routed in self.routed_names():
             if routed in names:
                 raise UserError(f"--router_name/--alias {routed!r} is also a backend's name")
+        if self.protect_reports and not self.api_key_env:
+            raise UserError(f"{where.get('protect_reports', '--protect_reports')}: needs --api_key_env (the key "
+                            "that protects /health and /metrics)")
         if self.api_key_env and not os.environ.get(self.api_key_env):
             raise UserError(f"--api_key_env {self.api_key_env}: that environment variable is not set or empty")
         return self

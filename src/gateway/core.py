@@ -5,9 +5,13 @@
 server would have. Both therefore route with the same code and the same defaults.
 
 The invariants it keeps (SPEC 9):
-- A routed request's decision depends only on the stored rows it sees (those of requests
-  numbered below its own minus ``--lag``, waited for where still running), the seed, its sequence
-  number and its text; never on timing.
+- No request waits for another request's backend calls. A routed request's decision depends
+  only on the stored rows it sees (those of requests numbered below its own minus ``--lag``,
+  stored when it was numbered: ``src.gateway.policy``'s pin), the seed, its sequence number and
+  its text. What it did not see is in its log line (``unseen``), so ``src.replay --server_log``
+  reproduces it exactly.
+- No secret (key, password in a URL or DSN) appears in a response body, log line or report
+  (``src.gateway.redact``).
 - Every response, errors included, has one JSON log line and its metrics.
 - An empty answer is a failed answer; it never enters the estimate.
 - Nothing a client sends changes a backend's health (``src.gateway.backends``).
@@ -34,6 +38,7 @@ from src.gateway.config import Settings
 from src.gateway.embedding import EmbeddingUnavailable, EmbeddingWorker
 from src.gateway.metrics import Metrics
 from src.gateway.policy import Router
+from src.gateway.ports import Store
 from src.gateway.protocol import (
     CHAT,
     ApiError,
@@ -46,7 +51,8 @@ from src.gateway.protocol import (
     usage_of,
     usage_sum,
 )
-from src.gateway.store import Fanout, FanoutStore
+from src.gateway.redact import Redactor
+from src.gateway.store import Fanout, without_text
 
 log = logging.getLogger("src.serve")
 _OUTCOME = {"backend": "error", "request": "rejected", "empty": "empty", "queue": "queued_out"}
@@ -81,15 +87,18 @@ class _Call:
 
 def _smoothie(policy: str, mode: str) -> dict:
     return {"policy": policy, "mode": mode, "seq": None, "chosen": None, "weights": None, "called": [], "failed": {},
-            "latency_ms": {}, "usage_by_backend": {}, "passed_over": {}, "degraded": None, "waited_ms": 0.0,
+            "latency_ms": {}, "usage_by_backend": {}, "passed_over": {}, "degraded": None, "unseen": [],
             "estimator": None}
 
 
 class Core:
     """One gateway's routing state and request handling, over a backend pool (``call``,
-    ``stream``, health), an embedder (``embed(texts) -> (n, d)``) and a :class:`FanoutStore`."""
+    ``stream``, health), an embedder (``embed(texts) -> (n, d)``) and a store (``ports.Store``).
 
-    def __init__(self, settings: Settings, embedder, pool, store: FanoutStore):
+    ``recorded`` (replay from a server's log): request number -> the requests it did not see,
+    as that server logged them, in place of what is running here."""
+
+    def __init__(self, settings: Settings, embedder, pool, store: Store, recorded: dict[int, list[int]] | None = None):
         s = settings
         self.settings, self.embedder, self.pool, self.store = s, embedder, pool, store
         self.names = [b.name for b in s.backends]
@@ -100,20 +109,21 @@ class Core:
             self.router.add(row)
         self.metrics = Metrics()
         self.executor = EmbeddingWorker(embedder, s.embedding_batch_size, s.embedding_batch_wait_ms)
-        self._unsettled: dict[int, asyncio.Event] = {}  # requests deciding, or fanning out before their response
-        self._late: dict[int, asyncio.Event] = {}  # explore fan-outs running after their response
+        self.redact = Redactor.for_settings(s)
+        self.recorded = recorded
+        self._unsettled: set[int] = set()  # requests deciding, or fanning out before their response
+        self._late: set[int] = set()  # explore fan-outs running after their response
         self._tasks: set[asyncio.Task] = set()
         self._poller: asyncio.Task | None = None
-        self._settle_limit = 2 * s.timeout + s.max_queue_wait + 60.0
 
     # -- life ----------------------------------------------------------------------------------
     async def start(self, probe: bool = True) -> dict[str, str]:
         """Resume the explore fan-outs a previous run answered but did not store; probe the
         backends. Returns backend -> why it is unreachable."""
         for seq, rid, job in self.store.pending():
-            self._late[seq] = asyncio.Event()
+            self._late.add(seq)
             self._spawn(self._background(seq, rid, job))
-        if hasattr(self.store, "poll"):  # a store shared with other replicas: learn what they store
+        if self.store.shared:  # a store shared with other replicas: learn what they store
             self._poller = asyncio.get_running_loop().create_task(self._poll_store())
         return await self.pool.probe() if probe else {}
 
@@ -125,7 +135,8 @@ class Core:
             try:
                 rows, dropped = self.store.poll()
             except Exception as exc:  # noqa: BLE001 - a database hiccup must not end the polling
-                log.error(json.dumps({"event": "store_poll_failed", "error": f"{type(exc).__name__}: {exc}"[:300]}))
+                log.error(self.redact(json.dumps({"event": "store_poll_failed",
+                                                  "error": f"{type(exc).__name__}: {exc}"[:300]})))
                 continue
             self.router.drop(dropped)
             for row in rows:
@@ -154,46 +165,28 @@ class Core:
         task.add_done_callback(self._tasks.discard)
 
     # -- sequence and visibility -------------------------------------------------------------------
-    def _register(self, seq: int) -> None:
-        self._unsettled[seq] = asyncio.Event()
+    def _pin(self, call: _Call) -> None:
+        """Number-time: fix the rows request ``seq`` is decided by (those stored now, less the
+        fan-outs of earlier requests still running), without waiting for any of them."""
+        seq = call.seq
+        if self.recorded is not None:
+            unseen = self.recorded.get(seq, [])
+        else:
+            s = self.settings
+            unseen = sorted([q for q in self._unsettled if q < seq - s.lag] +
+                            [q for q in self._late if q < seq - s.explore_lag])
+        self._unsettled.add(seq)
+        self.router.pin(seq, unseen)
+        call.smoothie["unseen"] = list(unseen)
 
     def _settle(self, seq: int) -> None:
-        for pending in (self._unsettled, self._late):
-            event = pending.pop(seq, None)
-            if event is not None:
-                event.set()
+        self._unsettled.discard(seq)
+        self._late.discard(seq)
 
     def _hand_over(self, seq: int) -> None:
         """Request ``seq`` was answered; its fan-out goes on as a late one."""
-        self._late[seq] = asyncio.Event()
-        event = self._unsettled.pop(seq, None)
-        if event is not None:
-            event.set()
-
-    def _due(self, seq: int) -> list[asyncio.Event]:
-        s = self.settings
-        return ([e for q, e in list(self._unsettled.items()) if q < seq - s.lag] +
-                [e for q, e in list(self._late.items()) if q < seq - s.explore_lag])
-
-    async def _wait_visible(self, seq: int, smoothie: dict | None = None) -> None:
-        """Wait until every request numbered below ``seq - lag`` has stored its fan-out (or has
-        none): then request ``seq`` sees the same rows whatever the timing. The wait is
-        reported in ``smoothie["waited_ms"]``."""
-        due = self._due(seq)
-        if not due:
-            return
-        began = time.perf_counter()
-        try:
-            async with asyncio.timeout(self._settle_limit):
-                while due:  # a request that was deciding may since have become a late fan-out: look again
-                    for event in due:
-                        await event.wait()
-                    due = self._due(seq)
-        except TimeoutError:
-            log.warning(json.dumps({"event": "lag_wait_expired", "seq": seq,
-                                    "still_running": sorted(q for q in [*self._unsettled, *self._late] if q < seq)}))
-        if smoothie is not None:
-            smoothie["waited_ms"] = round(smoothie["waited_ms"] + (time.perf_counter() - began) * 1000, 1)
+        self._late.add(seq)
+        self._unsettled.discard(seq)
 
     # -- bookkeeping -----------------------------------------------------------------------------
     def _count(self, name: str, outcome: str, ms: float | None = None, usage: dict | None = None) -> None:
@@ -215,17 +208,27 @@ class Core:
         if chosen:
             self.metrics.chosen.labels(chosen, "direct" if policy == "direct" else "routed").inc()
         line = {"id": rid, "path": path, "policy": policy, "mode": s.get("mode"), "chosen": chosen, "status": status,
-                "latency_ms": round(seconds * 1000, 1), "called": s.get("called"), "failed": sorted(s.get("failed", {}))}
+                "latency_ms": round(seconds * 1000, 1), "seq": s.get("seq"), "unseen": s.get("unseen") or [],
+                "called": s.get("called"), "failed": s.get("failed") or {},
+                "latency_by_backend": s.get("latency_ms") or {}, "usage": usage_sum((s.get("usage_by_backend") or {}).values())
+                if s.get("usage_by_backend") else None}
         if s.get("degraded"):
             line["degraded"] = True
         if error:
-            line["error"] = self.pool.redact(error)[:300]
-        log.info(json.dumps(line))
+            line["error"] = error[:300]
+        log.info(self.redact(json.dumps(line)))
 
     def reject(self, path: str, exc: ApiError, start: float) -> Reply:
         """A request refused before the core parsed it (auth, body size): logged and counted."""
         self.finish(f"rejected-{uuid.uuid4().hex[:12]}", path, "rejected", exc.status, start, error=exc.message)
-        return Reply(exc.status, exc.body(), headers=exc.headers)
+        return self._error_reply(exc)
+
+    def _error_reply(self, exc: ApiError) -> Reply:
+        return Reply(exc.status, self.clean(exc.body()), headers=exc.headers)
+
+    def clean(self, data: dict) -> dict:
+        """``data`` with every secret redacted: what leaves the gateway as JSON."""
+        return json.loads(self.redact(json.dumps(data)))
 
     def crashed(self, path: str, exc: BaseException, start: float) -> Reply:
         """A bug of ours: still an OpenAI-style body, one log line and the metrics."""
@@ -243,14 +246,14 @@ class Core:
             target = self._target(req.model)
         except ApiError as exc:
             self.finish(rid, path, "rejected", exc.status, start, error=exc.message)
-            return Reply(exc.status, exc.body(), headers=exc.headers)
+            return self._error_reply(exc)
         policy = "direct" if target else self.settings.policy
         call = _Call(rid, path, start, req, policy, smoothie=_smoothie(policy, "direct" if target else None))
         try:
             return await (self._single(call, [target]) if target else self._routed(call))
         except ApiError as exc:
             self.finish(rid, path, policy, exc.status, start, call.smoothie, error=exc.message)
-            return Reply(exc.status, exc.body(), headers=exc.headers)
+            return self._error_reply(exc)
 
     def _target(self, model: str | None) -> str | None:
         """The backend a request names, or None when it is routed; 404 for any other name."""
@@ -265,14 +268,10 @@ class Core:
     async def _routed(self, call: _Call) -> Reply:
         s = self.settings
         seq = call.seq = call.smoothie["seq"] = self.store.next_sequence()
-        self._register(seq)
+        self._pin(call)
         handed_over = False  # an explore fan-out that finishes after the response settles itself
         try:
-            if s.policy == "fanout":
-                mode = "fanout"
-            else:
-                await self._wait_visible(seq, call.smoothie)
-                mode = self.router.mode(seq)
+            mode = "fanout" if s.policy == "fanout" else self.router.mode(seq)
             call.smoothie["mode"] = mode
             if mode in ("fanout", "warmup") or (mode == "explore" and s.explore_answer == "smoothie"):
                 return await self._fanout(call)
@@ -290,12 +289,14 @@ class Core:
                 return await self._single(call, order)
             reply, job = await self._explore(call, order)
             if job is not None:
-                self.store.add_pending(seq, call.rid, job)
+                if s.store_text == "on":  # off: the request is written nowhere; a restart loses this fan-out
+                    self.store.add_pending(seq, call.rid, job)
                 self._hand_over(seq)
                 self._spawn(self._background(seq, call.rid, job, input_vec))
                 handed_over = True
             return reply
         finally:
+            self.router.unpin(seq)
             if not handed_over:
                 self._settle(seq)
 
@@ -344,6 +345,8 @@ class Core:
         return clean_generation(text) if self.settings.clean else text
 
     def _record(self, row: Fanout) -> None:
+        if self.settings.store_text == "off":
+            row = without_text(row)
         dropped = self.store.add(row)
         self.router.drop(dropped)
         self.router.add(row)
@@ -356,7 +359,6 @@ class Core:
         call.smoothie["called"] = called
         results = await asyncio.gather(*(self._call(call, b) for b in called))
         answers = {b: data for b, data in zip(called, results) if data is not None}
-        await self._wait_visible(seq, call.smoothie)
         if not answers:
             raise self._no_answer(call)
         names = list(answers)
@@ -424,8 +426,8 @@ class Core:
             raise
         except Exception as exc:  # noqa: BLE001 - a lost fan-out must not take the gateway down
             self.store.drop_pending(seq)
-            log.error(json.dumps({"event": "explore_fanout_failed", "id": rid,
-                                  "error": self.pool.redact(f"{type(exc).__name__}: {exc}")[:300]}))
+            log.error(self.redact(json.dumps({"event": "explore_fanout_failed", "id": rid, "seq": seq,
+                                              "error": f"{type(exc).__name__}: {exc}"[:300]})))
         finally:
             self._settle(seq)
             self.metrics.pending.set(len(self._late))
@@ -568,11 +570,11 @@ class Core:
 
     def health(self) -> dict:
         states = {b: self.pool.state(b) for b in self.names}
-        return {"status": "ok" if all(v == "ok" for v in states.values()) else "degraded",
+        return self.clean({"status": "ok" if all(v == "ok" for v in states.values()) else "degraded",
                 "policy": self.settings.policy, "store_rows": self.router.n_rows,
                 "pending_fanouts": self.store.pending_count(), "backends": states,
                 "degenerate": self.router.degenerate().to_json(), "fanout_rule": self._rule_report(),
-                "global_ranking": self.router.global_ranking()}
+                "global_ranking": self.router.global_ranking()})
 
     def _rule_report(self) -> dict:
         rule = self.router.rule()

@@ -118,10 +118,12 @@ class RemoteEmbedder:
         return f"{self.model_id} at {self.url}"
 
 
-def build_embedder(settings, show_progress: bool = False):
+def build_embedder(settings, show_progress: bool = False, persist: bool = True):
     """The embedder ``settings`` ask for: an embedding server (``--embedding_url``), else the
     in-process model, one text per pass (``--embedding_batch_size 1``) or in padded batches.
-    The model is loaded (or the server probed) here: a failure is one line at start."""
+    The model is loaded (or the server probed) here: a failure is one line at start.
+    ``persist=False`` (the server): no embedding cache on disk, so the vectors of users' prompts
+    and answers live only in the store, under its retention (``--store_max_rows``)."""
     if settings.embedding_url:
         embedder = RemoteEmbedder(settings.embedding_url, settings.embedding_model, timeout=settings.embedding_timeout,
                                   api_key_env=settings.embedding_key_env)
@@ -132,7 +134,7 @@ def build_embedder(settings, show_progress: bool = False):
     batch = settings.embedding_batch_size
     return Embedder(settings.embedding_model, show_progress=show_progress, backend=settings.embedding_backend,
                     one_per_pass=batch == 1, padded_batch=batch if batch > 1 else None,
-                    precision=settings.embedding_precision)
+                    precision=settings.embedding_precision, persist=persist)
 
 
 _STOP = object()

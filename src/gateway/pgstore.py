@@ -84,7 +84,10 @@ def _owner_lock(owner: str) -> int:
 
 
 class PostgresFanoutStore:
-    """Fan-outs in PostgreSQL (psycopg 3), mirrored in each replica's memory."""
+    """Fan-outs in PostgreSQL (psycopg 3), mirrored in each replica's memory; ``shared``: other
+    replicas write rows too, so the core polls for them."""
+
+    shared = True
 
     def __init__(self, dsn: str, embedder: str, max_rows: int = 100_000):
         import psycopg
@@ -212,11 +215,7 @@ class PostgresFanoutStore:
 
 
 def _redact(dsn: str) -> str:
-    """The DSN without its password."""
-    from urllib.parse import urlsplit, urlunsplit
+    """The DSN without its password (URL form, or ``password=`` in key=value form)."""
+    from src.gateway.redact import Redactor, url_password
 
-    parts = urlsplit(dsn)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return dsn
+    return Redactor([url_password(dsn)])(dsn)

@@ -13,11 +13,15 @@ Every routed request goes through two steps:
    fan-outs; while fewer than ``k`` are visible, Smoothie-Global over all of them plus this one.
 
 **Visibility.** Request number s sees the fan-outs of requests numbered below ``s - lag``, and the
-explore fan-outs finished after their response ("late" ones) numbered below ``s - explore_lag``.
-The core waits, where needed, until those are all stored, so under any concurrency the same
-requests see the same rows: that is what lets a replay predict a loaded server request for
-request. A late fan-out takes as long as its slowest backend plus the embedding, while the
-requests after it are answered in milliseconds; its larger lag keeps them from waiting for it.
+explore fan-outs finished after their response ("late" ones) numbered below ``s - explore_lag``,
+among those stored when it is decided: it never waits for another request's backends. The core
+``pin``s each request when it is numbered, naming the requests below those bounds whose
+fan-out was still running then (``unseen``); their rows stay out of its decision even if they
+arrive while it is being decided, and rows stored after the pin never enter it. So a decision
+is a function of (its pin, the seed, its number, its text): the pin is written in the request's
+log line, and ``src.replay --server_log`` pins each request the same way to reproduce every
+decision of a loaded server exactly. One after another (nothing running), the pin is empty and
+a replay at concurrency 1 reproduces the server without its log.
 
 **Partial rows.** A fan-out is stored with the backends that answered with text. A row with 3 or
 more answers is usable: each pair of backends' expected squared distance is averaged over the
@@ -187,6 +191,9 @@ class Router:
         self.late = np.zeros(0, bool)
         self.hashes = np.zeros((0, len(backends)), np.int64)  # answer fingerprints, 0: no answer
         self.own = np.zeros((0, len(backends)))  # each row's errors from that row alone (row_deltas)
+        self.added = np.zeros(0, np.int64)  # when each row entered this copy (a count of adds)
+        self._adds = 0
+        self._pins: dict[int, tuple[int, frozenset[int]]] = {}  # request -> (adds then, its unseen requests)
         self._degenerate: tuple[tuple, Degenerate] | None = None
         self._rule: tuple[tuple, Rule] | None = None
         self._spread: tuple[tuple, float, str | None] | None = None
@@ -211,6 +218,7 @@ class Router:
             self.late = np.zeros(64, bool)
             self.hashes = np.zeros((64, len(self.backends)), np.int64)
             self.own = np.full((64, len(self.backends)), np.nan)
+            self.added = np.zeros(64, np.int64)
         n = self.n_rows
         if n == len(self.inputs):  # grow by doubling
             self.inputs = np.concatenate([self.inputs, np.zeros_like(self.inputs)])
@@ -220,6 +228,7 @@ class Router:
             self.late = np.concatenate([self.late, np.zeros_like(self.late)])
             self.hashes = np.concatenate([self.hashes, np.zeros_like(self.hashes)])
             self.own = np.concatenate([self.own, np.full_like(self.own, np.nan)])
+            self.added = np.concatenate([self.added, np.zeros_like(self.added)])
         self._in_order = self._in_order and (n == 0 or row.seq > self.seqs[n - 1])
         self.inputs[n] = row.input_vec
         dist = np.full((len(self.backends),) * 2, np.nan)
@@ -230,6 +239,8 @@ class Router:
         self.own[n] = row_deltas(dist)
         self.hashes[n] = [text_hash(row.answers[b]) if b in row.vecs and b in row.answers else 0
                           for b in self.backends]
+        self.added[n] = self._adds
+        self._adds += 1
         self.ids.append(row.request_id)
         self._degenerate = None
 
@@ -241,21 +252,47 @@ class Router:
         n = self.n_rows
         keep = np.array([rid not in gone for rid in self.ids], bool)
         m = int(keep.sum())
-        for name in ("inputs", "dists", "seqs", "n_answers", "late", "hashes", "own"):
+        for name in ("inputs", "dists", "seqs", "n_answers", "late", "hashes", "own", "added"):
             arr = getattr(self, name)
             arr[:m] = arr[:n][keep].copy()
         self.dists[m:n] = np.nan
         self.ids = [rid for rid, k in zip(self.ids, keep) if k]
         self._degenerate = self._rule = self._spread = self._ranking = None
 
+    # -- what a request sees -----------------------------------------------------------------------
+    def pin(self, seq: int, unseen=()) -> None:
+        """Fix what request ``seq`` is decided by: the rows stored now, less those of the
+        requests ``unseen`` (still running when it was numbered). Until :meth:`unpin`."""
+        self._pins[seq] = (self._adds, frozenset(int(q) for q in unseen))
+
+    def unpin(self, seq: int) -> None:
+        self._pins.pop(seq, None)
+
+    def unseen(self, seq: int) -> list[int]:
+        return sorted(self._pins[seq][1]) if seq in self._pins else []
+
+    def _seen(self, seq: int | None) -> np.ndarray:
+        """Which of the rows (usable or not) request ``seq`` sees (None: all)."""
+        n = self.n_rows
+        if seq is None:
+            return np.ones(n, bool)
+        ok = self.seqs[:n] < seq - np.where(self.late[:n], self.explore_lag, self.lag)
+        if seq in self._pins:
+            adds, unseen = self._pins[seq]
+            ok &= self.added[:n] < adds
+            if unseen:
+                ok &= ~np.isin(self.seqs[:n], list(unseen))
+        return ok
+
     def visible(self, seq: int | None) -> np.ndarray:
         """Indices of the usable rows request ``seq`` sees, oldest request first (None: all)."""
         n = self.n_rows
-        ok = self.n_answers[:n] >= MIN_ANSWERS
-        if seq is not None:
-            ok &= self.seqs[:n] < seq - np.where(self.late[:n], self.explore_lag, self.lag)
-        rows = np.flatnonzero(ok)
+        rows = np.flatnonzero((self.n_answers[:n] >= MIN_ANSWERS) & self._seen(seq))
         return rows if self._in_order else rows[np.argsort(self.seqs[rows], kind="stable")]
+
+    def _key(self, rows: np.ndarray) -> tuple:
+        """A cache key for a set of rows (the same rows give the same key until a drop)."""
+        return (len(rows), zlib.crc32(np.ascontiguousarray(rows).tobytes()))
 
     def n_usable(self, seq: int | None = None) -> int:
         return len(self.visible(seq))
@@ -271,7 +308,7 @@ class Router:
     def degenerate(self, seq: int | None = None) -> Degenerate:
         """Repeaters and duplicates among the last ``window`` fan-outs request ``seq`` sees."""
         rows = self.visible(seq)[-self.window :]
-        key = (len(rows), int(rows[-1]) if len(rows) else -1, int(rows[0]) if len(rows) else -1)
+        key = self._key(rows)
         if self._degenerate is not None and self._degenerate[0] == key:
             return self._degenerate[1]
         found = Degenerate()
@@ -362,7 +399,7 @@ class Router:
         if len(rows) < AUTO_MIN_ROWS:
             return Rule("global", why={"reason": f"fewer than {AUTO_MIN_ROWS} fan-outs stored"})
         base = rows[: len(rows) - len(rows) % AUTO_EVERY][-self.window:]
-        key = (len(base), self.ids[base[0]], self.ids[base[-1]])
+        key = self._key(base)
         if self._rule is None or self._rule[0] != key:
             self._rule = (key, self._cross_fit(base, seq))
         return self._rule[1]
@@ -428,7 +465,7 @@ class Router:
         base = rows[: len(rows) - len(rows) % 10][-self.window:]
         if len(base) < MIN_ANSWERS:
             return 1.0, None
-        key = (len(base), self.ids[base[0]], self.ids[base[-1]])
+        key = self._key(base)
         if self._spread is None or self._spread[0] != key:
             self._spread = (key, *self._bootstrap_best(base, seq))
         return self._spread[1], self._spread[2]
@@ -451,7 +488,7 @@ class Router:
         (docs/serving.md shows it change between 60 and 160 rows on real sets): explore more, or
         fan out, until it settles."""
         base = self.visible(seq)[-self.window:]
-        key = (len(base), self.ids[base[0]], self.ids[base[-1]]) if len(base) else None
+        key = self._key(base) if len(base) else None
         if self._ranking is not None and self._ranking[0] == key:  # tens of ms at a full window: once per change
             return self._ranking[1]
         est = self._estimate(self.dists[base], self.dim, self.backends, seq) if len(base) else None
@@ -465,7 +502,7 @@ class Router:
         self._ranking = (key, report)
         return report
 
-    def _spent_since_warmup(self, upto: int) -> tuple[int, int]:
+    def _spent_since_warmup(self, seq: int, upto: int) -> tuple[int, int]:
         """(the first request number after the warm-up, the fan-outs stored from it up to
         ``upto``): the adaptive budget counts from there. The warm-up's fan-outs are a fixed
         cost, as in select, whose ``explore`` does not count them either; charging them to the
@@ -473,12 +510,13 @@ class Router:
         ranking was least settled. After an eviction the count starts at the oldest rows kept
         (the store forgets evenly, so the rate is unchanged)."""
         n = self.n_rows
-        seqs = self.seqs[:n][self.n_answers[:n] >= MIN_ANSWERS]
+        seen = self._seen(seq)
+        seqs = self.seqs[:n][(self.n_answers[:n] >= MIN_ANSWERS) & seen]
         first = max(self.warmup, 1)
         if len(seqs) < first:
             return upto, 0
         since = int(np.partition(seqs, first - 1)[first - 1]) + self.lag + 1  # the warm-up's last usable row
-        return since, int(((self.seqs[:n] >= since) & (self.seqs[:n] < upto)).sum())
+        return since, int(((self.seqs[:n] >= since) & (self.seqs[:n] < upto) & seen).sum())
 
     def adapt(self, seq: int, input_vec: np.ndarray) -> tuple[bool, list[str], Estimate | None, dict]:
         """The adaptive policy's decision for request ``seq``: fan out or not, the order of
@@ -512,9 +550,10 @@ class Router:
         m = len(self.backends)
         rho = min(max((self.budget - 1) / (m - 1), 0.0), 1.0)
         upto = seq - self.lag
-        since, spent = self._spent_since_warmup(upto)
+        since, spent = self._spent_since_warmup(seq, upto)
         share = min(max(rho + (rho * max(upto - since, 0) - spent) / ADAPTIVE_PAYBACK, 0.0), 1.0)
-        past = [v for q, v in sorted(self.uncertainty.items()) if q < upto][-ADAPTIVE_HISTORY:]
+        unseen = self._pins[seq][1] if seq in self._pins else frozenset()
+        past = [v for q, v in sorted(self.uncertainty.items()) if q < upto and q not in unseen][-ADAPTIVE_HISTORY:]
         usual = float(np.mean(past)) if len(past) >= 20 else score
         relative = score / usual if usual > 0 else 1.0
         chance = min(1.0, share * (RANDOM_SHARE + (1 - RANDOM_SHARE) * relative))

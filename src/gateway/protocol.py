@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 CHAT, COMPLETION = "chat", "completion"
+# JSON nested deeper than this is refused, from a client (400) or a backend (its failure): OpenAI's
+# own bodies nest about 6 deep (a tool's JSON schema a few dozen), while a body nested near
+# Python's recursion limit parses here and then fails to re-encode deeper in the call stack.
+MAX_DEPTH = 128
 ROLES = {"system", "user", "assistant", "tool", "developer", "function"}
 
 
@@ -28,6 +32,30 @@ class ApiError(Exception):
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code},
                 **self.extra}
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` (parsed JSON) nests more than ``limit`` arrays and objects deep;
+    iterative, so any depth is measured without recursion."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def loads_bounded(raw: bytes | str) -> Any:
+    """``json.loads`` that raises ValueError, never RecursionError, for JSON nested beyond MAX_DEPTH."""
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise ValueError(f"JSON nested more than {MAX_DEPTH} deep") from None
+    if too_deep(data):
+        raise ValueError(f"JSON nested more than {MAX_DEPTH} deep")
+    return data
 
 
 def _bad(message: str, param: str | None = None) -> ApiError:
@@ -86,6 +114,8 @@ def parse(raw: bytes, kind: str) -> Request:
                        code="invalid_json") from None
     if not isinstance(body, dict):
         raise _bad("request body must be a JSON object")
+    if too_deep(body):
+        raise ApiError(400, f"request body is nested more than {MAX_DEPTH} deep", code="invalid_json")
     try:  # what cannot be encoded cannot be forwarded: the client's fault, found before any backend call
         json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -143,7 +173,7 @@ def parse(raw: bytes, kind: str) -> Request:
 def check_response(kind: str, raw: bytes) -> dict:
     """A backend's 200 body, parsed and checked to be an OpenAI response whose first choice has
     text where it should; raises ValueError saying what is wrong."""
-    data = json.loads(raw)
+    data = loads_bounded(raw)
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise ValueError("no 'choices' list of objects")

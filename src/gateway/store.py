@@ -13,12 +13,15 @@ a gateway restarted in between finishes it. ``src.replay`` uses the same class i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+
+from src.io import private_file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fanouts (
@@ -58,11 +61,27 @@ class Fanout:
     late: bool = False  # an explore fan-out finished after its response: seen --explore_lag requests later
 
 
+def digest(text: str) -> str:
+    """What ``--store_text off`` keeps of a text: equal texts give equal digests (so a backend
+    that repeats itself is still noticed), and the text cannot be read back."""
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def without_text(row: Fanout) -> Fanout:
+    """``row`` with its input and answers replaced by their digests (``--store_text off``)."""
+    return replace(row, input_text=digest(row.input_text), answers={b: digest(t) for b, t in row.answers.items()})
+
+
 class FanoutStore:
-    """SQLite-backed fan-outs by sequence number. ``path=":memory:"`` keeps it in memory."""
+    """SQLite-backed fan-outs by sequence number. ``path=":memory:"`` keeps it in memory. One
+    process owns it (``shared`` is False): nothing else writes rows it must poll for."""
+
+    shared = False
 
     def __init__(self, path: str, embedder: str, max_rows: int = 100_000):
         self.path, self.embedder, self.max_rows = path, embedder, max_rows
+        if path != ":memory:":
+            private_file(path)
         self.con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.con.execute("PRAGMA foreign_keys = ON")
         if path != ":memory:":
@@ -74,6 +93,10 @@ class FanoutStore:
 
     def close(self) -> None:
         self.con.close()
+
+    def poll(self) -> tuple[list[Fanout], list[str]]:
+        """Nothing to learn: no other process writes this file."""
+        return [], []
 
     def add(self, row: Fanout) -> list[str]:
         """Store a fan-out (and clear its pending job) in one transaction; returns the request

@@ -1,0 +1,66 @@
+"""The interfaces the request core is written against, and nothing else: a store of fan-outs and
+a set of backends. ``src.serve`` plugs in the SQLite or PostgreSQL store and the live HTTP pool;
+``src.replay`` plugs in an in-memory SQLite store and backends that answer from files. One
+conformance suite (``tests/test_gateway_stores.py``) runs against both stores.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol, runtime_checkable
+
+from src.gateway.store import Fanout
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where fan-outs are kept, keyed by request number, per embedder identity.
+
+    ``shared`` says whether other processes write to it too (replicas): then the core polls it.
+    ``add`` returns the request ids it evicted, so the caller's in-memory copy drops the same
+    rows; ``next_sequence`` numbers requests, never reusing a number across restarts (or replicas)."""
+
+    shared: bool
+    embedder: str
+
+    def rows(self) -> list[Fanout]: ...
+
+    def poll(self) -> tuple[list[Fanout], list[str]]: ...
+
+    def add(self, row: Fanout) -> list[str]: ...
+
+    def next_sequence(self) -> int: ...
+
+    def add_pending(self, seq: int, request_id: str, job: dict) -> None: ...
+
+    def drop_pending(self, seq: int) -> None: ...
+
+    def pending(self) -> list[tuple[int, str, dict]]: ...
+
+    def pending_count(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Backends(Protocol):
+    """The backends as the core calls them: ``call`` and ``stream`` raise
+    ``src.gateway.backends.BackendError``; the rest report health and queues."""
+
+    waiting: dict[str, int]
+
+    async def call(self, name: str, kind: str, body: dict) -> tuple[dict, float]: ...
+
+    def stream(self, name: str, kind: str, body: dict) -> AbstractAsyncContextManager: ...
+
+    def cooling(self, name: str) -> str | None: ...
+
+    def state(self, name: str) -> str: ...
+
+    def retry_after(self, name: str) -> int: ...
+
+    def redact(self, text: str) -> str: ...
+
+    async def probe(self) -> dict[str, str]: ...
+
+    async def aclose(self) -> None: ...
