@@ -14,6 +14,11 @@ chunks), ``slowN`` (answer after N tenths of a second), ``const`` (always the sa
 
 ``GET /NAME/stats`` gives the calls it received and the most it had in flight at once.
 
+It also plays an OpenAI-compatible embedding server, ``/emb/v1/embeddings``: a bag-of-words
+vector (each word a fixed random direction), whose dimension and "model" (the seed of those
+directions) ``POST /emb/config`` changes while it runs, as a redeployment behind the same URL
+would; it refuses (400) any input holding ``[[refuse]]``.
+
     python tests/scripted_backends.py PORT
 """
 
@@ -129,6 +134,43 @@ async def completions(name: str, request: Request):
 @app.get("/{name}/v1/models")
 async def models(name: str):
     return {"object": "list", "data": [{"id": name, "object": "model"}]}
+
+
+EMB = {"dim": 16, "seed": 0, "calls": 0}
+
+
+def _vector(text: str) -> list[float]:
+    import zlib
+
+    import numpy as np
+
+    total = np.zeros(EMB["dim"])
+    for word in text.lower().split():
+        total += np.random.default_rng([EMB["seed"], zlib.crc32(word.encode())]).standard_normal(EMB["dim"])
+    norm = np.linalg.norm(total)
+    return (total / norm if norm else total).tolist()
+
+
+@app.post("/emb/v1/embeddings")
+async def embeddings(request: Request):
+    body = await request.json()
+    texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    EMB["calls"] += 1
+    if any("[[refuse]]" in t for t in texts):
+        return JSONResponse({"error": {"message": "input rejected by the embedding model"}}, status_code=400)
+    return {"object": "list", "model": body.get("model"),
+            "data": [{"object": "embedding", "index": i, "embedding": _vector(t)} for i, t in enumerate(texts)]}
+
+
+@app.post("/emb/config")
+async def emb_config(request: Request):
+    EMB.update(await request.json())
+    return EMB
+
+
+@app.get("/emb/v1/models")
+async def emb_models():
+    return {"object": "list", "data": [{"id": "bag-of-words", "object": "model"}]}
 
 
 @app.get("/{name}/stats")

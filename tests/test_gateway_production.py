@@ -213,3 +213,72 @@ def test_private_file_narrows_an_existing_store(tmp_path):
     private_file(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert os.access(path, os.R_OK) and Path(path).read_bytes() == b""
+
+
+# -- 3. the embedder's identity holds for every vector ---------------------------------------------------
+def _emb(scripted, **config) -> None:
+    httpx.post(f"http://127.0.0.1:{scripted.port}/emb/config", json=config).raise_for_status()
+
+
+def test_a_changed_embedding_model_starts_its_own_rows_and_never_500s(scripted, tmp_path):
+    """Old: the embedding server's identity was checked once, at start. Another dimension behind
+    the URL made every routed request 500 ('could not broadcast input array from shape (32,)
+    into shape (16,)') while /health said ok; both dimensions were stored under one identity and
+    the gateway then failed to start; a model of the same dimension was stored silently under
+    the old identity. Now the probe rides along in every call: the call that sees another model
+    answers 503 embedding_changed (retryable), the new model's vectors start rows of their own,
+    and a restart loads only those."""
+    _emb(scripted, dim=16, seed=0)
+    store = tmp_path / "emb.sqlite"
+    flags = ["--store", str(store), "--embedding_url", f"http://127.0.0.1:{scripted.port}/emb/v1",
+             "--embedding_model", "bag-of-words"]
+    gw = Gateway(tmp_path, "emb", urls(scripted), *flags, env={"PYTHONUNBUFFERED": "1"}).start()
+    try:
+        for i in range(3):
+            assert chat(gw, f"first model question {i}").status_code == 200
+        first = httpx.get(gw.url + "/health").json()["embedder"]["identity"]
+        for config, label in (({"dim": 32}, "another dimension"), ({"seed": 7}, "same dimension, another model")):
+            _emb(scripted, **config)
+            statuses = [chat(gw, f"after the change ({label}) {i}") for i in range(4)]
+            codes = [r.status_code for r in statuses]
+            assert 500 not in codes and codes[0] == 503 and codes[1:] == [200] * 3, (label, codes)
+            assert statuses[0].json()["error"]["code"] == "embedding_changed"
+            assert statuses[0].headers.get("retry-after")
+            health = httpx.get(gw.url + "/health").json()
+            assert health["store_rows"] == 3 and health["embedder"]["identity"] != first
+            assert health["embedder"]["changes"][-1]["from"] != health["embedder"]["identity"]
+            first = health["embedder"]["identity"]
+    finally:
+        gw.stop()
+    by_identity = dict(sqlite3.connect(store).execute("SELECT embedder, COUNT(*) FROM fanouts GROUP BY embedder"))
+    assert sorted(by_identity.values()) == [3, 3, 3] and "-d16-" in next(iter(by_identity))
+    for identity in by_identity:  # one dimension per identity
+        lengths = {len(v) for (v,) in sqlite3.connect(store).execute(
+            "SELECT input_vec FROM fanouts WHERE embedder = ?", (identity,))}
+        assert len(lengths) == 1
+    gw = Gateway(tmp_path, "emb-restart", urls(scripted), *flags, env={"PYTHONUNBUFFERED": "1"}).start()
+    try:
+        assert httpx.get(gw.url + "/health").json()["store_rows"] == 3
+        assert chat(gw, "after the restart").status_code == 200
+    finally:
+        gw.stop()
+        _emb(scripted, dim=16, seed=0)
+
+
+def test_a_text_the_embedding_server_refuses_fails_only_its_own_request(scripted, tmp_path):
+    """Old: in a batch of 8 concurrent requests one refused text failed three innocent requests
+    with it, and the client's own bad text came back as a retryable 503."""
+    _emb(scripted, dim=16, seed=0)
+    gw = Gateway(tmp_path, "refuse", urls(scripted), "--store", str(tmp_path / "r.sqlite"), "--embedding_url",
+                 f"http://127.0.0.1:{scripted.port}/emb/v1", "--embedding_model", "bag-of-words",
+                 "--embedding_batch_wait_ms", "50", env={"PYTHONUNBUFFERED": "1"}).start()
+    try:
+        texts = [f"an innocent question {i}" for i in range(7)] + ["a bad one [[refuse]]"]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(lambda t: chat(gw, t), texts))
+    finally:
+        gw.stop()
+    assert [r.status_code for r in replies[:7]] == [200] * 7
+    bad = replies[7]
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "embedding_refused"
+    assert "refused" in bad.json()["error"]["message"]

@@ -33,8 +33,8 @@ def open_store(settings: Settings, identity: str):
     if is_postgres(where):
         from src.gateway.pgstore import PostgresFanoutStore
 
-        return PostgresFanoutStore(where, identity, settings.store_max_rows)
-    return FanoutStore(where, identity, settings.store_max_rows)
+        return PostgresFanoutStore(where, identity, settings.store_max_rows, settings.store_timeout)
+    return FanoutStore(where, identity, settings.store_max_rows, settings.store_timeout)
 
 
 def build_core(settings: Settings, embedder) -> Core:

@@ -187,6 +187,9 @@ class Settings:
                               "answers, never their text (routing is unchanged; explore fan-outs still running "
                               "at a restart are then lost, since their request is not written down)",
                               choices=("on", "off"))
+    store_timeout: float = setting(5.0, "seconds a store call may take (PostgreSQL: statement and lock timeout; "
+                                   "SQLite: wait for another writer); past it a routed request gets 503 "
+                                   "store_unavailable", type=float, check=_positive)
     store_poll_interval: float = setting(0.5, "seconds between a replica's looks at what the other replicas stored "
                                          "(PostgreSQL store)", type=float, check=_positive)
     store_max_rows: int = setting(100_000, "fan-outs kept; the oldest tenth goes when full", type=int,

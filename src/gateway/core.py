@@ -20,12 +20,14 @@ The invariants it keeps (SPEC 9):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
@@ -35,7 +37,7 @@ from prometheus_client import generate_latest
 from src.cleaning import clean_generation
 from src.gateway.backends import BackendError
 from src.gateway.config import Settings
-from src.gateway.embedding import EmbeddingUnavailable, EmbeddingWorker
+from src.gateway.embedding import EmbeddingChanged, EmbeddingRefused, EmbeddingUnavailable, EmbeddingWorker
 from src.gateway.metrics import Metrics
 from src.gateway.policy import Router
 from src.gateway.ports import Store
@@ -52,7 +54,7 @@ from src.gateway.protocol import (
     usage_sum,
 )
 from src.gateway.redact import Redactor
-from src.gateway.store import Fanout, without_text
+from src.gateway.store import Fanout, StoreUnavailable, store_errors, without_text
 
 log = logging.getLogger("src.serve")
 _OUTCOME = {"backend": "error", "request": "rejected", "empty": "empty", "queue": "queued_out"}
@@ -78,6 +80,7 @@ class _Call:
     req: Request
     policy: str
     seq: int | None = None
+    generation: int = 0  # the embedder generation it started under
     faults: dict[str, BackendError] = field(default_factory=dict)
     smoothie: dict = field(default_factory=dict)
 
@@ -102,11 +105,12 @@ class Core:
         s = settings
         self.settings, self.embedder, self.pool, self.store = s, embedder, pool, store
         self.names = [b.name for b in s.backends]
-        self.router = Router(self.names, policy=s.policy, k=s.k, explore=s.explore, warmup=s.warmup_rows,
-                             window=s.window, seed=s.seed, lag=s.lag, explore_lag=s.explore_lag,
-                             fanout_rule=s.fanout_rule, budget=s.budget)
-        for row in store.rows():
-            self.router.add(row)
+        self.router = self._new_router()  # filled from the store by start()
+        self._store_threads = ThreadPoolExecutor(store.threads, thread_name_prefix="store")
+        self.generation = 0  # counts embedder changes: vectors of an older generation are never used
+        self.embedder_changes: list[dict] = []
+        if hasattr(embedder, "redact"):
+            embedder.redact = Redactor.for_settings(s)
         self.metrics = Metrics()
         self.executor = EmbeddingWorker(embedder, s.embedding_batch_size, s.embedding_batch_wait_ms)
         self.redact = Redactor.for_settings(s)
@@ -116,11 +120,49 @@ class Core:
         self._tasks: set[asyncio.Task] = set()
         self._poller: asyncio.Task | None = None
 
+    def _new_router(self, rows=()) -> Router:
+        s = self.settings
+        router = Router(self.names, policy=s.policy, k=s.k, explore=s.explore, warmup=s.warmup_rows,
+                        window=s.window, seed=s.seed, lag=s.lag, explore_lag=s.explore_lag,
+                        fanout_rule=s.fanout_rule, budget=s.budget)
+        for row in rows:
+            router.add(row)
+        return router
+
+    async def _db(self, fn, *args):
+        """A store call, on the store's own threads (never the event loop): a locked table or a
+        database that went away costs the requests that need it, bounded by ``--store_timeout``;
+        it fails with ``StoreUnavailable``, never hangs the gateway."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._store_threads, fn, *args)
+        except store_errors() as exc:
+            self.metrics.store_failures.inc()
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise StoreUnavailable(self.redact(f"{type(exc).__name__}: {first}")[:300]) from None
+
+    def _store_down(self, exc: StoreUnavailable) -> ApiError:
+        return ApiError(503, f"the store is unavailable ({exc}); retry shortly", type_="server_error",
+                        code="store_unavailable", headers={"Retry-After": "2"})
+
+    async def _embedder_changed(self, old: str, new: str) -> None:
+        """Another model answers behind ``--embedding_url``: its vectors start a set of rows of
+        their own (the store keys rows by embedder), routing starts again from the warm-up, and
+        requests embedded by the old model are answered 503 ``embedding_changed`` (retryable)."""
+        self.generation += 1
+        self.store.embedder = new
+        self.router = self._new_router(await self._db(self.store.rows))
+        self.embedder_changes.append({"from": old, "to": new, "at": time.time()})
+        self.metrics.stored.set(self.router.n_rows)
+        log.warning(self.redact(json.dumps({"event": "embedding_changed", "from": old, "to": new,
+                                            "rows_of_new_model": self.router.n_rows})))
+
     # -- life ----------------------------------------------------------------------------------
     async def start(self, probe: bool = True) -> dict[str, str]:
-        """Resume the explore fan-outs a previous run answered but did not store; probe the
-        backends. Returns backend -> why it is unreachable."""
-        for seq, rid, job in self.store.pending():
+        """Load the stored rows; resume the explore fan-outs a previous run answered but did not
+        store; probe the backends. Returns backend -> why it is unreachable."""
+        self.router = self._new_router(await self._db(self.store.rows))
+        self.metrics.stored.set(self.router.n_rows)
+        for seq, rid, job in await self._db(self.store.pending):
             self._late.add(seq)
             self._spawn(self._background(seq, rid, job))
         if self.store.shared:  # a store shared with other replicas: learn what they store
@@ -133,7 +175,7 @@ class Core:
         while True:
             await asyncio.sleep(self.settings.store_poll_interval)
             try:
-                rows, dropped = self.store.poll()
+                rows, dropped = await self._db(self.store.poll)
             except Exception as exc:  # noqa: BLE001 - a database hiccup must not end the polling
                 log.error(self.redact(json.dumps({"event": "store_poll_failed",
                                                   "error": f"{type(exc).__name__}: {exc}"[:300]})))
@@ -157,6 +199,7 @@ class Core:
                 task.cancel()
         await self.pool.aclose()
         self.executor.shutdown()
+        self._store_threads.shutdown(wait=True)
         self.store.close()
 
     def _spawn(self, coro) -> None:
@@ -248,7 +291,8 @@ class Core:
             self.finish(rid, path, "rejected", exc.status, start, error=exc.message)
             return self._error_reply(exc)
         policy = "direct" if target else self.settings.policy
-        call = _Call(rid, path, start, req, policy, smoothie=_smoothie(policy, "direct" if target else None))
+        call = _Call(rid, path, start, req, policy, generation=self.generation,
+                     smoothie=_smoothie(policy, "direct" if target else None))
         try:
             return await (self._single(call, [target]) if target else self._routed(call))
         except ApiError as exc:
@@ -267,7 +311,10 @@ class Core:
 
     async def _routed(self, call: _Call) -> Reply:
         s = self.settings
-        seq = call.seq = call.smoothie["seq"] = self.store.next_sequence()
+        try:
+            seq = call.seq = call.smoothie["seq"] = await self._db(self.store.next_sequence)
+        except StoreUnavailable as exc:
+            raise self._store_down(exc) from None
         self._pin(call)
         handed_over = False  # an explore fan-out that finishes after the response settles itself
         try:
@@ -275,7 +322,8 @@ class Core:
             call.smoothie["mode"] = mode
             if mode in ("fanout", "warmup") or (mode == "explore" and s.explore_answer == "smoothie"):
                 return await self._fanout(call)
-            input_vec = (await self._embed([call.req.text]))[0] if s.policy in ("local", "adaptive") else None
+            input_vec = (await self._embed([call.req.text], call.generation))[0] \
+                if s.policy in ("local", "adaptive") else None
             if mode == "adaptive":
                 unsure, order, est, call.smoothie["uncertainty"] = self.router.adapt(seq, input_vec)
                 if unsure:
@@ -290,9 +338,12 @@ class Core:
             reply, job = await self._explore(call, order)
             if job is not None:
                 if s.store_text == "on":  # off: the request is written nowhere; a restart loses this fan-out
-                    self.store.add_pending(seq, call.rid, job)
+                    try:
+                        await self._db(self.store.add_pending, seq, call.rid, job)
+                    except StoreUnavailable as exc:  # the fan-out still runs; only a restart would lose it
+                        log.warning(json.dumps({"event": "pending_not_stored", "seq": seq, "error": str(exc)}))
                 self._hand_over(seq)
-                self._spawn(self._background(seq, call.rid, job, input_vec))
+                self._spawn(self._background(seq, call.rid, job, input_vec, call.generation))
                 handed_over = True
             return reply
         finally:
@@ -329,25 +380,41 @@ class Core:
         smoothie["usage_by_backend"][name] = usage
         self._count(name, "ok", ms, usage)
 
-    async def _embed(self, texts: list[str], urgent: bool = True) -> np.ndarray:
+    async def _embed(self, texts: list[str], generation: int, urgent: bool = True) -> np.ndarray:
         """Embed on the worker thread; a response waits on ``urgent`` work, which goes before the
         late fan-outs' (so a late fan-out never delays a response). An embedding server that
-        fails (after its retries) is a 503 with Retry-After, like a backend whose queue is full."""
+        fails (after its retries) is a 503 with Retry-After, like a backend whose queue is full;
+        one that refuses the texts, a 400 for this request alone; one whose model changed, or
+        vectors of an older ``generation`` than the embedder's now, a 503 ``embedding_changed``."""
+        changed = ApiError(503, "the embedding model changed while this request was served; retry it",
+                           type_="server_error", code="embedding_changed", headers={"Retry-After": "1"})
         try:
-            return await asyncio.wrap_future(self.executor.submit(texts, urgent))
+            vecs = await asyncio.wrap_future(self.executor.submit(texts, urgent))
         except EmbeddingUnavailable as exc:
             self.metrics.embedding_failures.inc()
             raise ApiError(503, f"embedding is unavailable: {exc}", type_="server_error",
                            code="embedding_unavailable", headers={"Retry-After": "5"}) from None
+        except EmbeddingRefused as exc:
+            raise ApiError(400, f"{exc}; no other request was affected", code="embedding_refused") from None
+        except EmbeddingChanged as exc:
+            if generation == self.generation:
+                await self._embedder_changed(exc.old, exc.new)
+            raise changed from None
+        if generation != self.generation:
+            raise changed
+        return vecs
 
     def _for_embedding(self, kind: str, response: dict) -> str:
         text = answer_text(kind, response)
         return clean_generation(text) if self.settings.clean else text
 
-    def _record(self, row: Fanout) -> None:
+    async def _record(self, row: Fanout, generation: int) -> None:
+        """Store a fan-out, then add it to the router (unless the embedder changed meanwhile)."""
         if self.settings.store_text == "off":
             row = without_text(row)
-        dropped = self.store.add(row)
+        dropped = await self._db(self.store.add, row)
+        if generation != self.generation:
+            return
         self.router.drop(dropped)
         self.router.add(row)
 
@@ -364,15 +431,18 @@ class Core:
         names = list(answers)
         texts = [self._for_embedding(req.kind, answers[b]) for b in names]
         if input_vec is None:
-            vecs = await self._embed([req.text, *texts])
+            vecs = await self._embed([req.text, *texts], call.generation)
             input_vec, by_name = vecs[0], dict(zip(names, vecs[1:]))
         else:
-            by_name = dict(zip(names, await self._embed(texts)))
+            by_name = dict(zip(names, await self._embed(texts, call.generation)))
         chosen, est = self.router.choose(seq, by_name, input_vec)
         rule = self.router.rule(seq)
         call.smoothie["estimator"] = rule.label
-        self._record(Fanout(seq, call.rid, req.text, input_vec, {b: answer_text(req.kind, answers[b]) for b in names},
-                            by_name))
+        try:
+            await self._record(Fanout(seq, call.rid, req.text, input_vec,
+                                      {b: answer_text(req.kind, answers[b]) for b in names}, by_name), call.generation)
+        except StoreUnavailable as exc:
+            raise self._store_down(exc) from None
         weights = est.named_weights() if est is not None else None
         if weights is not None and len(names) < len(weights):  # the stored Global weights, of those that answered
             weights = {b: w for b, w in weights.items() if b in answers} or None
@@ -397,10 +467,12 @@ class Core:
             return self._answer(call, data, b), job
         raise self._no_answer(call)
 
-    async def _background(self, seq: int, rid: str, job: dict, input_vec: np.ndarray | None = None) -> None:
+    async def _background(self, seq: int, rid: str, job: dict, input_vec: np.ndarray | None = None,
+                          generation: int | None = None) -> None:
         """The rest of an explore fan-out, after its response: call the other backends, embed,
         store the row (which clears the pending job). Cancelled at shutdown, it stays pending."""
         kind = job["kind"]
+        generation = self.generation if generation is None else generation
         try:
             self.metrics.pending.set(len(self._late))
             answers = dict(job["answered"])
@@ -417,15 +489,17 @@ class Core:
                     self._took(smoothie, b, result[1], result[0])
             names = [b for b in self.names if b in answers]
             texts = [self._for_embedding(kind, answers[b]) for b in names]
-            vecs = await self._embed(texts if input_vec is not None else [job["text"], *texts], urgent=False)
+            vecs = await self._embed(texts if input_vec is not None else [job["text"], *texts], generation,
+                                     urgent=False)
             if input_vec is None:
                 input_vec, vecs = vecs[0], vecs[1:]
-            self._record(Fanout(seq, rid, job["text"], input_vec, {b: answer_text(kind, answers[b]) for b in names},
-                                dict(zip(names, vecs)), late=True))
+            await self._record(Fanout(seq, rid, job["text"], input_vec, {b: answer_text(kind, answers[b]) for b in names},
+                                      dict(zip(names, vecs)), late=True), generation)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a lost fan-out must not take the gateway down
-            self.store.drop_pending(seq)
+            with contextlib.suppress(StoreUnavailable):
+                await self._db(self.store.drop_pending, seq)
             log.error(self.redact(json.dumps({"event": "explore_fanout_failed", "id": rid, "seq": seq,
                                               "error": f"{type(exc).__name__}: {exc}"[:300]})))
         finally:
@@ -572,9 +646,10 @@ class Core:
         states = {b: self.pool.state(b) for b in self.names}
         return self.clean({"status": "ok" if all(v == "ok" for v in states.values()) else "degraded",
                 "policy": self.settings.policy, "store_rows": self.router.n_rows,
-                "pending_fanouts": self.store.pending_count(), "backends": states,
+                "pending_fanouts": len(self._late), "backends": states,
                 "degenerate": self.router.degenerate().to_json(), "fanout_rule": self._rule_report(),
-                "global_ranking": self.router.global_ranking()})
+                "global_ranking": self.router.global_ranking(),
+                "embedder": {"identity": self.store.embedder, "changes": self.embedder_changes}})
 
     def _rule_report(self) -> dict:
         rule = self.router.rule()

@@ -11,8 +11,12 @@ batched vectors have a cache of their own; ``batch_size=1`` keeps one text per p
 
 Why a server: with several replicas, or a GPU box for embedding (vLLM, Hugging Face TEI,
 Infinity), the gateway sends ``POST /v1/embeddings`` instead of loading a model. The server is
-identified by its model id and the vectors it returns for a fixed probe text, so a different
-model behind the same URL is noticed and its rows are never mixed with the old one's.
+identified by its model id, the dimension and the vector it returns for a fixed probe text. The
+probe rides along in every call (one text more per batch), and its vector must come back the
+same (cosine at least ``SAME_MODEL_COSINE``) in the same dimension: so a different model swapped
+in behind the URL is noticed on the very call that would have mixed its vectors with the old
+one's (``EmbeddingChanged``), never later. A text the server refuses (HTTP 4xx) fails only its
+own request: the batch is retried text by text (``EmbeddingRefused``).
 """
 
 from __future__ import annotations
@@ -30,10 +34,23 @@ import numpy as np
 from src.cli import UserError
 
 PROBE = "Smoothie embeds this text to recognise the model behind an embedding server."
+SAME_MODEL_COSINE = 0.999  # the probe's vector in another batch differs in the last bits, another model's entirely
 
 
 class EmbeddingUnavailable(Exception):
     """The embedding server failed (after its retries): the request is degraded or refused, like a backend's fault."""
+
+
+class EmbeddingRefused(Exception):
+    """The embedding server refused these texts (HTTP 4xx): the fault of the request they came from."""
+
+
+class EmbeddingChanged(Exception):
+    """Another model now answers behind the embedding URL: ``old`` and ``new`` identities."""
+
+    def __init__(self, old: str, new: str):
+        super().__init__(f"the embedding server's model changed ({old} -> {new})")
+        self.old, self.new = old, new
 
 
 class RemoteEmbedder:
@@ -53,20 +70,32 @@ class RemoteEmbedder:
         self._client = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {key}"} if key else {})
         self.identity: str | None = None
         self._dim: int | None = None
+        self._probe: np.ndarray | None = None
         self.texts_encoded = 0
+        self.redact = lambda text: text  # the gateway sets its Redactor: an error body may echo a key
 
     def connect(self) -> str:
         """Probe the server: its identity (model id + fingerprint of the probe's vector), or a
         one-line UserError naming the flag when it is not there."""
         try:
             vec = self._post([PROBE])[0]
-        except EmbeddingUnavailable as exc:
-            raise UserError(f"--embedding_url {self.url}: {exc}") from None
-        self._dim = len(vec)
+        except (EmbeddingUnavailable, EmbeddingRefused) as exc:
+            raise UserError(f"--embedding_url {self.url}: {self.redact(str(exc))}") from None
+        self._adopt(vec)
+        return self.identity
+
+    def _adopt(self, vec: np.ndarray) -> None:
+        self._dim, self._probe = len(vec), np.asarray(vec, np.float64)
         # rounded so that the last bits (another batch, another kernel) do not change the identity
         digest = hashlib.sha256(np.round(vec.astype(np.float64), 4).tobytes()).hexdigest()[:12]
-        self.identity = f"remote-{self.model_id.replace('/', '__')}-{digest}"
-        return self.identity
+        self.identity = f"remote-{self.model_id.replace('/', '__')}-d{self._dim}-{digest}"
+
+    def _same_model(self, vec: np.ndarray) -> bool:
+        if len(vec) != self._dim:
+            return False
+        v = np.asarray(vec, np.float64)
+        cos = float(v @ self._probe / (np.linalg.norm(v) * np.linalg.norm(self._probe) + 1e-12))
+        return cos >= SAME_MODEL_COSINE
 
     def _post(self, texts: list[str]) -> np.ndarray:
         import httpx
@@ -83,11 +112,15 @@ class RemoteEmbedder:
             if r.status_code >= 500:
                 last = f"HTTP {r.status_code}"
                 continue
-            if r.status_code >= 400:
+            if r.status_code in (401, 403, 404, 408, 429):  # about the server or its key, not the text
                 raise EmbeddingUnavailable(f"the embedding server answered HTTP {r.status_code}: {r.text[:200]}")
+            if r.status_code >= 400:
+                raise EmbeddingRefused(f"the embedding server refused the text (HTTP {r.status_code}: {r.text[:200]})")
             try:
                 data = sorted(r.json()["data"], key=lambda d: d["index"])
                 vecs = np.asarray([d["embedding"] for d in data], dtype=np.float32)
+                if vecs.ndim != 2:
+                    raise ValueError("vectors of different lengths")
             except (ValueError, KeyError, TypeError) as exc:
                 raise EmbeddingUnavailable(f"the embedding server's answer is not an embeddings list ({exc})") from None
             if len(vecs) != len(texts):
@@ -97,11 +130,19 @@ class RemoteEmbedder:
                                    f"{self.retries + 1} tries)")
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        """The texts' vectors, checked to come from the model this embedder was identified with
+        (the probe rides along); raises EmbeddingChanged (after adopting the new identity) when
+        another model answered, EmbeddingRefused when the server refused a text."""
         if not texts:
             return np.zeros((0, self.dimension()), dtype=np.float32)
-        vecs = self._post(list(texts))
+        self.dimension()
+        vecs = self._post([PROBE, *texts])
+        if not self._same_model(vecs[0]):
+            old = self.identity
+            self._adopt(self._post([PROBE])[0])  # alone, as connect() probed it
+            raise EmbeddingChanged(old, self.identity)
         self.texts_encoded += len(texts)
-        return vecs
+        return vecs[1:]
 
     def embed_array(self, texts: list[str], chunk: int = 64) -> np.ndarray:
         """Many texts (a replay's), ``chunk`` per call."""
@@ -192,6 +233,17 @@ class EmbeddingWorker:
             texts = [t for item in live for t in item[2]]
             try:
                 vecs = self.embedder.embed(texts)
+            except EmbeddingRefused as exc:  # one request's text, most likely: each request on its own
+                if len(live) == 1:
+                    live[0][3].set_exception(exc)
+                    continue
+                for item in live:
+                    try:
+                        item[3].set_result(self.embedder.embed(item[2]))
+                    except BaseException as one:  # noqa: BLE001 - handed to that request
+                        item[3].set_exception(one)
+                self.batches += len(live)
+                continue
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting requests
                 for item in live:
                     item[3].set_exception(exc)

@@ -34,4 +34,6 @@ class Metrics:
         self.stored = Gauge("smoothie_store_rows", "Fan-outs held in the store", registry=r)
         self.embedding_failures = Counter("smoothie_embedding_failures", "Embedding server calls that failed after "
                                           "their retries (each request then got a 503)", registry=r)
+        self.store_failures = Counter("smoothie_store_failures", "Store calls that failed or timed out (a database "
+                                      "that is down, restarting or locked)", registry=r)
         self.pending = Gauge("smoothie_pending_fanouts", "Explore fan-outs answered but not yet stored", registry=r)

@@ -13,12 +13,13 @@ routing lag are counted in them) must never repeat. Here:
   replica holds a session advisory lock named by its id while it lives; a replica that starts
   takes over the pending jobs of replicas whose lock is free (they died), never a live one's.
 
-The interface is :class:`src.gateway.store.FanoutStore`'s, plus :meth:`poll`.
+The interface is ``src.gateway.ports.Store``, as :class:`src.gateway.store.FanoutStore`'s.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 import zlib
@@ -85,72 +86,111 @@ def _owner_lock(owner: str) -> int:
 
 class PostgresFanoutStore:
     """Fan-outs in PostgreSQL (psycopg 3), mirrored in each replica's memory; ``shared``: other
-    replicas write rows too, so the core polls for them."""
+    replicas write rows too, so the core polls for them.
+
+    Connections come from a pool (``psycopg_pool``) that checks each one before use, so a
+    restarted or failed-over database costs the calls made while it was down, nothing after.
+    Every statement runs under ``statement_timeout`` and ``lock_timeout`` (``timeout``), so a
+    table locked by a migration fails a call in bounded time instead of holding it. The
+    replica's liveness lock lives on a connection of its own; :meth:`poll` re-opens it and takes
+    the lock again when the database dropped it. The methods are called from the core's store
+    threads, several at once; the mirror's bookkeeping is guarded by a lock."""
 
     shared = True
+    threads = 4  # a blocked insert must not hold back request numbering
 
-    def __init__(self, dsn: str, embedder: str, max_rows: int = 100_000):
+    def __init__(self, dsn: str, embedder: str, max_rows: int = 100_000, timeout: float = 5.0):
         import psycopg
+        from psycopg_pool import ConnectionPool
 
-        self.path, self.embedder, self.max_rows = dsn, embedder, max_rows
+        self.path, self.embedder, self.max_rows, self.timeout = dsn, embedder, max_rows, timeout
         self.owner = uuid.uuid4().hex
+        ms = max(int(timeout * 1000), 1)
+        self._kwargs = {"autocommit": True, "connect_timeout": max(int(timeout), 2),
+                        "options": f"-c statement_timeout={ms} -c lock_timeout={ms}"}
         try:
-            self.con = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+            self._lock_con = psycopg.connect(dsn, **self._kwargs)
         except psycopg.OperationalError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConnectionError(f"cannot connect to {_redact(dsn)}: {first}") from None
-        with self.con.transaction():
-            self.con.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            self.con.execute(_SCHEMA)
-        self.con.execute("SELECT pg_advisory_lock(%s)", (_owner_lock(self.owner),))  # held while we live
+        with self._lock_con.transaction():
+            self._lock_con.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            self._lock_con.execute(_SCHEMA)
+        self._lock_con.execute("SELECT pg_advisory_lock(%s)", (_owner_lock(self.owner),))  # held while we live
+        self.reconnects = 0
+        self.pool = ConnectionPool(dsn, min_size=1, max_size=self.threads + 1, kwargs=self._kwargs,
+                                   check=ConnectionPool.check_connection, timeout=timeout, open=True,
+                                   name="smoothie-store")
+        self._mirror = threading.Lock()
         self._known: dict[int, str] = {}  # seq -> request id of the rows in this replica's mirror
         self._last_id = 0
         self._recent: deque[tuple[float, int]] = deque()  # (when seen, highest id then), for the rescan
 
     def close(self) -> None:
-        self.con.close()
+        self.pool.close()
+        self._lock_con.close()
+
+    def _keep_lock(self) -> None:
+        """Re-open the liveness connection and re-take this replica's lock if the database
+        dropped them (a restart): until then other replicas may take over its pending jobs."""
+        import psycopg
+
+        try:
+            self._lock_con.execute("SELECT 1")
+            return
+        except psycopg.Error:
+            pass
+        try:
+            self._lock_con.close()
+        finally:
+            self._lock_con = psycopg.connect(self.path, **self._kwargs)
+        self._lock_con.execute("SELECT pg_advisory_lock(%s)", (_owner_lock(self.owner),))
+        self.reconnects += 1
 
     # -- rows -------------------------------------------------------------------------------------
     def add(self, row: Fanout) -> list[str]:
         """Store a fan-out and clear its pending job in one transaction; evict the oldest tenth
         when over ``max_rows`` (whichever replica gets there). Returns the request ids dropped
         that this replica's mirror holds."""
-        with self.con.transaction():
-            cur = self.con.execute(
+        with self.pool.connection() as con, con.transaction():
+            cur = con.execute(
                 "INSERT INTO smoothie_fanouts (seq, request_id, created, embedder, input_text, input_vec, late) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
                 (row.seq, row.request_id, time.time(), self.embedder, row.input_text,
                  np.asarray(row.input_vec, np.float32).tobytes(), row.late))
             if cur.fetchone() is not None:
-                with self.con.cursor() as c:
+                with con.cursor() as c:
                     c.executemany("INSERT INTO smoothie_answers (seq, backend, text, vec) VALUES (%s, %s, %s, %s)",
                                   [(row.seq, b, row.answers[b], np.asarray(row.vecs[b], np.float32).tobytes())
                                    for b in row.answers])
-            self.con.execute("DELETE FROM smoothie_pending WHERE seq = %s", (row.seq,))
-            self._known[row.seq] = row.request_id
-            n = self.con.execute("SELECT COUNT(*) FROM smoothie_fanouts").fetchone()[0]
+            con.execute("DELETE FROM smoothie_pending WHERE seq = %s", (row.seq,))
+            n = con.execute("SELECT COUNT(*) FROM smoothie_fanouts").fetchone()[0]
             if n > self.max_rows:
-                self.con.execute("SELECT pg_advisory_xact_lock(%s)", (_EVICT_LOCK,))
-                n = self.con.execute("SELECT COUNT(*) FROM smoothie_fanouts").fetchone()[0]
+                con.execute("SELECT pg_advisory_xact_lock(%s)", (_EVICT_LOCK,))
+                n = con.execute("SELECT COUNT(*) FROM smoothie_fanouts").fetchone()[0]
                 if n > self.max_rows:
                     keep = self.max_rows - self.max_rows // 10
-                    self.con.execute("DELETE FROM smoothie_fanouts WHERE seq IN (SELECT seq FROM smoothie_fanouts "
-                                     "ORDER BY seq LIMIT %s)", (n - keep,))
+                    con.execute("DELETE FROM smoothie_fanouts WHERE seq IN (SELECT seq FROM smoothie_fanouts "
+                                "ORDER BY seq LIMIT %s)", (n - keep,))
+        with self._mirror:
+            self._known[row.seq] = row.request_id
         return self._forget_evicted()
 
     def _forget_evicted(self) -> list[str]:
-        low = self.con.execute("SELECT MIN(seq) FROM smoothie_fanouts").fetchone()[0]
-        gone = [s for s in self._known if low is None or s < low]
-        return [self._known.pop(s) for s in sorted(gone)]
+        with self.pool.connection() as con:
+            low = con.execute("SELECT MIN(seq) FROM smoothie_fanouts").fetchone()[0]
+        with self._mirror:
+            gone = [s for s in self._known if low is None or s < low]
+            return [self._known.pop(s) for s in sorted(gone)]
 
-    def _fetch(self, where: str, params: tuple) -> list[Fanout]:
+    def _fetch(self, con, where: str, params: tuple) -> list[Fanout]:
         found: dict[int, Fanout] = {}
-        for seq, rid, text, vec, late in self.con.execute(
+        for seq, rid, text, vec, late in con.execute(
                 f"SELECT seq, request_id, input_text, input_vec, late FROM smoothie_fanouts WHERE embedder = %s "
                 f"AND {where} ORDER BY seq", (self.embedder, *params)):
             found[seq] = Fanout(seq, rid, text, np.frombuffer(vec, np.float32), {}, {}, bool(late))
         if found:
-            for seq, backend, text, vec in self.con.execute(
+            for seq, backend, text, vec in con.execute(
                     "SELECT seq, backend, text, vec FROM smoothie_answers WHERE seq = ANY(%s)", (list(found),)):
                 found[seq].answers[backend] = text
                 found[seq].vecs[backend] = np.frombuffer(vec, np.float32)
@@ -158,60 +198,73 @@ class PostgresFanoutStore:
 
     def rows(self) -> list[Fanout]:
         """Every stored fan-out made with this store's embedder, by request number."""
-        self._mark()
-        rows = self._fetch("TRUE", ())
-        self._known.update((r.seq, r.request_id) for r in rows)
+        with self.pool.connection() as con:
+            self._mark(con)
+            rows = self._fetch(con, "TRUE", ())
+        with self._mirror:
+            self._known.update((r.seq, r.request_id) for r in rows)
         return rows
 
-    def _mark(self) -> int:
+    def _mark(self, con) -> int:
         """Note the highest id now; return the id below which every row has been seen."""
         now = time.monotonic()
-        top = self.con.execute("SELECT COALESCE(MAX(id), 0) FROM smoothie_fanouts").fetchone()[0]
-        self._recent.append((now, top))
-        while len(self._recent) > 1 and self._recent[1][0] < now - RESCAN_SECONDS:
-            self._recent.popleft()
-        return self._recent[0][1]
+        top = con.execute("SELECT COALESCE(MAX(id), 0) FROM smoothie_fanouts").fetchone()[0]
+        with self._mirror:
+            self._recent.append((now, top))
+            while len(self._recent) > 1 and self._recent[1][0] < now - RESCAN_SECONDS:
+                self._recent.popleft()
+            return self._recent[0][1]
 
     def poll(self) -> tuple[list[Fanout], list[str]]:
         """(rows other replicas stored since the last look, request ids evicted since). Ids are
         drawn before commit, so the last few seconds' ids are looked at again; rows already in the
-        mirror are skipped by request number."""
-        since = self._last_id
-        self._last_id = self._mark()
-        new = [s for (s,) in self.con.execute(
-            "SELECT seq FROM smoothie_fanouts WHERE embedder = %s AND id > %s", (self.embedder, since))
-            if s not in self._known]
-        rows = self._fetch("seq = ANY(%s)", (new,)) if new else []
-        self._known.update((r.seq, r.request_id) for r in rows)
+        mirror are skipped by request number. Keeps the liveness lock held, too."""
+        self._keep_lock()
+        with self.pool.connection() as con:
+            since = self._last_id
+            self._last_id = self._mark(con)
+            with self._mirror:
+                known = set(self._known)
+            new = [s for (s,) in con.execute(
+                "SELECT seq FROM smoothie_fanouts WHERE embedder = %s AND id > %s", (self.embedder, since))
+                if s not in known]
+            rows = self._fetch(con, "seq = ANY(%s)", (new,)) if new else []
+        with self._mirror:
+            self._known.update((r.seq, r.request_id) for r in rows)
         return rows, self._forget_evicted()
 
     def next_sequence(self) -> int:
         """This request's number, from the database sequence: unique across replicas and restarts."""
-        return int(self.con.execute("SELECT nextval('smoothie_requests')").fetchone()[0])
+        with self.pool.connection() as con:
+            return int(con.execute("SELECT nextval('smoothie_requests')").fetchone()[0])
 
     # -- fan-outs finished after their response ------------------------------------------------------
     def add_pending(self, seq: int, request_id: str, job: dict) -> None:
-        self.con.execute("INSERT INTO smoothie_pending (seq, request_id, job, owner) VALUES (%s, %s, %s, %s) "
-                         "ON CONFLICT (seq) DO UPDATE SET job = EXCLUDED.job, owner = EXCLUDED.owner",
-                         (seq, request_id, json.dumps(job), self.owner))
+        with self.pool.connection() as con:
+            con.execute("INSERT INTO smoothie_pending (seq, request_id, job, owner) VALUES (%s, %s, %s, %s) "
+                        "ON CONFLICT (seq) DO UPDATE SET job = EXCLUDED.job, owner = EXCLUDED.owner",
+                        (seq, request_id, json.dumps(job), self.owner))
 
     def drop_pending(self, seq: int) -> None:
-        self.con.execute("DELETE FROM smoothie_pending WHERE seq = %s", (seq,))
+        with self.pool.connection() as con:
+            con.execute("DELETE FROM smoothie_pending WHERE seq = %s", (seq,))
 
     def pending_count(self) -> int:
-        return self.con.execute("SELECT COUNT(*) FROM smoothie_pending").fetchone()[0]
+        with self.pool.connection() as con:
+            return con.execute("SELECT COUNT(*) FROM smoothie_pending").fetchone()[0]
 
     def pending(self) -> list[tuple[int, str, dict]]:
         """Pending jobs this replica owns, after taking over those of replicas that died (their
         session lock is free); a live replica's jobs stay its own."""
-        owners = [o for (o,) in self.con.execute("SELECT DISTINCT owner FROM smoothie_pending WHERE owner <> %s",
-                                                 (self.owner,))]
-        for owner in owners:
-            with self.con.transaction():
-                if self.con.execute("SELECT pg_try_advisory_xact_lock(%s)", (_owner_lock(owner),)).fetchone()[0]:
-                    self.con.execute("UPDATE smoothie_pending SET owner = %s WHERE owner = %s", (self.owner, owner))
-        return [(seq, rid, json.loads(job)) for seq, rid, job in self.con.execute(
-            "SELECT seq, request_id, job FROM smoothie_pending WHERE owner = %s ORDER BY seq", (self.owner,))]
+        with self.pool.connection() as con:
+            owners = [o for (o,) in con.execute("SELECT DISTINCT owner FROM smoothie_pending WHERE owner <> %s",
+                                                (self.owner,))]
+            for owner in owners:
+                with con.transaction():
+                    if con.execute("SELECT pg_try_advisory_xact_lock(%s)", (_owner_lock(owner),)).fetchone()[0]:
+                        con.execute("UPDATE smoothie_pending SET owner = %s WHERE owner = %s", (self.owner, owner))
+            return [(seq, rid, json.loads(job)) for seq, rid, job in con.execute(
+                "SELECT seq, request_id, job FROM smoothie_pending WHERE owner = %s ORDER BY seq", (self.owner,))]
 
 
 def _redact(dsn: str) -> str:

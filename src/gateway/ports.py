@@ -17,10 +17,13 @@ class Store(Protocol):
     """Where fan-outs are kept, keyed by request number, per embedder identity.
 
     ``shared`` says whether other processes write to it too (replicas): then the core polls it.
+    ``threads``: how many of the core's store threads may call it at once (the core never calls
+    it on the event loop). Failures the database causes raise ``store_errors()``.
     ``add`` returns the request ids it evicted, so the caller's in-memory copy drops the same
     rows; ``next_sequence`` numbers requests, never reusing a number across restarts (or replicas)."""
 
     shared: bool
+    threads: int
     embedder: str
 
     def rows(self) -> list[Fanout]: ...

@@ -61,6 +61,21 @@ class Fanout:
     late: bool = False  # an explore fan-out finished after its response: seen --explore_lag requests later
 
 
+class StoreUnavailable(Exception):
+    """A store call failed or timed out (the database is down, restarting or locked)."""
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean the database, not our code, failed."""
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error, ConnectionError, TimeoutError)
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError:
+        return errors
+    return (*errors, psycopg.Error, psycopg_pool.PoolTimeout)
+
+
 def digest(text: str) -> str:
     """What ``--store_text off`` keeps of a text: equal texts give equal digests (so a backend
     that repeats itself is still noticed), and the text cannot be read back."""
@@ -77,12 +92,14 @@ class FanoutStore:
     process owns it (``shared`` is False): nothing else writes rows it must poll for."""
 
     shared = False
+    threads = 1  # one writer; numbering in the order requests asked (replay relies on it)
 
-    def __init__(self, path: str, embedder: str, max_rows: int = 100_000):
+    def __init__(self, path: str, embedder: str, max_rows: int = 100_000, timeout: float = 5.0):
         self.path, self.embedder, self.max_rows = path, embedder, max_rows
         if path != ":memory:":
             private_file(path)
-        self.con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        # timeout: how long a call waits for another process's write lock before it fails
+        self.con = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=timeout)
         self.con.execute("PRAGMA foreign_keys = ON")
         if path != ":memory:":
             self.con.execute("PRAGMA journal_mode = WAL")
