@@ -10,7 +10,8 @@ last message or prompt, MODE one of:
 ``unauthorized`` (401), ``crash`` (500), ``badbody`` (200, ``choices: [null]``), ``notjson``
 (200, not JSON), ``trickle`` (200, one byte every 0.5 s), ``break`` (a stream cut after two
 chunks), ``slowN`` (answer after N tenths of a second), ``const`` (always the same text),
-``leak`` (401 whose body echoes a key, as some servers do), ``deep`` (200, a body nested 200,000 deep).
+``leak`` (401 whose body echoes a key, as some servers do), ``deep`` (200, a body nested 200,000 deep),
+``nousage`` (a stream that never reports usage, as llama.cpp's), ``drip`` (a stream of one word every 0.3 s).
 
 ``GET /NAME/stats`` gives the calls it received and the most it had in flight at once.
 
@@ -106,11 +107,11 @@ async def _serve(name: str, kind: str, request: Request):
                 words = content.split(" ")
                 for w in words[:2] if mode == "break" else words:
                     yield _chunk(kind, name, w + " ")
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.3 if mode == "drip" else 0.01)
                 if mode == "break":
                     raise ConnectionResetError("cut")  # uvicorn drops the connection mid-body
                 yield _chunk(kind, name, "", "stop")
-                if (body.get("stream_options") or {}).get("include_usage"):
+                if (body.get("stream_options") or {}).get("include_usage") and mode != "nousage":
                     usage = _answer(kind, name, text, content)["usage"]
                     yield "data: " + json.dumps({"id": "x", "object": "chunk", "created": 0, "model": name,
                                                  "choices": [], "usage": usage}) + "\n\n"

@@ -282,3 +282,102 @@ def test_a_text_the_embedding_server_refuses_fails_only_its_own_request(scripted
     bad = replies[7]
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "embedding_refused"
     assert "refused" in bad.json()["error"]["message"]
+
+
+# -- 6. what users see is true -------------------------------------------------------------------------------
+def test_a_relayed_stream_without_usage_reports_counted_tokens(scripted, tmp_path):
+    """Old: a relayed stream (direct, select, local, adaptive) asked for include_usage got no
+    usage chunk when the backend sent none, as llama.cpp's server does not."""
+    gw = Gateway(tmp_path, "usage", urls(scripted), "--store", str(tmp_path / "u.sqlite"),
+                 env={"PYTHONUNBUFFERED": "1"}).start()
+    try:
+        text = "[[a:nousage]] count these words please"
+        with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=60, json={
+                "model": "a", "messages": [{"role": "user", "content": text}], "stream": True,
+                "stream_options": {"include_usage": True}}) as r:
+            events = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data: {")]
+    finally:
+        gw.stop()
+    streamed = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+    assert streamed.strip() == f"a says: {text}"
+    last = events[-1]
+    assert last["choices"] == [] and last["usage"]["completion_tokens"] == len(streamed.split())
+    assert last["usage"]["prompt_tokens"] is None and "prompt_tokens is unknown" in last["smoothie"]["usage_counted"]
+    assert last["smoothie"]["latency_ms"]["a"] > 0  # the first event's was still empty
+    line = [x for x in log_lines(gw) if x["chosen"] == "a"][-1]
+    assert line["usage"]["completion_tokens"] == len(streamed.split()) and line["latency_by_backend"]["a"] > 0
+
+
+def test_an_abandoned_stream_is_logged_as_client_closed(scripted, tmp_path):
+    """Old: a stream the client abandoned was logged 'status 200, failed []' at the moment it was cut."""
+    gw = Gateway(tmp_path, "closed", urls(scripted), "--store", str(tmp_path / "c.sqlite"),
+                 env={"PYTHONUNBUFFERED": "1"}).start()
+    try:
+        with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=60, json={
+                "model": "b", "stream": True,
+                "messages": [{"role": "user", "content": "[[b:drip]] " + "word " * 30}]}) as r:
+            lines = r.iter_lines()
+            got = [next(lines) for _ in range(3)]
+        assert any(g.startswith("data: {") for g in got)
+        time.sleep(1.5)
+        line = [x for x in log_lines(gw) if x["path"] == "/v1/chat/completions"][-1]
+    finally:
+        gw.stop()
+    assert line["status"] == 499 and line["error"].startswith("client_closed")
+    assert 0 < line["usage"]["completion_tokens"] < 30
+
+
+def test_health_reports_the_ranking_the_next_request_uses(scripted, tmp_path):
+    """Old: /health's 'order select's single calls follow' was estimated over every stored row,
+    while the next request sees only those numbered below it minus --lag: it named smol while
+    select kept calling gemmaalpaca."""
+    gw = Gateway(tmp_path, "next", urls(scripted), "--store", str(tmp_path / "n.sqlite"), "--policy", "select",
+                 "--warmup", "6", "--lag", "3", "--explore", "0", env={"PYTHONUNBUFFERED": "1"}).start()
+    try:
+        for i in range(6):
+            assert chat(gw, f"question {i} about {i * 7}").json()["smoothie"]["mode"] == "warmup"
+        health = httpx.get(gw.url + "/health").json()
+        assert health["store_rows"] == 6 and health["next_seq"] == 6
+        assert health["global_ranking"]["fanouts"] == 3  # rows 0, 1, 2: below 6 - 3
+        nxt = chat(gw, "the next one").json()["smoothie"]
+        assert nxt["seq"] == 6 and nxt["mode"] == "warmup"  # 3 usable fan-outs seen, fewer than 6
+    finally:
+        gw.stop()
+
+
+def test_adaptive_routes_after_a_restart_as_if_it_never_stopped(scripted, tmp_path, capsys):
+    """Old: the adaptive policy's history of uncertainties lived in memory; a restarted gateway
+    routed 8 of 200 requests differently from one that never stopped. Now it is in the store:
+    the server, restarted halfway, equals a replay of the same answers that never stopped."""
+    from conftest import run_cli
+
+    from src import replay
+
+    flags = ["--policy", "adaptive", "--budget", "2", "--warmup", "3", "--lag", "1", "--k", "3", "--seed", "4"]
+    store = tmp_path / "adaptive.sqlite"
+    questions = [f"what is {i} times {i % 7} plus {i % 3}, and why is it {'odd' if i % 2 else 'even'}?"
+                 for i in range(70)]
+    gw = Gateway(tmp_path, "adaptive", urls(scripted), "--store", str(store), *flags,
+                 env={"PYTHONUNBUFFERED": "1"})
+    smoothies = []
+    for half in (questions[:30], questions[30:]):
+        gw.start()
+        try:
+            smoothies += [chat(gw, q).json()["smoothie"] for q in half]
+        finally:
+            gw.stop()
+    assert [s["seq"] for s in smoothies] == list(range(70))
+    folder = tmp_path / "files"
+    folder.mkdir()
+    (folder / "inputs.jsonl").write_text("".join(json.dumps({"embedding_input": q}) + "\n" for q in questions))
+    files = []
+    for b in NAMES:  # the scripted backends' answers, as they gave them
+        (folder / f"{b}.json").write_text(json.dumps({"generations": [f"{b} says: {q}" for q in questions]}))
+        files.append(folder / f"{b}.json")
+    code, _, err = run_cli(replay.main, ["--generations", *files, "--inputs", folder / "inputs.jsonl", "--output",
+                                         folder / "replay.json", "--embedding_model", "all-minilm-l6-v2", *flags], capsys)
+    assert code in (None, 0), err
+    out = json.loads((folder / "replay.json").read_text())
+    assert out["modes"] == [s["mode"] for s in smoothies]
+    assert out["called"] == [s["called"] for s in smoothies]
+    assert sum(m == "unsure" for m in out["modes"][30:]) >= 3  # the second half did decide things

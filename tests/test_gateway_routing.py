@@ -368,6 +368,11 @@ def test_the_same_model_behind_two_urls_is_not_counted_twice():
     assert order[:3] == ["a", "b", "c"], order
     weights = est.named_weights()
     assert weights["d"] == weights["d2"] < weights["c"]
+    # its twin gave no answer this time: the copy is the pair's only voice, so it takes part.
+    # Old: d2 stayed out whenever d was missing, as if d's answer were still counted.
+    answered = {b: v for b, v in rows[-1].vecs.items() if b != "d"}
+    _, est = router.choose(10**6, answered, None)
+    assert sorted(est.names) == ["a", "b", "c", "d2"]
 
 
 # -- the fan-out's estimator, chosen from the data (--fanout_rule) ------------------------------------

@@ -220,3 +220,15 @@ def test_locked_tables_leave_health_and_direct_requests_alone(cluster, scripted,
         assert _chat(gw, "after the lock").status_code == 200
     finally:
         gw.stop()
+
+
+def test_adaptive_scores_survive_a_restart(opener):
+    store = opener()
+    for seq in range(5):
+        store.add_score(seq, seq / 7)
+    store.close()
+    store = opener()
+    try:
+        assert store.scores() == {seq: seq / 7 for seq in range(5)}
+    finally:
+        store.close()

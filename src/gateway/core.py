@@ -43,13 +43,17 @@ from src.gateway.policy import Router
 from src.gateway.ports import Store
 from src.gateway.protocol import (
     CHAT,
+    USAGE_COUNTED,
     ApiError,
     Request,
     answer_text,
+    counted_usage,
+    delta_text,
     error_event,
     parse,
     sse,
     stream_chunks,
+    usage_chunk,
     usage_of,
     usage_sum,
 )
@@ -115,6 +119,7 @@ class Core:
         self.executor = EmbeddingWorker(embedder, s.embedding_batch_size, s.embedding_batch_wait_ms)
         self.redact = Redactor.for_settings(s)
         self.recorded = recorded
+        self._last_seq = -1  # the highest request number this process gave out (reports look one past it)
         self._unsettled: set[int] = set()  # requests deciding, or fanning out before their response
         self._late: set[int] = set()  # explore fan-outs running after their response
         self._tasks: set[asyncio.Task] = set()
@@ -162,6 +167,10 @@ class Core:
         store; probe the backends. Returns backend -> why it is unreachable."""
         self.router = self._new_router(await self._db(self.store.rows))
         self.metrics.stored.set(self.router.n_rows)
+        if self.router.n_rows:
+            self._last_seq = int(self.router.seqs[: self.router.n_rows].max())
+        if self.settings.policy == "adaptive":
+            self.router.uncertainty.update(await self._db(self.store.scores))
         for seq, rid, job in await self._db(self.store.pending):
             self._late.add(seq)
             self._spawn(self._background(seq, rid, job))
@@ -212,15 +221,31 @@ class Core:
         """Number-time: fix the rows request ``seq`` is decided by (those stored now, less the
         fan-outs of earlier requests still running), without waiting for any of them."""
         seq = call.seq
-        if self.recorded is not None:
-            unseen = self.recorded.get(seq, [])
-        else:
-            s = self.settings
-            unseen = sorted([q for q in self._unsettled if q < seq - s.lag] +
-                            [q for q in self._late if q < seq - s.explore_lag])
+        self._last_seq = max(self._last_seq, seq)
+        unseen = self.recorded.get(seq, []) if self.recorded is not None else self._running_below(seq)
         self._unsettled.add(seq)
         self.router.pin(seq, unseen)
         call.smoothie["unseen"] = list(unseen)
+
+    def _running_below(self, seq: int) -> list[int]:
+        """The fan-outs request ``seq`` would see if they were stored, still running now."""
+        s = self.settings
+        return sorted([q for q in self._unsettled if q < seq - s.lag] +
+                      [q for q in self._late if q < seq - s.explore_lag])
+
+    @contextlib.contextmanager
+    def _next_view(self):
+        """The request number the next request would get, pinned as it would be, for reports:
+        /health's ranking is what the next single call follows, not an estimate over other rows."""
+        seq = self._last_seq + 1
+        mine = not self.router.is_pinned(seq)
+        if mine:
+            self.router.pin(seq, self._running_below(seq))
+        try:
+            yield seq
+        finally:
+            if mine:
+                self.router.unpin(seq)
 
     def _settle(self, seq: int) -> None:
         self._unsettled.discard(seq)
@@ -237,8 +262,8 @@ class Core:
         if ms is not None:
             self.metrics.backend_latency.labels(name).observe(ms / 1000)
         if usage:
-            self.metrics.tokens.labels(name, "prompt").inc(usage["prompt_tokens"])
-            self.metrics.tokens.labels(name, "completion").inc(usage["completion_tokens"])
+            self.metrics.tokens.labels(name, "prompt").inc(usage.get("prompt_tokens") or 0)
+            self.metrics.tokens.labels(name, "completion").inc(usage.get("completion_tokens") or 0)
 
     def finish(self, rid: str, path: str, policy: str, status: int, start: float, smoothie: dict | None = None,
                error: str | None = None) -> None:
@@ -326,6 +351,10 @@ class Core:
                 if s.policy in ("local", "adaptive") else None
             if mode == "adaptive":
                 unsure, order, est, call.smoothie["uncertainty"] = self.router.adapt(seq, input_vec)
+                try:  # restored at a restart, so the policy goes on as if it had not stopped
+                    await self._db(self.store.add_score, seq, self.router.uncertainty[seq])
+                except StoreUnavailable as exc:
+                    log.warning(json.dumps({"event": "score_not_stored", "seq": seq, "error": str(exc)}))
                 if unsure:
                     call.smoothie["mode"] = "unsure"
                     return await self._fanout(call, input_vec)
@@ -591,7 +620,7 @@ class Core:
         self._explain(call, name)
 
         async def relay():
-            status, error, usage = 200, None, None
+            status, error, usage, pieces = 200, None, None, 0
             try:
                 event = first
                 head = True
@@ -602,15 +631,26 @@ class Core:
                         head = False
                     if isinstance(event.get("usage"), dict):
                         usage = usage_of(event)
+                    pieces += bool(delta_text(event))
                     yield sse(event)
                     event = await anext(events, None)
-                yield sse("[DONE]")
+                if usage is None:  # the backend sent none (llama.cpp does not): count what was streamed
+                    usage = counted_usage(pieces)
+                    call.smoothie["usage_counted"] = USAGE_COUNTED
                 self._took(call.smoothie, name, upstream.ms or 0.0, {"usage": usage})
+                if call.req.include_usage and call.smoothie.get("usage_counted"):
+                    yield sse(usage_chunk(call.req.kind, call.rid, name, usage, call.smoothie))
+                yield sse("[DONE]")
             except BackendError as exc:
                 status, error = 502, f"{name} broke off mid-stream ({exc})"
                 call.failed(name, str(exc))
                 self._count(name, "broken")
                 yield sse(error_event(error))
+            except (GeneratorExit, asyncio.CancelledError):  # the client went away mid-stream
+                status, error = 499, "client_closed: the client closed the stream before its end"
+                call.smoothie["usage_by_backend"][name] = counted_usage(pieces)
+                self._count(name, "client_closed", usage=counted_usage(pieces))
+                raise
             finally:
                 await stack.aclose()
                 self.finish(call.rid, call.path, call.policy, status, call.start, call.smoothie, error=error)
@@ -644,19 +684,22 @@ class Core:
 
     def health(self) -> dict:
         states = {b: self.pool.state(b) for b in self.names}
+        with self._next_view() as seq:
+            degenerate, rule, ranking = (self.router.degenerate(seq).to_json(), self._rule_report(seq),
+                                         self.router.global_ranking(seq))
         return self.clean({"status": "ok" if all(v == "ok" for v in states.values()) else "degraded",
                 "policy": self.settings.policy, "store_rows": self.router.n_rows,
                 "pending_fanouts": len(self._late), "backends": states,
-                "degenerate": self.router.degenerate().to_json(), "fanout_rule": self._rule_report(),
-                "global_ranking": self.router.global_ranking(),
+                "next_seq": seq, "degenerate": degenerate, "fanout_rule": rule, "global_ranking": ranking,
                 "embedder": {"identity": self.store.embedder, "changes": self.embedder_changes}})
 
-    def _rule_report(self) -> dict:
-        rule = self.router.rule()
+    def _rule_report(self, seq: int | None = None) -> dict:
+        rule = self.router.rule(seq)
         return {"setting": self.settings.fanout_rule, "estimator": rule.label, "measured": rule.why}
 
     def metrics_text(self) -> bytes:
-        ranking = self.router.global_ranking()
+        with self._next_view() as seq:
+            ranking = self.router.global_ranking(seq)
         for name, w in ranking["weights"].items():
             self.metrics.weight.labels(name).set(w)
         if ranking["agreement"] is not None:

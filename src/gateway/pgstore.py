@@ -27,7 +27,7 @@ from collections import deque
 
 import numpy as np
 
-from src.gateway.store import Fanout
+from src.gateway.store import SCORES_KEPT, Fanout
 
 _SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS smoothie_requests MINVALUE 0 START 0;
@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS smoothie_answers (
     vec BYTEA NOT NULL,
     PRIMARY KEY (seq, backend)
 );
+CREATE TABLE IF NOT EXISTS smoothie_scores (seq BIGINT PRIMARY KEY, score DOUBLE PRECISION NOT NULL);
 CREATE TABLE IF NOT EXISTS smoothie_pending (
     seq BIGINT PRIMARY KEY,
     request_id TEXT NOT NULL,
@@ -237,6 +238,17 @@ class PostgresFanoutStore:
         """This request's number, from the database sequence: unique across replicas and restarts."""
         with self.pool.connection() as con:
             return int(con.execute("SELECT nextval('smoothie_requests')").fetchone()[0])
+
+    # -- the adaptive policy's history -----------------------------------------------------------
+    def add_score(self, seq: int, score: float) -> None:
+        with self.pool.connection() as con:
+            con.execute("INSERT INTO smoothie_scores (seq, score) VALUES (%s, %s) ON CONFLICT (seq) DO UPDATE "
+                        "SET score = EXCLUDED.score", (seq, float(score)))
+            con.execute("DELETE FROM smoothie_scores WHERE seq < %s", (seq - SCORES_KEPT,))
+
+    def scores(self) -> dict[int, float]:
+        with self.pool.connection() as con:
+            return dict(con.execute("SELECT seq, score FROM smoothie_scores").fetchall())
 
     # -- fan-outs finished after their response ------------------------------------------------------
     def add_pending(self, seq: int, request_id: str, job: dict) -> None:

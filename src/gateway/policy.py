@@ -87,8 +87,15 @@ class Degenerate:
     constant: dict[str, float] = field(default_factory=dict)
     duplicates: list[list[str]] = field(default_factory=list)
 
-    def left_out(self) -> set[str]:
-        return set(self.constant) | {b for group in self.duplicates for b in group[1:]}
+    def left_out(self, present=None) -> set[str]:
+        """The backends to leave out of an estimate over ``present`` (default: all): the
+        repeaters, and each duplicate group but its first member present. A duplicate whose twin
+        gave no answer this time is the group's only voice, so it is kept."""
+        out = set(self.constant)
+        for group in self.duplicates:
+            members = [b for b in group if present is None or b in present]
+            out |= set(members[1:])
+        return out
 
     def to_json(self) -> dict:
         return {"constant": {b: round(v, 3) for b, v in self.constant.items()}, "duplicates": self.duplicates}
@@ -265,6 +272,9 @@ class Router:
         requests ``unseen`` (still running when it was numbered). Until :meth:`unpin`."""
         self._pins[seq] = (self._adds, frozenset(int(q) for q in unseen))
 
+    def is_pinned(self, seq: int) -> bool:
+        return seq in self._pins
+
     def unpin(self, seq: int) -> None:
         self._pins.pop(seq, None)
 
@@ -343,7 +353,9 @@ class Router:
         """``pooled`` without the degenerate backends (unless fewer than three would remain);
         a duplicate gets its group's first member's error and weight."""
         deg = self.degenerate(seq)
-        keep = [i for i, b in enumerate(names) if b not in deg.left_out()]
+        answered = ~np.isnan(np.diagonal(distances, axis1=1, axis2=2)).all(axis=0) if len(distances) else []
+        left_out = deg.left_out(present={b for b, a in zip(names, answered) if a})
+        keep = [i for i, b in enumerate(names) if b not in left_out]
         if len(keep) < MIN_ANSWERS:
             keep = [i for i, b in enumerate(names) if b not in deg.constant]
             if len(keep) < MIN_ANSWERS:
@@ -352,8 +364,9 @@ class Router:
         if est is None:
             return None
         for group in deg.duplicates:
-            if group[0] in est.names:
-                at = est.names.index(group[0])
+            kept = next((b for b in group if b in est.names), None)
+            if kept is not None:
+                at = est.names.index(kept)
                 for other in (b for b in group[1:] if b in names and b not in est.names):
                     est.names.append(other)
                     est.deltas = np.append(est.deltas, est.deltas[at])

@@ -198,11 +198,37 @@ def usage_of(response: dict | None) -> dict[str, int]:
     return {k: int(usage[k]) if isinstance(usage.get(k), int) else 0 for k in USAGE_KEYS}
 
 
+USAGE_COUNTED = ("the backend's stream carried no usage: completion_tokens counts its events that carried text "
+                 "(one token each from llama.cpp's server), prompt_tokens is unknown")
+
+
+def delta_text(event: dict) -> str:
+    """The text a stream event carries (chat delta or completion text), or ""."""
+    choices = event.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return ""
+    choice = choices[0]
+    delta = choice.get("delta")
+    text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+    return text if isinstance(text, str) else ""
+
+
+def counted_usage(pieces: int) -> dict:
+    """Usage for a stream that reported none: its text events counted, the prompt unknown (null)."""
+    return {"prompt_tokens": None, "completion_tokens": pieces, "total_tokens": None}
+
+
+def usage_chunk(kind: str, rid: str, model: str, usage: dict, smoothie: dict) -> dict:
+    """The last chunk of a stream whose client asked for usage (``stream_options.include_usage``)."""
+    return {"id": rid, "object": "chat.completion.chunk" if kind == CHAT else "text_completion", "created": 0,
+            "model": model, "choices": [], "usage": usage, "smoothie": smoothie}
+
+
 def usage_sum(usages) -> dict[str, int]:
     total = dict.fromkeys(USAGE_KEYS, 0)
     for u in usages:
         for k in USAGE_KEYS:
-            total[k] += u[k]
+            total[k] += u.get(k) or 0  # None: unknown (a counted stream's prompt)
     return total
 
 

@@ -45,7 +45,9 @@ CREATE TABLE IF NOT EXISTS pending (
     request_id TEXT NOT NULL,
     job TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS scores (seq INTEGER PRIMARY KEY, score REAL NOT NULL);
 """
+SCORES_KEPT = 1000  # the adaptive policy compares with the last 200 of them (src.gateway.policy)
 
 
 @dataclass
@@ -165,6 +167,17 @@ class FanoutStore:
             n = max(n, top + 1)
             self.con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('routed', ?)", (str(n + 1),))
         return n
+
+    # -- the adaptive policy's history -----------------------------------------------------------
+    def add_score(self, seq: int, score: float) -> None:
+        """Keep request ``seq``'s uncertainty, so that a restarted gateway's adaptive policy
+        compares with the same history as one that never stopped."""
+        with self.con:
+            self.con.execute("INSERT OR REPLACE INTO scores (seq, score) VALUES (?, ?)", (seq, float(score)))
+            self.con.execute("DELETE FROM scores WHERE seq < ?", (seq - SCORES_KEPT,))
+
+    def scores(self) -> dict[int, float]:
+        return dict(self.con.execute("SELECT seq, score FROM scores"))
 
     # -- fan-outs finished after their response ------------------------------------------------------
     def add_pending(self, seq: int, request_id: str, job: dict) -> None:
