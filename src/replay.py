@@ -257,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> None:
               file=sys.stderr)
     out = replay(answers, inputs, names, settings, table, concurrency=args.concurrency, progress=True,
                  recorded=recorded)
-    out["settings"].update(embedding_model=settings.embedding_model, embedding_precision=settings.embedding_precision,
+    out["settings"].update(embedding_model=settings.embedding_model, embedding_precision=settings.precision,
                            embedding_backend=settings.embedding_backend,
                            generations=[str(p) for p in paths], inputs=args.inputs)
     out[manifest.KEY] = manifest.build([*paths, args.inputs], out["settings"], kind="replay",

@@ -25,11 +25,11 @@ from src.paths import DEFAULT_EMBEDDER
 
 POLICIES = ("fanout", "select", "local", "adaptive")
 EXPLORE_ANSWERS = ("policy", "smoothie")
-# The gateway embeds one text per forward pass. There bf16 autocast re-casts every weight on every
-# pass, and measured 6x slower than fp32 on this project's CPUs (GSM8K answers, one per pass: MiniLM
-# 31 against 186 ms a text, mpnet 353 against 1,691; docs/serving.md), although it is 1.5x faster on
-# the batch commands' full passes (docs/scale.md). So the gateway embeds in fp32.
-SERVE_PRECISION = "fp32"
+# The gateway's default precision follows the CPU (src.embeddings.auto_precision): bf16 where AMX
+# multiplies bf16 natively (Intel; MiniLM batches 3.9x fp32 one text per pass), fp32 elsewhere:
+# on AVX2-only CPUs bf16 is emulated, and one text per pass measured 6x slower than fp32 (GSM8K
+# answers: MiniLM 31 against 186 ms a text; docs/serving.md).
+SERVE_PRECISION = "auto"
 # A llama.cpp server answers one request at a time unless started with more slots; vLLM batches
 # dozens. Four in flight per backend keeps either busy without letting the gateway's timeout
 # count a long queue inside the backend.
@@ -158,9 +158,9 @@ class Settings:
     embedding_model: str = setting(DEFAULT_EMBEDDER, "sentence-transformers short name, hub id or local folder",
                                    replay=True)
     embedding_backend: str = setting("torch", "embedder runtime", choices=EMBEDDING_BACKENDS, replay=True)
-    embedding_precision: str = setting(SERVE_PRECISION, "fp32, or bf16 (autocast: faster on full batches, but "
-                                       "slower one text per pass, as the gateway embeds); each has its own cache",
-                                       choices=PRECISIONS, replay=True)
+    embedding_precision: str = setting(SERVE_PRECISION, "auto: bf16 where the CPU has AMX (amx_bf16), fp32 elsewhere "
+                                       "(bf16 is emulated there, and slower); or fp32, or bf16 (autocast). Vectors "
+                                       "of each precision are stored apart", choices=("auto", *PRECISIONS), replay=True)
     embedding_batch_size: int = setting(32, "texts of concurrent requests embedded in one forward pass, sorted by "
                                         "length (1: one text per pass, as before; vectors differ in the last bits, "
                                         "so each mode has its own cache)", type=int, check=_at_least(1), replay=True)
@@ -211,6 +211,13 @@ class Settings:
     router_name: str = setting("smoothie", "the routed model's id in /v1/models")
     alias: list[str] = setting(None, "another model name that is routed (repeatable); any other name that is "
                                "not a backend gets 404 model_not_found", multiple=True)
+
+    @property
+    def precision(self) -> str:
+        """``--embedding_precision`` with ``auto`` resolved for this CPU."""
+        from src.embeddings import auto_precision
+
+        return auto_precision() if self.embedding_precision == "auto" else self.embedding_precision
 
     @property
     def store_location(self) -> str:

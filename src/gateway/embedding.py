@@ -175,7 +175,7 @@ def build_embedder(settings, show_progress: bool = False, persist: bool = True):
     batch = settings.embedding_batch_size
     return Embedder(settings.embedding_model, show_progress=show_progress, backend=settings.embedding_backend,
                     one_per_pass=batch == 1, padded_batch=batch if batch > 1 else None,
-                    precision=settings.embedding_precision, persist=persist)
+                    precision=settings.precision, persist=persist)
 
 
 _STOP = object()
