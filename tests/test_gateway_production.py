@@ -180,6 +180,8 @@ def test_a_deeply_nested_backend_body_fails_that_backend_only(scripted, tmp_path
         assert "a" in r.json()["smoothie"]["failed"] and r.json()["model"] in ("b", "c")
         direct = chat(gw, "[[a:deep]] hello", model="a")
         assert direct.status_code == 502 and "nested" in direct.json()["error"]["message"]
+        fanned = [x for x in log_lines(gw) if x["policy"] == "fanout"][-1]  # the log line gives the reason
+        assert "nested" in fanned["failed"]["a"] and fanned["seq"] == 0 and fanned["usage"]["total_tokens"] > 0
         # a request body nested just under Python's recursion limit: old, 400 check passed, then 500
         nested = '{"messages": [{"role": "user", "content": "hi"}], "metadata": {"x": ' + "[" * 956 + "]" * 956 + "}}"
         r = httpx.post(gw.url + "/v1/chat/completions", content=nested, timeout=30,

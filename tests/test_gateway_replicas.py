@@ -61,8 +61,12 @@ def wait_for(predicate, timeout: float = 10.0) -> bool:
     return predicate()
 
 
+PG_PASSWORD = "pgpass-8c1d2e"  # trust auth ignores it; it must never be printed
+
+
 def test_two_replicas_share_fan_outs_survive_a_kill_and_restart(cluster, scripted, tmp_path):
-    dsn = cluster.create_database("replicas")
+    """Also: old, the banner printed the DSN's password although pgstore could redact it."""
+    dsn = cluster.create_database("replicas").replace("postgres@", f"postgres:{PG_PASSWORD}@")
     a = gateway(scripted, tmp_path, "a", dsn)
     b = gateway(scripted, tmp_path, "b", dsn)
     try:
@@ -113,6 +117,9 @@ def test_two_replicas_share_fan_outs_survive_a_kill_and_restart(cluster, scripte
     finally:
         a2.stop()
         b2.stop()
+    for gw in (a, b, a2, b2):
+        text = gw.log.read_text()
+        assert "postgresql://[redacted]@" in text and PG_PASSWORD not in text
 
 
 def test_a_store_that_cannot_be_reached_is_one_line(tmp_path):

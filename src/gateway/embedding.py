@@ -195,9 +195,28 @@ class EmbeddingWorker:
         self._thread.start()
 
     def submit(self, texts: list[str], urgent: bool = True) -> Future:
-        future: Future = Future()
-        self._queue.put((0 if urgent else 1, next(self._order), texts, future))
-        return future
+        """The texts' vectors, later. Work that is not urgent (a late fan-out's) goes one text per
+        pass and never shares a pass with urgent work, so a response's texts wait at most for one
+        short pass, not for a late fan-out's whole batch (that wait was most of local's p99)."""
+        if urgent or len(texts) <= 1:
+            future: Future = Future()
+            self._queue.put((0 if urgent else 1, next(self._order), texts, future))
+            return future
+        parts = [self.submit([t], urgent=False) for t in texts]
+        whole: Future = Future()
+
+        def done(_):
+            if whole.done() or not all(part.done() for part in parts):
+                return
+            failed = next((part.exception() for part in parts if part.exception() is not None), None)
+            if failed is not None:
+                whole.set_exception(failed)
+            else:
+                whole.set_result(np.concatenate([part.result() for part in parts]))
+
+        for part in parts:
+            part.add_done_callback(done)
+        return whole
 
     def _gather(self, first: tuple) -> list[tuple]:
         """``first`` and whatever else fits in one batch: queued now, or arriving within wait_ms."""
@@ -214,8 +233,8 @@ class EmbeddingWorker:
                     item = self._queue.get(timeout=left)
                 except queue.Empty:
                     break
-            if item[3] is _STOP or size + len(item[2]) > self.batch_size:
-                self._queue.put(item)  # the next batch's (or the end)
+            if item[3] is _STOP or item[0] != first[0] or size + len(item[2]) > self.batch_size:
+                self._queue.put(item)  # the next batch's (or the end); urgent and late work never share a pass
                 break
             batch.append(item)
             size += len(item[2])
@@ -226,7 +245,7 @@ class EmbeddingWorker:
             first = self._queue.get()
             if first[3] is _STOP:
                 return
-            batch = self._gather(first) if self.batch_size > 1 else [first]
+            batch = self._gather(first) if self.batch_size > 1 and first[0] == 0 else [first]
             live = [item for item in batch if item[3].set_running_or_notify_cancel()]
             if not live:
                 continue
