@@ -92,7 +92,10 @@ class Gateway(Process):
                  port: int | None = None):
         self.port = port or free_port()
         argv = [sys.executable, "-m", "src.serve", *(a for b in backends for a in ("--backend", b)),
-                "--port", str(self.port), "--embedding_model", "all-minilm-l6-v2", *flags]
+                "--port", str(self.port), "--embedding_model", "all-minilm-l6-v2",
+                # fp32 on every CPU: --embedding_precision auto picks bf16 where there is AMX, whose vectors move
+                # with a batch's make-up in the last bf16 bit; the tests that compare server and replay need exact ones
+                "--embedding_precision", "fp32", *flags]
         super().__init__(argv, log_dir / f"gateway-{name}.log", f"http://127.0.0.1:{self.port}/health", env=env)
 
     @property

@@ -368,7 +368,8 @@ def test_cli_replay_equals_the_server(backends, tmp_path, capsys, case):
     timing = ["--server_log", gw.log] if concurrency > 1 else []
     code, _, err = run_cli(replay.main, ["--generations", *files, "--inputs", folder / "inputs.jsonl", "--output",
                                          folder / "replay.json", "--concurrency", concurrency,
-                                         "--embedding_model", "all-minilm-l6-v2", *timing, *flags], capsys)
+                                         "--embedding_model", "all-minilm-l6-v2", "--embedding_precision", "fp32",
+                                         *timing, *flags], capsys)
     assert code is None or code == 0, err
     out = json.loads((folder / "replay.json").read_text())
     smoothies = [smoothie_of(r) for r in responses]

@@ -377,7 +377,8 @@ def test_adaptive_routes_after_a_restart_as_if_it_never_stopped(scripted, tmp_pa
         (folder / f"{b}.json").write_text(json.dumps({"generations": [f"{b} says: {q}" for q in questions]}))
         files.append(folder / f"{b}.json")
     code, _, err = run_cli(replay.main, ["--generations", *files, "--inputs", folder / "inputs.jsonl", "--output",
-                                         folder / "replay.json", "--embedding_model", "all-minilm-l6-v2", *flags], capsys)
+                                         folder / "replay.json", "--embedding_model", "all-minilm-l6-v2",
+                                         "--embedding_precision", "fp32", *flags], capsys)
     assert code in (None, 0), err
     out = json.loads((folder / "replay.json").read_text())
     assert out["modes"] == [s["mode"] for s in smoothies]

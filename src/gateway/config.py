@@ -148,9 +148,9 @@ class Settings:
                                  "are stored (default: k)", type=int, check=_at_least(0), replay=True, nullable=True)
     window: int = setting(1000, "select's Global weights use the last N stored fan-outs", type=int,
                           check=_at_least(1), replay=True)
-    lag: int = setting(16, "request number s is routed by the fan-outs of requests numbered below s - lag (it "
-                       "waits for any of those still running), so routing does not depend on timing: replay "
-                       "predicts the server at any concurrency", type=int, check=_at_least(0), replay=True)
+    lag: int = setting(16, "request number s is routed by the stored fan-outs of requests numbered below s - lag (it "
+                       "never waits for one still running: its log line names those, unseen, so src.replay "
+                       "--server_log reproduces it)", type=int, check=_at_least(0), replay=True)
     explore_lag: int = setting(256, "an explore fan-out finished after its response (--explore_answer policy) is "
                                "seen by requests numbered above its own plus this many", type=int,
                                check=_at_least(0), replay=True)

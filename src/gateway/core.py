@@ -453,17 +453,23 @@ class Core:
         req, seq = call.req, call.seq
         called = self._usable(self.names, call)
         call.smoothie["called"] = called
-        results = await asyncio.gather(*(self._call(call, b) for b in called))
-        answers = {b: data for b, data in zip(called, results) if data is not None}
-        if not answers:
-            raise self._no_answer(call)
-        names = list(answers)
-        texts = [self._for_embedding(req.kind, answers[b]) for b in names]
-        if input_vec is None:
-            vecs = await self._embed([req.text, *texts], call.generation)
-            input_vec, by_name = vecs[0], dict(zip(names, vecs[1:]))
-        else:
+        # the input is embedded while the backends answer: with real backends its cost is hidden in their time
+        early = asyncio.ensure_future(self._embed([req.text], call.generation)) if input_vec is None else None
+        try:
+            results = await asyncio.gather(*(self._call(call, b) for b in called))
+            answers = {b: data for b, data in zip(called, results) if data is not None}
+            if not answers:
+                raise self._no_answer(call)
+            names = list(answers)
+            texts = [self._for_embedding(req.kind, answers[b]) for b in names]
             by_name = dict(zip(names, await self._embed(texts, call.generation)))
+            if early is not None:
+                input_vec = (await early)[0]
+        finally:
+            if early is not None and not early.done():
+                early.cancel()
+            if early is not None and early.done() and not early.cancelled():
+                early.exception()  # retrieved: a failure already answered (or the request failed first)
         chosen, est = self.router.choose(seq, by_name, input_vec)
         rule = self.router.rule(seq)
         call.smoothie["estimator"] = rule.label
