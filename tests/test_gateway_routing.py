@@ -234,7 +234,7 @@ THREE = ["--backend", "a=http://127.0.0.1:1/v1", "--backend", "b=http://127.0.0.
     ("window: 1.5\n", "window 1.5: must be a whole number"),
     ("explore: '0.1'\n", "explore '0.1': must be a number"),
     ("clean: 1\n", "clean 1: must be true or false"),
-    ("embedding_precision: fp16\n", "choose one of fp32, bf16"),
+    ("embedding_precision: fp16\n", "choose one of auto, fp32, bf16"),
     ("lag: -1\n", "lag -1: must be at least 0"),
 ])
 def test_yaml_values_are_checked_like_flags(tmp_path, capsys, yaml_text, needle):
