@@ -23,6 +23,9 @@ the store). The gateway starts with an empty embedding cache, so every request's
 embedded, as live ones are. It prints p50/p99 of that added time after warm-up, and the requests
 per second, for fanout, select, local and select answering after the whole fan-out.
 
+Part 2b (``overhead``) measures the gateway's own cost per policy at 1, 8, 32 and 64 requests in
+flight, and beside one request whose backends take 8 s (no request waits for another's backends).
+
 Part 3 sends ``--llama_requests`` concurrent SDK requests to the README's llama.cpp servers (one
 request at a time each) behind the gateway, and reports statuses, empty 200s and cooled backends.
 
@@ -31,7 +34,9 @@ pass (the largest vector difference, the worst cosine and the share of routing d
 stay the same on every held set; then fanout requests/s and added time at 8, 16 and 32 in
 flight), 1 against 2 gateway replicas on one PostgreSQL store (a throwaway cluster, requests
 alternating between the replicas), and the embedder in process against an Infinity embedding
-server. ``--parts`` runs a subset (policies, latency, llama, scale).
+server; ``precision`` checks bf16's routing decisions against fp32's (what ``--embedding_precision
+auto`` rests on). Every part names the CPU. ``--parts`` runs a subset (policies, latency, overhead,
+llama, scale, or one part of scale by name).
 """
 
 from __future__ import annotations
@@ -612,25 +617,39 @@ def vector_agreement(loaders, shared: Path, embedding_model: str) -> None:
               flush=True)
     print(f"\nDecisions equal over all sets and policies: {same_all:,} of {total_all:,} "
           f"({100 * same_all / total_all:.2f}%; goal >= 99.5%)")
-    if SERVE_PRECISION == "fp32":
-        print(f"\n--embedding_precision auto picks fp32 on this CPU ({describe_cpu()}): no AMX, so bf16 is not "
-              "considered and there is no bf16 decision check to run here.")
+
+
+def precision_agreement(loaders, shared: Path, embedding_model: str, precision: str) -> None:
+    """``precision`` (bf16) against fp32, both in the gateway's batches: the worst cosine and the share
+    of routing decisions that stay the same on every held set (auto keeps bf16 only at >= 99.5%)."""
+    if precision == "fp32":
+        print(f"\n--embedding_precision auto picks fp32 on this CPU ({describe_cpu()}): there is no bf16 decision "
+              "check to run here (--precision bf16 runs it anyway).")
         return
     fp32 = Embedder(embedding_model, padded_batch=32, precision="fp32")
+    padded = Embedder(embedding_model, padded_batch=32, precision=precision)
+    print(f"\n### {precision} against fp32 ({embedding_model}, batches of up to 32 texts of like lengths; CPU: "
+          f"{describe_cpu()})\n")
+    print("| set | texts | worst cosine | decisions equal: fanout, select (0.05), local (0.05) |")
+    print("|---|---|---|---|")
     same_all = total_all = 0
     for name in loaders:
         title, names, inputs, answers, _, _ = loaders[name](shared)
         texts = texts_to_embed(answers, inputs, clean=False)
         a, b = np.asarray(fp32.embed_array(texts)), np.asarray(padded.embed_array(texts))
-        ta, tb = TableEmbedder(texts, a, identity="fp32"), TableEmbedder(texts, b, identity=SERVE_PRECISION)
+        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        ta, tb = TableEmbedder(texts, a, identity="fp32"), TableEmbedder(texts, b, identity=precision)
+        shares = []
         for policy, explore in (("fanout", 0.0), ("select", 0.05), ("local", 0.05)):
             settings = replay_settings(names, policy=policy, explore=explore, seed=0)
             sa = replay(answers, inputs, names, settings, ta)["selected"]
             sb = replay(answers, inputs, names, settings, tb)["selected"]
-            same_all += sum(x == y for x, y in zip(sa, sb))
-            total_all += len(sa)
-    print(f"\n{SERVE_PRECISION} (auto on this CPU) against fp32, batches of 32: decisions equal on {same_all:,} of "
-          f"{total_all:,} ({100 * same_all / total_all:.2f}%; auto keeps bf16 only at >= 99.5%)")
+            same = sum(x == y for x, y in zip(sa, sb))
+            same_all, total_all = same_all + same, total_all + len(sa)
+            shares.append(f"{100 * same / len(sa):.1f}%")
+        print(f"| {title} | {len(texts):,} | {cos.min():.7f} | {', '.join(shares)} |", flush=True)
+    print(f"\n{precision} against fp32: decisions equal on {same_all:,} of {total_all:,} "
+          f"({100 * same_all / total_all:.2f}%; auto may pick bf16 only at >= 99.5%)")
 
 
 def batching(shared: Path, embedding_model: str, n_requests: int) -> None:
@@ -799,9 +818,11 @@ def main() -> None:
     ap.add_argument("--scale_requests", type=int, default=300,
                     help="requests per run in part 4: batching, replicas, embedding server (0: skip)")
     ap.add_argument("--parts", nargs="*", default=["policies", "latency", "overhead", "llama", "scale"],
-                    help="which parts to run: policies, latency, overhead, llama, scale (= agreement, batching, "
-                         "replicas, embedserver)")
+                    help="which parts to run: policies, latency, overhead, llama, scale (= agreement, precision, "
+                         "batching, replicas, embedserver)")
     ap.add_argument("--overhead_requests", type=int, default=100, help="requests per cell of the overhead part")
+    ap.add_argument("--precision", default=SERVE_PRECISION, choices=("fp32", "bf16"),
+                    help="the precision the precision part checks against fp32 (default: what auto picks here)")
     ap.add_argument("--plot", default=str(ROOT / "docs" / "img" / "gateway_quality_per_call.png"),
                     help="where part 1 draws quality against calls per request ('': no plot)")
     ap.add_argument("--serve_files", nargs=2, help=argparse.SUPPRESS)
@@ -829,6 +850,7 @@ def main() -> None:
     if args.llama_requests and "llama" in args.parts:
         llama_load(args.llama_requests, args.embedding_model)
     scale = {"agreement": lambda: vector_agreement(loaders, shared, args.embedding_model),
+             "precision": lambda: precision_agreement(loaders, shared, args.embedding_model, args.precision),
              "batching": lambda: batching(shared, args.embedding_model, args.scale_requests),
              "replicas": lambda: replicas(shared, args.embedding_model, args.scale_requests),
              "embedserver": lambda: embedding_server(shared, args.embedding_model, args.scale_requests)}

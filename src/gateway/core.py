@@ -112,6 +112,7 @@ class Core:
         self.router = self._new_router()  # filled from the store by start()
         self._store_threads = ThreadPoolExecutor(store.threads, thread_name_prefix="store")
         self.generation = 0  # counts embedder changes: vectors of an older generation are never used
+        self._identities = {0: store.embedder}  # generation -> the embedder identity its rows are stored under
         self.embedder_changes: list[dict] = []
         if hasattr(embedder, "redact"):
             embedder.redact = Redactor.for_settings(s)
@@ -152,14 +153,22 @@ class Core:
     async def _embedder_changed(self, old: str, new: str) -> None:
         """Another model answers behind ``--embedding_url``: its vectors start a set of rows of
         their own (the store keys rows by embedder), routing starts again from the warm-up, and
-        requests embedded by the old model are answered 503 ``embedding_changed`` (retryable)."""
+        requests embedded by the old model are answered 503 ``embedding_changed`` (retryable).
+        The generation, the store's identity and the router change together, before any await,
+        so no request can pair new vectors with the old rows; rows the new model made before (a
+        model switched back) are loaded afterwards into that same router."""
         self.generation += 1
+        self._identities[self.generation] = new
         self.store.embedder = new
-        self.router = self._new_router(await self._db(self.store.rows))
+        router = self.router = self._new_router()
         self.embedder_changes.append({"from": old, "to": new, "at": time.time()})
+        rows = await self._db(self.store.rows)
+        if self.router is router:
+            for row in sorted(rows, key=lambda r: r.seq):
+                router.add(row)
         self.metrics.stored.set(self.router.n_rows)
         log.warning(self.redact(json.dumps({"event": "embedding_changed", "from": old, "to": new,
-                                            "rows_of_new_model": self.router.n_rows})))
+                                            "rows_of_new_model": len(rows)})))
 
     # -- life ----------------------------------------------------------------------------------
     async def start(self, probe: bool = True) -> dict[str, str]:
@@ -441,7 +450,7 @@ class Core:
         """Store a fan-out, then add it to the router (unless the embedder changed meanwhile)."""
         if self.settings.store_text == "off":
             row = without_text(row)
-        dropped = await self._db(self.store.add, row)
+        dropped = await self._db(self.store.add, row, self._identities[generation])
         if generation != self.generation:
             return
         self.router.drop(dropped)

@@ -149,7 +149,7 @@ class PostgresFanoutStore:
         self.reconnects += 1
 
     # -- rows -------------------------------------------------------------------------------------
-    def add(self, row: Fanout) -> list[str]:
+    def add(self, row: Fanout, embedder: str | None = None) -> list[str]:
         """Store a fan-out and clear its pending job in one transaction; evict the oldest tenth
         when over ``max_rows`` (whichever replica gets there). Returns the request ids dropped
         that this replica's mirror holds."""
@@ -157,7 +157,7 @@ class PostgresFanoutStore:
             cur = con.execute(
                 "INSERT INTO smoothie_fanouts (seq, request_id, created, embedder, input_text, input_vec, late) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
-                (row.seq, row.request_id, time.time(), self.embedder, row.input_text,
+                (row.seq, row.request_id, time.time(), embedder or self.embedder, row.input_text,
                  np.asarray(row.input_vec, np.float32).tobytes(), row.late))
             if cur.fetchone() is not None:
                 with con.cursor() as c:

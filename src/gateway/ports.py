@@ -19,7 +19,8 @@ class Store(Protocol):
     ``shared`` says whether other processes write to it too (replicas): then the core polls it.
     ``threads``: how many of the core's store threads may call it at once (the core never calls
     it on the event loop). Failures the database causes raise ``store_errors()``.
-    ``add`` returns the request ids it evicted, so the caller's in-memory copy drops the same
+    ``add`` stores a row under ``embedder`` (default: the store's, which changes when the embedding
+    model does; a row embedded by the old model names the old one) and returns the request ids it evicted, so the caller's in-memory copy drops the same
     rows; ``next_sequence`` numbers requests, never reusing a number across restarts (or replicas)."""
 
     shared: bool
@@ -30,7 +31,7 @@ class Store(Protocol):
 
     def poll(self) -> tuple[list[Fanout], list[str]]: ...
 
-    def add(self, row: Fanout) -> list[str]: ...
+    def add(self, row: Fanout, embedder: str | None = None) -> list[str]: ...
 
     def next_sequence(self) -> int: ...
 

@@ -117,7 +117,7 @@ class FanoutStore:
         """Nothing to learn: no other process writes this file."""
         return [], []
 
-    def add(self, row: Fanout) -> list[str]:
+    def add(self, row: Fanout, embedder: str | None = None) -> list[str]:
         """Store a fan-out (and clear its pending job) in one transaction; returns the request
         ids of the rows dropped. When the store holds more than ``max_rows``, the oldest tenth
         goes at once, so that the router's in-memory copy, which drops the same rows, compacts rarely."""
@@ -126,7 +126,7 @@ class FanoutStore:
             self.con.execute(
                 "INSERT INTO fanouts (seq, request_id, created, embedder, input_text, input_vec, late) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (row.seq, row.request_id, time.time(), self.embedder, row.input_text,
+                (row.seq, row.request_id, time.time(), embedder or self.embedder, row.input_text,
                  np.asarray(row.input_vec, np.float32).tobytes(), int(row.late)))
             self.con.executemany(
                 "INSERT INTO answers (seq, backend, text, vec) VALUES (?, ?, ?, ?)",
