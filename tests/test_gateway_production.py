@@ -57,7 +57,7 @@ def test_a_slow_request_delays_no_other_request(scripted, tmp_path, case):
         for i in range(3):
             assert chat(gw, f"warm-up question {i}").status_code == 200
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            slow = pool.submit(chat, gw, "[[all:slow80]] a long one")
+            slow = pool.submit(chat, gw, "[[all:slow150]] a long one")  # 15 s: margin for a slow machine
             time.sleep(0.5)
             took = []
             for i in range(lag + 12):
