@@ -384,3 +384,33 @@ def test_adaptive_routes_after_a_restart_as_if_it_never_stopped(scripted, tmp_pa
     assert out["modes"] == [s["mode"] for s in smoothies]
     assert out["called"] == [s["called"] for s in smoothies]
     assert sum(m == "unsure" for m in out["modes"][30:]) >= 3  # the second half did decide things
+
+
+# -- decision headers (issue 40, part 1) ---------------------------------------------------------------------
+def test_every_response_carries_its_decision_in_headers(scripted, tmp_path):
+    """Old: a client that reads only headers, or a relayed stream's SSE chunks, learnt nothing
+    about the routing: the decision was only in the JSON body's smoothie object."""
+    gw = Gateway(tmp_path, "headers", urls(scripted), "--store", str(tmp_path / "h.sqlite"), "--lag", "0",
+                 env={"PYTHONUNBUFFERED": "1"}).start()
+    try:
+        for i in range(4):
+            r = chat(gw, f"header question {i}")
+            body, h = r.json(), r.headers
+            assert h["x-smoothie-request-id"] == body["id"] and h["x-smoothie-seq"] == str(body["smoothie"]["seq"])
+            assert h["x-smoothie-mode"] == "fanout" and h["x-smoothie-chosen"] == body["model"]
+            assert h["x-smoothie-calls"] == "3"
+        agreement = httpx.get(gw.url + "/health").json()["global_ranking"]["agreement"]
+        assert agreement is not None
+        r = chat(gw, "after the health check")
+        assert r.headers["x-smoothie-agreement"] == f"{agreement:.4f}"
+        with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=60, json={
+                "model": "b", "stream": True, "messages": [{"role": "user", "content": "[[b:drip]] a b c"}]}) as s:
+            assert s.headers["x-smoothie-mode"] == "direct" and s.headers["x-smoothie-chosen"] == "b"
+            assert "x-smoothie-agreement" not in s.headers  # a direct request is not routed
+            first = next(line for line in s.iter_lines() if line.startswith("data: {"))
+        assert json.loads(first[5:])["id"] == s.headers["x-smoothie-request-id"]
+        failed = chat(gw, "[[all:crash]] nobody answers")
+        assert failed.status_code == 502 and failed.headers["x-smoothie-calls"] == "3"
+        assert "x-smoothie-chosen" not in failed.headers
+    finally:
+        gw.stop()

@@ -300,8 +300,27 @@ class Core:
         self.finish(f"rejected-{uuid.uuid4().hex[:12]}", path, "rejected", exc.status, start, error=exc.message)
         return self._error_reply(exc)
 
-    def _error_reply(self, exc: ApiError) -> Reply:
-        return Reply(exc.status, self.clean(exc.body()), headers=exc.headers)
+    def _error_reply(self, exc: ApiError, call: _Call | None = None) -> Reply:
+        headers = {**exc.headers, **(self._decision_headers(call) if call is not None else {})}
+        return Reply(exc.status, self.clean(exc.body()), headers=headers)
+
+    def _decision_headers(self, call: _Call) -> dict[str, str]:
+        """What was decided, as response headers (set before the first byte, streams included),
+        for clients and proxies that read only headers: the request id, its number, the mode, the
+        backend chosen, the backend calls made before the response, and the Global ranking's
+        bootstrap agreement as last computed (for /health, /metrics or the adaptive policy;
+        absent until then)."""
+        s = call.smoothie
+        headers = {"x-smoothie-request-id": call.rid, "x-smoothie-mode": str(s.get("mode") or ""),
+                   "x-smoothie-calls": str(len(s.get("called") or []))}
+        if s.get("seq") is not None:
+            headers["x-smoothie-seq"] = str(s["seq"])
+        if s.get("chosen"):
+            headers["x-smoothie-chosen"] = s["chosen"]
+        agreement = self.router.last_agreement()
+        if agreement is not None and call.policy != "direct":
+            headers["x-smoothie-agreement"] = f"{agreement:.4f}"
+        return headers
 
     def clean(self, data: dict) -> dict:
         """``data`` with every secret redacted: what leaves the gateway as JSON."""
@@ -331,7 +350,7 @@ class Core:
             return await (self._single(call, [target]) if target else self._routed(call))
         except ApiError as exc:
             self.finish(rid, path, policy, exc.status, start, call.smoothie, error=exc.message)
-            return self._error_reply(exc)
+            return self._error_reply(exc, call)
 
     def _target(self, model: str | None) -> str | None:
         """The backend a request names, or None when it is routed; 404 for any other name."""
@@ -603,7 +622,7 @@ class Core:
             out["usage"] = usage
         self.finish(call.rid, call.path, call.policy, 200, call.start, call.smoothie)
         if not call.req.stream:
-            return Reply(200, out)
+            return Reply(200, out, headers=self._decision_headers(call))
         chunks = stream_chunks(call.req.kind, out, call.smoothie, call.req.include_usage)
 
         async def events():
@@ -611,7 +630,7 @@ class Core:
                 yield sse(chunk)
             yield sse("[DONE]")
 
-        return Reply(200, events=events())
+        return Reply(200, events=events(), headers=self._decision_headers(call))
 
     async def _open_stream(self, call: _Call, name: str) -> Reply | None:
         """A backend's stream relayed as it comes, once its first event has arrived (before
@@ -670,7 +689,7 @@ class Core:
                 await stack.aclose()
                 self.finish(call.rid, call.path, call.policy, status, call.start, call.smoothie, error=error)
 
-        return Reply(200, events=relay())
+        return Reply(200, events=relay(), headers=self._decision_headers(call))
 
     def _no_answer(self, call: _Call) -> ApiError:
         """The error when no backend answered: the backends' own 4xx when every one rejected the

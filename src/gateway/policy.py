@@ -515,6 +515,11 @@ class Router:
         self._ranking = (key, report)
         return report
 
+    def last_agreement(self) -> float | None:
+        """The Global ranking's agreement as last computed (by global_ranking), without computing
+        it: a response header reads it, and a fresh bootstrap per request would cost tens of ms."""
+        return self._ranking[1]["agreement"] if self._ranking is not None else None
+
     def _spent_since_warmup(self, seq: int, upto: int) -> tuple[int, int]:
         """(the first request number after the warm-up, the fan-outs stored from it up to
         ``upto``): the adaptive budget counts from there. The warm-up's fan-outs are a fixed
