@@ -403,6 +403,8 @@ def test_every_response_carries_its_decision_in_headers(scripted, tmp_path):
         assert agreement is not None
         r = chat(gw, "after the health check")
         assert r.headers["x-smoothie-agreement"] == f"{agreement:.4f}"
+        line = [x for x in log_lines(gw) if x["id"] == r.json()["id"]][0]  # the log line says the same
+        assert line["calls"] == 3 and line["agreement"] == agreement and line["seq"] == int(r.headers["x-smoothie-seq"])
         with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=60, json={
                 "model": "b", "stream": True, "messages": [{"role": "user", "content": "[[b:drip]] a b c"}]}) as s:
             assert s.headers["x-smoothie-mode"] == "direct" and s.headers["x-smoothie-chosen"] == "b"

@@ -286,9 +286,11 @@ class Core:
             self.metrics.chosen.labels(chosen, "direct" if policy == "direct" else "routed").inc()
         line = {"id": rid, "path": path, "policy": policy, "mode": s.get("mode"), "chosen": chosen, "status": status,
                 "latency_ms": round(seconds * 1000, 1), "seq": s.get("seq"), "unseen": s.get("unseen") or [],
-                "called": s.get("called"), "failed": s.get("failed") or {},
+                "called": s.get("called"), "calls": len(s.get("called") or []), "failed": s.get("failed") or {},
                 "latency_by_backend": s.get("latency_ms") or {}, "usage": usage_sum((s.get("usage_by_backend") or {}).values())
                 if s.get("usage_by_backend") else None}
+        if policy not in ("direct", "rejected", "error") and self.router.last_agreement() is not None:
+            line["agreement"] = self.router.last_agreement()  # as the x-smoothie-agreement header says
         if s.get("degraded"):
             line["degraded"] = True
         if error:
