@@ -83,8 +83,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         say(f"src.serve: backends answering GET /v1/models: {', '.join(answering) or 'none'}")
         if not settings.embedding_url:
             say(f"src.serve: embedding {settings.embedding_model} in {settings.precision} on {cpu_name()}"
-                + (" (auto: AMX)" if settings.embedding_precision == "auto" and settings.precision == "bf16" else
-                   " (auto: no AMX)" if settings.embedding_precision == "auto" else ""))
+                + (" (auto)" if settings.embedding_precision == "auto" else ""))
         text = "prompts and answers kept" if settings.store_text == "on" else "digests only, no text (--store_text off)"
         say(f"src.serve: {settings.policy} over {', '.join(b.name for b in settings.backends)}; "
             f"http://{settings.host}:{settings.port}/v1 (store {without_credentials(settings.store_location)}: {text}; "

@@ -25,10 +25,10 @@ from src.paths import DEFAULT_EMBEDDER
 
 POLICIES = ("fanout", "select", "local", "adaptive")
 EXPLORE_ANSWERS = ("policy", "smoothie")
-# The gateway's default precision follows the CPU (src.embeddings.auto_precision): bf16 where AMX
-# multiplies bf16 natively (Intel; MiniLM batches 3.9x fp32 one text per pass), fp32 elsewhere:
-# on AVX2-only CPUs bf16 is emulated, and one text per pass measured 6x slower than fp32 (GSM8K
-# answers: MiniLM 31 against 186 ms a text; docs/serving.md).
+# The gateway's default precision follows the CPU (src.embeddings.auto_precision): bf16 only on a
+# kind of CPU where bf16's routing decisions were measured equal to fp32's on 99.5% of the
+# benchmark's requests (none yet: 99.05% on AVX-512 BF16), fp32 elsewhere; on AVX2-only CPUs bf16 is
+# also emulated, 6x slower one text per pass (GSM8K answers: MiniLM 31 against 186 ms a text).
 SERVE_PRECISION = "auto"
 # A llama.cpp server answers one request at a time unless started with more slots; vLLM batches
 # dozens. Four in flight per backend keeps either busy without letting the gateway's timeout
@@ -158,9 +158,11 @@ class Settings:
     embedding_model: str = setting(DEFAULT_EMBEDDER, "sentence-transformers short name, hub id or local folder",
                                    replay=True)
     embedding_backend: str = setting("torch", "embedder runtime", choices=EMBEDDING_BACKENDS, replay=True)
-    embedding_precision: str = setting(SERVE_PRECISION, "auto: bf16 where the CPU has AMX (amx_bf16), fp32 elsewhere "
-                                       "(bf16 is emulated there, and slower); or fp32, or bf16 (autocast). Vectors "
-                                       "of each precision are stored apart", choices=("auto", *PRECISIONS), replay=True)
+    embedding_precision: str = setting(SERVE_PRECISION, "auto: bf16 on a kind of CPU where its routing decisions "
+                                       "were measured equal to fp32's (none yet; docs/serving.md), fp32 elsewhere; or "
+                                       "fp32, or bf16 (autocast: faster where the CPU has AMX or AVX-512 BF16). "
+                                       "Vectors of each precision are stored apart", choices=("auto", *PRECISIONS),
+                                       replay=True)
     embedding_batch_size: int = setting(32, "texts of concurrent requests embedded in one forward pass, sorted by "
                                         "length (1: one text per pass, as before; vectors differ in the last bits, "
                                         "so each mode has its own cache)", type=int, check=_at_least(1), replay=True)
