@@ -588,23 +588,18 @@ def llama_load(n_requests: int, embedding_model: str) -> None:
 
 
 # -- part 4: beyond one process --------------------------------------------------------------------
-def vector_agreement(loaders, shared: Path, embedding_model: str) -> None:
-    """Batched (padded) vectors against one text per pass on every held set: the largest
-    difference, the worst cosine, and the share of routing decisions that stay the same."""
-    alone = Embedder(embedding_model, one_per_pass=True, precision=SERVE_PRECISION)
-    padded = Embedder(embedding_model, padded_batch=32, precision=SERVE_PRECISION)
-    print(f"\n### Batched embedding against one text per pass ({embedding_model}, batches of up to 32 texts of "
-          "like lengths)\n")
+def compare_vectors(loaders, shared: Path, first: Embedder, second: Embedder, what: str, goal: str) -> None:
+    """``first`` against ``second`` on every held set: the largest difference, the worst cosine,
+    and the share of routing decisions (fanout, select and local replays) that stay the same."""
     print("| set | texts | largest difference | worst cosine | decisions equal: fanout, select (0.05), local (0.05) |")
     print("|---|---|---|---|---|")
     same_all = total_all = 0
     for name in loaders:
         title, names, inputs, answers, _, _ = loaders[name](shared)
         texts = texts_to_embed(answers, inputs, clean=False)
-        a, b = np.asarray(alone.embed_array(texts)), np.asarray(padded.embed_array(texts))
+        a, b = np.asarray(first.embed_array(texts)), np.asarray(second.embed_array(texts))
         cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-        ta = TableEmbedder(texts, a, identity="alone")
-        tb = TableEmbedder(texts, b, identity="padded")
+        ta, tb = TableEmbedder(texts, a, identity="first"), TableEmbedder(texts, b, identity="second")
         shares = []
         for policy, explore in (("fanout", 0.0), ("select", 0.05), ("local", 0.05)):
             settings = replay_settings(names, policy=policy, explore=explore, seed=0)
@@ -615,41 +610,30 @@ def vector_agreement(loaders, shared: Path, embedding_model: str) -> None:
             shares.append(f"{100 * same / len(sa):.1f}%")
         print(f"| {title} | {len(texts):,} | {np.abs(a - b).max():.1e} | {cos.min():.7f} | {', '.join(shares)} |",
               flush=True)
-    print(f"\nDecisions equal over all sets and policies: {same_all:,} of {total_all:,} "
-          f"({100 * same_all / total_all:.2f}%; goal >= 99.5%)")
+    print(f"\n{what}: decisions equal on {same_all:,} of {total_all:,} ({100 * same_all / total_all:.2f}%; {goal})")
+
+
+def vector_agreement(loaders, shared: Path, embedding_model: str) -> None:
+    """Batched (padded) vectors against one text per pass (the gateway's batching changes nothing)."""
+    print(f"\n### Batched embedding against one text per pass ({embedding_model}, batches of up to 32 texts of "
+          "like lengths)\n")
+    compare_vectors(loaders, shared, Embedder(embedding_model, one_per_pass=True, precision=SERVE_PRECISION),
+                    Embedder(embedding_model, padded_batch=32, precision=SERVE_PRECISION),
+                    "Batches against one text per pass, all sets and policies", "goal >= 99.5%")
 
 
 def precision_agreement(loaders, shared: Path, embedding_model: str, precision: str) -> None:
-    """``precision`` (bf16) against fp32, both in the gateway's batches: the worst cosine and the share
-    of routing decisions that stay the same on every held set (auto keeps bf16 only at >= 99.5%)."""
+    """``precision`` (bf16) against fp32, both in the gateway's batches: what --embedding_precision
+    auto rests on (bf16 only where its decisions equal fp32's on >= 99.5% of the requests)."""
     if precision == "fp32":
         print(f"\n--embedding_precision auto picks fp32 on this CPU ({describe_cpu()}): there is no bf16 decision "
-              "check to run here (--precision bf16 runs it anyway).")
+              "check to run (--precision bf16 runs it anyway).")
         return
-    fp32 = Embedder(embedding_model, padded_batch=32, precision="fp32")
-    padded = Embedder(embedding_model, padded_batch=32, precision=precision)
     print(f"\n### {precision} against fp32 ({embedding_model}, batches of up to 32 texts of like lengths; CPU: "
           f"{describe_cpu()})\n")
-    print("| set | texts | worst cosine | decisions equal: fanout, select (0.05), local (0.05) |")
-    print("|---|---|---|---|")
-    same_all = total_all = 0
-    for name in loaders:
-        title, names, inputs, answers, _, _ = loaders[name](shared)
-        texts = texts_to_embed(answers, inputs, clean=False)
-        a, b = np.asarray(fp32.embed_array(texts)), np.asarray(padded.embed_array(texts))
-        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-        ta, tb = TableEmbedder(texts, a, identity="fp32"), TableEmbedder(texts, b, identity=precision)
-        shares = []
-        for policy, explore in (("fanout", 0.0), ("select", 0.05), ("local", 0.05)):
-            settings = replay_settings(names, policy=policy, explore=explore, seed=0)
-            sa = replay(answers, inputs, names, settings, ta)["selected"]
-            sb = replay(answers, inputs, names, settings, tb)["selected"]
-            same = sum(x == y for x, y in zip(sa, sb))
-            same_all, total_all = same_all + same, total_all + len(sa)
-            shares.append(f"{100 * same / len(sa):.1f}%")
-        print(f"| {title} | {len(texts):,} | {cos.min():.7f} | {', '.join(shares)} |", flush=True)
-    print(f"\n{precision} against fp32: decisions equal on {same_all:,} of {total_all:,} "
-          f"({100 * same_all / total_all:.2f}%; auto may pick bf16 only at >= 99.5%)")
+    compare_vectors(loaders, shared, Embedder(embedding_model, padded_batch=32, precision="fp32"),
+                    Embedder(embedding_model, padded_batch=32, precision=precision), f"{precision} against fp32",
+                    "auto may pick bf16 only at >= 99.5%")
 
 
 def batching(shared: Path, embedding_model: str, n_requests: int) -> None:
