@@ -75,6 +75,9 @@ class FileBackends:
     def retry_after(self, name: str) -> int:
         return 1
 
+    def in_flight(self, name: str) -> int:
+        return 0
+
     def redact(self, text: str) -> str:
         return text
 

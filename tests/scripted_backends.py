@@ -13,7 +13,8 @@ chunks), ``slowN`` (answer after N tenths of a second), ``const`` (always the sa
 ``leak`` (401 whose body echoes a key, as some servers do), ``deep`` (200, a body nested 200,000 deep),
 ``nousage`` (a stream that never reports usage, as llama.cpp's), ``drip`` (a stream of one word every 0.3 s).
 
-``GET /NAME/stats`` gives the calls it received and the most it had in flight at once.
+``GET /NAME/stats`` gives the calls it received, the most it had in flight at once and the
+``traceparent`` headers of its last 20 calls.
 
 It also plays an OpenAI-compatible embedding server, ``/emb/v1/embeddings``: a bag-of-words
 vector (each word a fixed random direction), whose dimension and "model" (the seed of those
@@ -72,8 +73,9 @@ async def _serve(name: str, kind: str, request: Request):
     body = await request.json()
     text = _text(body)
     mode = _mode(name, text)
-    stats = STATS.setdefault(name, {"calls": 0, "in_flight": 0, "max_in_flight": 0})
+    stats = STATS.setdefault(name, {"calls": 0, "in_flight": 0, "max_in_flight": 0, "traceparents": []})
     stats["calls"] += 1
+    stats["traceparents"] = [*stats["traceparents"][-19:], request.headers.get("traceparent")]
     stats["in_flight"] += 1
     stats["max_in_flight"] = max(stats["max_in_flight"], stats["in_flight"])
     try:

@@ -37,12 +37,13 @@ def open_store(settings: Settings, identity: str):
     return FanoutStore(where, identity, settings.store_max_rows, settings.store_timeout)
 
 
-def build_core(settings: Settings, embedder) -> Core:
-    """The core with the live backend pool and the store at ``--store``."""
+def build_core(settings: Settings, embedder, tracing=None) -> Core:
+    """The core with the live backend pool and the store at ``--store``; ``tracing``: a
+    ``src.gateway.tracing.Tracing`` in place of ``--otel_endpoint``'s (tests)."""
     pool = BackendPool(settings.backends, timeout=settings.timeout, max_failures=settings.max_failures,
                        cooldown=settings.cooldown, max_queue_wait=settings.max_queue_wait,
                        redact=Redactor.for_settings(settings))
-    return Core(settings, embedder, pool, open_store(settings, embedder.identity))
+    return Core(settings, embedder, pool, open_store(settings, embedder.identity), tracing=tracing)
 
 
 def _send(reply: Reply) -> Response:
@@ -52,7 +53,7 @@ def _send(reply: Reply) -> Response:
     return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
 
 
-def create_app(settings: Settings, embedder, on_start=None) -> FastAPI:
+def create_app(settings: Settings, embedder, on_start=None, tracing=None) -> FastAPI:
     """The FastAPI app for ``settings``; ``embedder`` is a :class:`src.embeddings.Embedder`.
     ``on_start(unreachable)`` is told which backends did not answer the start-up probe."""
     api_key = os.environ[settings.api_key_env].encode() if settings.api_key_env else None
@@ -60,7 +61,7 @@ def create_app(settings: Settings, embedder, on_start=None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        core = holder["core"] = app.state.core = build_core(settings, embedder)  # its locks live on this loop
+        core = holder["core"] = app.state.core = build_core(settings, embedder, tracing)  # its locks live on this loop
         unreachable = await core.start()
         if on_start:
             on_start(unreachable)
@@ -100,7 +101,7 @@ def create_app(settings: Settings, embedder, on_start=None) -> FastAPI:
         except ApiError as exc:
             return _send(core.reject(request.url.path, exc, start))
         try:
-            return _send(await core.handle(kind, raw, request.url.path, start))
+            return _send(await core.handle(kind, raw, request.url.path, start, dict(request.headers)))
         except Exception as exc:  # a bug of ours: still an OpenAI-style 500, logged and counted
             return _send(core.crashed(request.url.path, exc, start))
 

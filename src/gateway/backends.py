@@ -27,6 +27,7 @@ import httpx
 from src.gateway.config import Backend
 from src.gateway.protocol import CHAT, answer_text, check_response, loads_bounded
 from src.gateway.redact import Redactor
+from src.gateway.tracing import Tracing
 
 _PATHS = {CHAT: "/chat/completions", "completion": "/completions"}
 # 4xx answers that say something about the backend (its key, its model id, its load), not the request
@@ -64,6 +65,7 @@ class BackendPool:
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout),
                                         limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
         self.redact = redact or Redactor([b.api_key() for b in backends])
+        self.tracing = Tracing()  # the core sets its own: queue-wait spans, traceparent on every call
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -115,6 +117,10 @@ class BackendPool:
         found = await asyncio.gather(*(one(b) for b in self.backends.values()))
         return {name: why for name, why in zip(self.backends, found) if why}
 
+    def in_flight(self, name: str) -> int:
+        """Calls of ``name`` holding one of its ``max_concurrency`` slots now."""
+        return self.backends[name].max_concurrency - self.slots[name]._value
+
     def retry_after(self, name: str) -> int:
         """Seconds until a slot of ``name`` is likely free: its queue times its recent call time."""
         limit = self.backends[name].max_concurrency
@@ -128,6 +134,7 @@ class BackendPool:
             payload.pop("stream_options", None)
         headers = {"Authorization": f"Bearer {b.api_key()}"} if b.api_key() else {}
         headers["Content-Type"] = "application/json"
+        self.tracing.inject(headers)  # the current span's traceparent: the backend's trace goes on from ours
         content = json.dumps(payload, ensure_ascii=False).encode("utf-8")  # the request core checked it encodes
         return self.client.build_request("POST", b.base_url + _PATHS[kind], content=content, headers=headers)
 
@@ -154,7 +161,9 @@ class BackendPool:
         slots = self.slots[name]
         self.waiting[name] += 1
         try:
-            await asyncio.wait_for(slots.acquire(), self.max_queue_wait)
+            with self.tracing.span("queue wait", attributes={"smoothie.backend": name,
+                                                             "smoothie.queued_behind": self.waiting[name] - 1}):
+                await asyncio.wait_for(slots.acquire(), self.max_queue_wait)
         except TimeoutError:
             raise BackendError(f"queued out: no free slot within {self.max_queue_wait:g} s (--max_queue_wait)",
                                "queue") from None

@@ -109,6 +109,10 @@ def _port(v: int) -> str | None:
     return None if 0 < v < 65536 else "is not a TCP port"
 
 
+def _http_url(v: str) -> str | None:
+    return None if v.startswith(("http://", "https://")) else "must be an http:// or https:// URL"
+
+
 def setting(default, help: str, *, type=str, check=None, choices=None, replay: bool = False,
             nullable: bool = False, multiple: bool = False):
     """A Settings field: its default, the help of its flag, its type (int, float, str or bool),
@@ -210,6 +214,9 @@ class Settings:
     max_failures: int = setting(3, "backend failures in a row before it cools down", type=int, check=_at_least(1))
     cooldown: float = setting(30.0, "seconds a failing backend is skipped", type=float, check=_at_least(0))
     max_body_bytes: int = setting(1 << 20, "largest request body", type=int, check=_at_least(1))
+    otel_endpoint: str | None = setting(None, "export OpenTelemetry traces over OTLP/HTTP to this collector (a base URL "
+                                        "such as http://127.0.0.1:4318 gets /v1/traces; default: no traces)",
+                                        nullable=True, check=_http_url)
     router_name: str = setting("smoothie", "the routed model's id in /v1/models")
     alias: list[str] = setting(None, "another model name that is routed (repeatable); any other name that is "
                                "not a backend gets 404 model_not_found", multiple=True)

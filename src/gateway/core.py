@@ -59,6 +59,7 @@ from src.gateway.protocol import (
 )
 from src.gateway.redact import Redactor
 from src.gateway.store import Fanout, StoreUnavailable, store_errors, without_text
+from src.gateway.tracing import CLIENT, Tracing, error_status, set_attributes
 
 log = logging.getLogger("src.serve")
 _OUTCOME = {"backend": "error", "request": "rejected", "empty": "empty", "queue": "queued_out"}
@@ -105,9 +106,13 @@ class Core:
     ``recorded`` (replay from a server's log): request number -> the requests it did not see,
     as that server logged them, in place of what is running here."""
 
-    def __init__(self, settings: Settings, embedder, pool, store: Store, recorded: dict[int, list[int]] | None = None):
+    def __init__(self, settings: Settings, embedder, pool, store: Store, recorded: dict[int, list[int]] | None = None,
+                 tracing: Tracing | None = None):
         s = settings
         self.settings, self.embedder, self.pool, self.store = s, embedder, pool, store
+        self.tracing = tracing or Tracing(s.otel_endpoint)
+        pool.tracing = self.tracing
+        self._spans: dict[str, object] = {}  # request id -> its span, ended with its log line
         self.names = [b.name for b in s.backends]
         self.router = self._new_router()  # filled from the store by start()
         self._store_threads = ThreadPoolExecutor(store.threads, thread_name_prefix="store")
@@ -219,6 +224,7 @@ class Core:
         self.executor.shutdown()
         self._store_threads.shutdown(wait=True)
         self.store.close()
+        self.tracing.shutdown()
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -296,6 +302,29 @@ class Core:
         if error:
             line["error"] = error[:300]
         log.info(self.redact(json.dumps(line)))
+        self._end_span(line, s)
+
+    def _end_span(self, line: dict, smoothie: dict) -> None:
+        """End the request's span with what its log line says (a request refused before the core
+        parsed it gets a span of its own here)."""
+        span = self._spans.pop(line["id"], None)
+        if span is None:
+            if not self.tracing.enabled:
+                return
+            span = self.tracing.start_request(f"POST {line['path']}", None, {})
+        usage = line["usage"] or {}
+        set_attributes(span, {"http.response.status_code": line["status"], "smoothie.policy": line["policy"],
+                              "smoothie.mode": line["mode"], "smoothie.chosen": line["chosen"],
+                              "smoothie.seq": line["seq"], "smoothie.calls": line["calls"],
+                              "smoothie.called": list(line["called"] or []),
+                              "smoothie.failed": [f"{b}: {why}"[:200] for b, why in line["failed"].items()],
+                              "smoothie.outcome": "ok" if line["status"] == 200 else (line.get("error") or "")[:200],
+                              "smoothie.agreement": line.get("agreement"),
+                              "gen_ai.usage.input_tokens": usage.get("prompt_tokens"),
+                              "gen_ai.usage.output_tokens": usage.get("completion_tokens")})
+        if line["status"] >= 500:
+            span.set_status(error_status(line.get("error") or str(line["status"])))
+        span.end()
 
     def reject(self, path: str, exc: ApiError, start: float) -> Reply:
         """A request refused before the core parsed it (auth, body size): logged and counted."""
@@ -335,10 +364,23 @@ class Core:
         return Reply(500, error.body())
 
     # -- requests --------------------------------------------------------------------------------
-    async def handle(self, kind: str, raw: bytes, path: str, start: float | None = None) -> Reply:
-        """A chat or completion request body -> its reply. Never raises for a request's fault."""
+    async def handle(self, kind: str, raw: bytes, path: str, start: float | None = None,
+                     headers: dict[str, str] | None = None) -> Reply:
+        """A chat or completion request body -> its reply. Never raises for a request's fault.
+        ``headers``: the request's, for its ``traceparent``."""
         start = time.perf_counter() if start is None else start
         rid = f"{'chatcmpl' if kind == CHAT else 'cmpl'}-{uuid.uuid4().hex}"
+        span = self.tracing.start_request(f"POST {path}", headers, {"http.request.method": "POST", "url.path": path,
+                                                                     "smoothie.request_id": rid})
+        if self.tracing.enabled:
+            self._spans[rid] = span
+        token = self.tracing.activate(span)
+        try:
+            return await self._handle(kind, raw, path, start, rid)
+        finally:
+            self.tracing.deactivate(token)
+
+    async def _handle(self, kind: str, raw: bytes, path: str, start: float, rid: str) -> Reply:
         try:
             req = parse(raw, kind)
             target = self._target(req.model)
@@ -421,10 +463,27 @@ class Core:
                 self._count(b, "skipped")
         return usable
 
+    async def _backend(self, name: str, kind: str, body: dict, role: str = "answer") -> tuple[dict, float]:
+        """``pool.call`` in a span of its own (the queue wait is its child; the backend gets its
+        ``traceparent``)."""
+        with self.tracing.span(f"backend {name}", CLIENT, {"smoothie.backend": name,
+                                                                        "smoothie.role": role}) as span:
+            try:
+                data, ms = await self.pool.call(name, kind, body)
+            except BackendError as exc:
+                set_attributes(span, {"smoothie.outcome": exc.fault, "error.type": str(exc)[:200],
+                                      "http.response.status_code": exc.status})
+                raise
+            usage = usage_of(data) or {}
+            set_attributes(span, {"smoothie.outcome": "ok", "smoothie.latency_ms": round(ms, 1),
+                                  "gen_ai.usage.input_tokens": usage.get("prompt_tokens"),
+                                  "gen_ai.usage.output_tokens": usage.get("completion_tokens")})
+            return data, ms
+
     async def _call(self, call: _Call, name: str, body: dict | None = None) -> dict | None:
         """One backend's answer, or None with the failure noted in ``call``."""
         try:
-            data, ms = await self.pool.call(name, call.req.kind, body or call.req.body)
+            data, ms = await self._backend(name, call.req.kind, body or call.req.body)
         except BackendError as exc:
             call.faults[name] = exc
             call.failed(name, str(exc))
@@ -448,7 +507,8 @@ class Core:
         changed = ApiError(503, "the embedding model changed while this request was served; retry it",
                            type_="server_error", code="embedding_changed", headers={"Retry-After": "1"})
         try:
-            vecs = await asyncio.wrap_future(self.executor.submit(texts, urgent))
+            with self.tracing.span("embedding", attributes={"smoothie.texts": len(texts), "smoothie.urgent": urgent}):
+                vecs = await asyncio.wrap_future(self.executor.submit(texts, urgent))
         except EmbeddingUnavailable as exc:
             self.metrics.embedding_failures.inc()
             raise ApiError(503, f"embedding is unavailable: {exc}", type_="server_error",
@@ -471,7 +531,8 @@ class Core:
         """Store a fan-out, then add it to the router (unless the embedder changed meanwhile)."""
         if self.settings.store_text == "off":
             row = without_text(row)
-        dropped = await self._db(self.store.add, row, self._identities[generation])
+        with self.tracing.span("store write", attributes={"smoothie.seq": row.seq, "smoothie.late": row.late}):
+            dropped = await self._db(self.store.add, row, self._identities[generation])
         if generation != self.generation:
             return
         self.router.drop(dropped)
@@ -536,13 +597,20 @@ class Core:
                           generation: int | None = None) -> None:
         """The rest of an explore fan-out, after its response: call the other backends, embed,
         store the row (which clears the pending job). Cancelled at shutdown, it stays pending."""
+        # a trace of its own (its request's has ended), linked to the request's span when there is one
+        with self.tracing.span("explore fan-out", attributes={"smoothie.seq": seq, "smoothie.request_id": rid},
+                               links=self.tracing.link(self.tracing.current_context()), root=True):
+            await self._explore_rest(seq, rid, job, input_vec, generation)
+
+    async def _explore_rest(self, seq: int, rid: str, job: dict, input_vec: np.ndarray | None,
+                            generation: int | None) -> None:
         kind = job["kind"]
         generation = self.generation if generation is None else generation
         try:
             self.metrics.pending.set(len(self._late))
             answers = dict(job["answered"])
             smoothie = _smoothie(self.settings.policy, "explore")
-            results = await asyncio.gather(*(self.pool.call(b, kind, job["body"]) for b in job["others"]),
+            results = await asyncio.gather(*(self._backend(b, kind, job["body"]) for b in job["others"]),
                                            return_exceptions=True)
             for b, result in zip(job["others"], results):
                 if isinstance(result, BackendError):
@@ -639,6 +707,9 @@ class Core:
         that, a failure falls back to the next backend). A break later ends the stream with an
         error event, as OpenAI's API sends one, so SDKs raise; it is logged and counted as 502."""
         stack = AsyncExitStack()
+        span = self.tracing.start_child(f"backend {name}", CLIENT, {"smoothie.backend": name, "smoothie.role": "answer",
+                                                                   "smoothie.stream": True})
+        token = self.tracing.activate(span) if span is not None else None
         try:
             upstream = await stack.enter_async_context(self.pool.stream(name, call.req.kind, call.req.body))
             events = upstream.events()
@@ -648,10 +719,15 @@ class Core:
             call.faults[name] = exc
             call.failed(name, str(exc))
             self._count(name, _OUTCOME[exc.fault])
+            self.tracing.end(span, {"smoothie.outcome": exc.fault, "error.type": str(exc)[:200]})
             return None
         except BaseException:
             await stack.aclose()
+            self.tracing.end(span, {"smoothie.outcome": "error"})
             raise
+        finally:
+            if token is not None:
+                self.tracing.deactivate(token)
         call.smoothie["chosen"] = name
         self._explain(call, name)
 
@@ -689,6 +765,11 @@ class Core:
                 raise
             finally:
                 await stack.aclose()
+                used = call.smoothie["usage_by_backend"].get(name) or {}
+                self.tracing.end(span, {"smoothie.outcome": "ok" if status == 200 else error,
+                                        "smoothie.latency_ms": call.smoothie["latency_ms"].get(name),
+                                        "gen_ai.usage.input_tokens": used.get("prompt_tokens"),
+                                        "gen_ai.usage.output_tokens": used.get("completion_tokens")})
                 self.finish(call.rid, call.path, call.policy, status, call.start, call.smoothie, error=error)
 
         return Reply(200, events=relay(), headers=self._decision_headers(call))

@@ -56,6 +56,7 @@ class Backends(Protocol):
     ``src.gateway.backends.BackendError``; the rest report health and queues."""
 
     waiting: dict[str, int]
+    tracing: object  # a src.gateway.tracing.Tracing, set by the core: queue-wait spans and traceparent
 
     async def call(self, name: str, kind: str, body: dict) -> tuple[dict, float]: ...
 
@@ -66,6 +67,8 @@ class Backends(Protocol):
     def state(self, name: str) -> str: ...
 
     def retry_after(self, name: str) -> int: ...
+
+    def in_flight(self, name: str) -> int: ...
 
     def redact(self, text: str) -> str: ...
 
