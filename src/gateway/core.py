@@ -37,6 +37,7 @@ from prometheus_client import generate_latest
 from src.cleaning import clean_generation
 from src.gateway.backends import BackendError
 from src.gateway.config import Settings
+from src.gateway.dashboard import SAMPLE_SECONDS, Dashboard
 from src.gateway.embedding import EmbeddingChanged, EmbeddingRefused, EmbeddingUnavailable, EmbeddingWorker
 from src.gateway.metrics import Metrics
 from src.gateway.policy import Router
@@ -122,6 +123,7 @@ class Core:
         if hasattr(embedder, "redact"):
             embedder.redact = Redactor.for_settings(s)
         self.metrics = Metrics()
+        self.dashboard = Dashboard(self.names)
         self.executor = EmbeddingWorker(embedder, s.embedding_batch_size, s.embedding_batch_wait_ms)
         self.redact = Redactor.for_settings(s)
         self.recorded = recorded
@@ -130,6 +132,7 @@ class Core:
         self._late: set[int] = set()  # explore fan-outs running after their response
         self._tasks: set[asyncio.Task] = set()
         self._poller: asyncio.Task | None = None
+        self._sampler: asyncio.Task | None = None
 
     def _new_router(self, rows=()) -> Router:
         s = self.settings
@@ -190,6 +193,7 @@ class Core:
             self._spawn(self._background(seq, rid, job))
         if self.store.shared:  # a store shared with other replicas: learn what they store
             self._poller = asyncio.get_running_loop().create_task(self._poll_store())
+        self._sampler = asyncio.get_running_loop().create_task(self._sample_view())
         return await self.pool.probe() if probe else {}
 
     async def _poll_store(self) -> None:
@@ -208,14 +212,27 @@ class Core:
                 self.router.add(row)
             self.metrics.stored.set(self.router.n_rows)
 
+    async def _sample_view(self) -> None:
+        """The dashboard's history: the router's view every few seconds while requests come in."""
+        while True:
+            await asyncio.sleep(SAMPLE_SECONDS)
+            if self.dashboard.due():
+                self.dashboard.sample(self._view()[1])
+
+    def _view(self) -> tuple[int, dict]:
+        """The next request's number and the Global ranking it would follow."""
+        with self._next_view() as seq:
+            return seq, self.router.global_ranking(seq)
+
     async def drain(self) -> None:
         """Wait for every explore fan-out still running (replay's end; a server's shutdown)."""
         while self._tasks:
             await asyncio.wait(set(self._tasks))
 
     async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
+        for task in (self._poller, self._sampler):
+            if task is not None:
+                task.cancel()
         if self._tasks:  # give running fan-outs their time; the rest stay pending for the next start
             await asyncio.wait(set(self._tasks), timeout=self.settings.timeout + 5)
             for task in self._tasks:
@@ -273,6 +290,7 @@ class Core:
 
     # -- bookkeeping -----------------------------------------------------------------------------
     def _count(self, name: str, outcome: str, ms: float | None = None, usage: dict | None = None) -> None:
+        self.dashboard.called(name, outcome, ms, usage)
         self.metrics.backend_calls.labels(name, outcome).inc()
         if ms is not None:
             self.metrics.backend_latency.labels(name).observe(ms / 1000)
@@ -302,6 +320,7 @@ class Core:
         if error:
             line["error"] = error[:300]
         log.info(self.redact(json.dumps(line)))
+        self.dashboard.decided(line, s)
         self._end_span(line, s)
 
     def _end_span(self, line: dict, smoothie: dict) -> None:
@@ -813,6 +832,17 @@ class Core:
     def _rule_report(self, seq: int | None = None) -> dict:
         rule = self.router.rule(seq)
         return {"setting": self.settings.fanout_rule, "estimator": rule.label, "measured": rule.why}
+
+    def dashboard_data(self) -> dict:
+        """``/dashboard/data``: the backends now, the router's view over time (now included),
+        tokens, and the last decisions (redacted like every report)."""
+        seq, ranking = self._view()
+        pool = self.pool
+        backends = [{"name": b, "state": pool.state(b), "in_flight": pool.in_flight(b), "queued": pool.waiting.get(b, 0),
+                     "max_concurrency": self.settings.backend(b).max_concurrency} for b in self.names]
+        header = {"policy": self.settings.policy, "next_seq": seq, "store_rows": self.router.n_rows,
+                  "pending_fanouts": len(self._late), "embedder": self.store.embedder, "updated": time.time()}
+        return self.clean(self.dashboard.data(backends, self.dashboard.point(ranking), header))
 
     def metrics_text(self) -> bytes:
         with self._next_view() as seq:
