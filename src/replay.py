@@ -36,7 +36,7 @@ from src import cli, manifest
 from src.gateway import config
 from src.gateway.backends import BackendError
 from src.gateway.config import Backend, Settings
-from src.gateway.core import Core
+from src.gateway.core import Core, Seen
 from src.gateway.protocol import CHAT, answer_text
 from src.gateway.store import FanoutStore
 from src.generations import tables_from_files
@@ -122,11 +122,13 @@ def texts_to_embed(answers: np.ndarray, inputs: Sequence[str], clean: bool) -> l
     return list(dict.fromkeys(out))
 
 
-def read_server_log(path: str | Path) -> dict[int, list[int]]:
+def read_server_log(path: str | Path) -> dict[int, Seen]:
     """From a gateway's log (its JSON lines; other lines are skipped): the routed requests, in
     the order they were numbered, each with the positions of the requests it did not see
-    (``unseen``), counted in that same order from 0, as a replay numbers its rows."""
+    (``unseen``), counted in that same order from 0, as a replay numbers its rows, and the
+    contenders its draw was among (``among``: which had free capacity then)."""
     found: dict[int, list[int]] = {}
+    among: dict[int, list[str]] = {}
     try:
         lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as exc:
@@ -138,19 +140,47 @@ def read_server_log(path: str | Path) -> dict[int, list[int]]:
             continue
         if isinstance(entry, dict) and isinstance(entry.get("seq"), int) and "unseen" in entry:
             found[entry["seq"]] = [int(q) for q in entry["unseen"]]
+            if isinstance(entry.get("among"), list):
+                among[entry["seq"]] = [str(b) for b in entry["among"]]
     if not found:
         raise cli.UserError(f"--server_log {path}: no routed request's log line in it (lines with \"seq\" and "
                             "\"unseen\", written by src.serve)")
     position = {seq: i for i, seq in enumerate(sorted(found))}
-    return {position[seq]: sorted(position[q] for q in unseen if q in position) for seq, unseen in found.items()}
+    return {position[seq]: Seen(sorted(position[q] for q in unseen if q in position), among.get(seq))
+            for seq, unseen in found.items()}
+
+
+class CountingJudge:
+    """A judge (``compare``, as ``src.gateway.judge.LiveJudge``) whose calls are counted."""
+
+    def __init__(self, judge):
+        self.judge, self.calls = judge, 0
+
+    async def compare(self, *args):
+        self.calls += 1
+        return await self.judge.compare(*args)
+
+
+def url_judge(settings: Settings):
+    """--judge URL for a replay: a live judge over a pool of that one endpoint; and the pool."""
+    from src.gateway.backends import BackendPool
+    from src.gateway.judge import LiveJudge
+
+    pool = BackendPool([settings.judge_backend()], timeout=settings.judge_timeout, max_failures=10**9, cooldown=0,
+                       max_queue_wait=settings.judge_timeout)
+    return LiveJudge(lambda name, body: pool.call(name, CHAT, body)), pool
 
 
 def replay(answers: np.ndarray, inputs: Sequence[str], names: list[str], settings: Settings, embedder, *,
-           concurrency: int = 1, progress: bool = False, recorded: dict[int, list[int]] | None = None) -> dict:
+           concurrency: int = 1, progress: bool = False, recorded: dict[int, Seen] | None = None,
+           judge=None) -> dict:
     """Serve N requests (row i: ``inputs[i]``, answered by ``answers[i]``) through the request
     core with ``concurrency`` in flight. Returns the replay's record. ``recorded`` (from
     :func:`read_server_log`): decide each request by exactly what the server's saw; the requests
-    then go one at a time, each fan-out stored before the next is numbered."""
+    then go one at a time, each fan-out stored before the next is numbered. ``judge``: an object
+    with ``compare`` (``src.gateway.judge.LiveJudge``'s signature; a benchmark's simulated one),
+    in place of ``--judge URL``'s; with a judge, each request's judging ends before the next
+    one is numbered, as at a server whose judge keeps up."""
     n = len(inputs)
     if recorded is not None:
         if len(recorded) != n:
@@ -162,9 +192,14 @@ def replay(answers: np.ndarray, inputs: Sequence[str], names: list[str], setting
 
     final: dict = {}
 
+    judge_pool = None
+    if judge is None and settings.judge_kind == "url":
+        judge, judge_pool = url_judge(settings)
+    counted = CountingJudge(judge) if judge is not None else None
+
     async def run() -> list[dict]:
         core = Core(settings, embedder, pool, FanoutStore(":memory:", embedder.identity, settings.store_max_rows),
-                    recorded=recorded)
+                    recorded=recorded, judge=counted)
         await core.start(probe=False)
         gate = asyncio.Semaphore(concurrency)
         bar = tqdm(total=n, desc=f"replay ({settings.policy})", unit="request", disable=not progress)
@@ -173,8 +208,8 @@ def replay(answers: np.ndarray, inputs: Sequence[str], names: list[str], setting
             async with gate:
                 _ROW.set(i)
                 reply = await core.handle(CHAT, bodies[i], "/v1/chat/completions")
-                if recorded is not None:
-                    await core.drain()  # every fan-out the server may have seen is stored before the next
+                if recorded is not None or counted is not None:
+                    await core.drain()  # every fan-out (and verdict) the server may have seen is stored before the next
             bar.update()
             if reply.status != 200:
                 raise RuntimeError(f"row {i}: the core answered {reply.status}: {json.dumps(reply.body)[:300]}")
@@ -189,6 +224,8 @@ def replay(answers: np.ndarray, inputs: Sequence[str], names: list[str], setting
             await core.drain()
             bar.close()
             await core.close()
+            if judge_pool is not None:
+                await judge_pool.aclose()
 
     replies = asyncio.run(run())
     order = sorted(range(n), key=lambda i: replies[i]["smoothie"]["seq"])
@@ -198,7 +235,8 @@ def replay(answers: np.ndarray, inputs: Sequence[str], names: list[str], setting
     return {
         "policy": settings.policy,
         "settings": {name: getattr(settings, name) for name in ("k", "explore", "explore_answer", "window", "lag",
-                                                              "seed", "clean", "fanout_rule", "budget")} | {"warmup": settings.warmup_rows},
+                                                              "seed", "clean", "fanout_rule", "budget", "contenders",
+                                                              "contender_spread", "judge", "judge_budget")} | {"warmup": settings.warmup_rows},
         "concurrency": concurrency,
         "generators": list(names),
         "selected": [s["chosen"] for s in smoothies],
@@ -209,7 +247,9 @@ def replay(answers: np.ndarray, inputs: Sequence[str], names: list[str], setting
         "uncertainty": [s.get("uncertainty") for s in smoothies],
         "unseen": [s.get("unseen") for s in smoothies],
         "timing": "server log" if recorded is not None else ("exact" if concurrency == 1 else "approximate"),
-        "backend_calls": int(sum(len(c) for c in pool.calls.values())),
+        "backend_calls": int(sum(len(c) for c in pool.calls.values())),  # generation calls only
+        "judge_calls": counted.calls if counted is not None else 0,
+        "calls_per_request": (sum(len(c) for c in pool.calls.values()) + (counted.calls if counted else 0)) / n,
         "global_ranking": final,
     }
 
@@ -241,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise cli.UserError(f"--inputs {args.inputs}: row {missing[0]} has no text field {args.input_field!r} "
                             "(--input_field)")
     settings = replay_settings(names, **config.from_args(args, replay_only=True))
+    if settings.judge_kind in ("backend", "peers"):
+        raise cli.UserError(f"--judge {settings.judge}: a replay's backends are files, so its judge is an "
+                            "OpenAI-compatible URL (URL[,model=ID][,key_env=VAR])")
     inputs = [r[args.input_field] for r in rows]
     answers = tables_from_files(paths, n_rows, names).first()
     if settings.policy != "fanout" and n_rows <= settings.warmup_rows + settings.lag:
@@ -267,8 +310,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                                        base=Path(args.output).parent, models={"embedder": embedder.identity}, rows=n_rows)
     write_json(args.output, out)
     counts = {b: out["selected"].count(b) for b in names}
-    print(f"wrote {args.output}: {out['backend_calls']} backend calls for {n_rows} requests "
-          f"({out['backend_calls'] / n_rows:.2f} each); selected " + ", ".join(f"{b} {c}" for b, c in counts.items()))
+    judged = f" and {out['judge_calls']} judge calls" if settings.judge else ""
+    print(f"wrote {args.output}: {out['backend_calls']} backend calls{judged} for {n_rows} requests "
+          f"({out['calls_per_request']:.2f} each); selected " + ", ".join(f"{b} {c}" for b, c in counts.items()))
     ranking = out["global_ranking"]
     if ranking.get("agreement") is not None:
         print(f"Smoothie-Global at the end: {', '.join(ranking['order'])} (best first; {ranking['fanouts']} fan-outs, "

@@ -11,10 +11,16 @@ last message or prompt, MODE one of:
 (200, not JSON), ``trickle`` (200, one byte every 0.5 s), ``break`` (a stream cut after two
 chunks), ``slowN`` (answer after N tenths of a second), ``const`` (always the same text),
 ``leak`` (401 whose body echoes a key, as some servers do), ``deep`` (200, a body nested 200,000 deep),
-``nousage`` (a stream that never reports usage, as llama.cpp's), ``drip`` (a stream of one word every 0.3 s).
+``nousage`` (a stream that never reports usage, as llama.cpp's), ``drip`` (a stream of one word every 0.3 s),
+``random`` (eight words drawn by backend and text: backends alike in distribution, a planted tie).
 
 ``GET /NAME/stats`` gives the calls it received, the most it had in flight at once and the
 ``traceparent`` headers of its last 20 calls.
+
+Asked the gateway's pairwise judge prompt (``--judge``), a backend answers with a verdict instead:
+``/judge-rank-XYZ/v1`` prefers X to Y to Z, ``/judge-first/v1`` always says [[A]], ``/judge-fail/v1``
+fails, ``/judge-hang/v1`` takes 30 s, ``/judge-mute/v1`` gives no verdict, and a..h (``--judge peers``)
+rank alphabetically; each records in its stats whose answers it judged.
 
 It also plays an OpenAI-compatible embedding server, ``/emb/v1/embeddings``: a bag-of-words
 vector (each word a fixed random direction), whose dimension and "model" (the seed of those
@@ -69,9 +75,55 @@ def _chunk(kind: str, name: str, content: str, finish=None) -> str:
     return "data: " + json.dumps({"id": "x", "object": "chunk", "created": 0, "model": name, "choices": [choice]}) + "\n\n"
 
 
+_WORDS = ("river stone light garden paper music window summer bridge forest candle silver market planet "
+          "quiet yellow engine winter story ocean").split()
+
+
+def _random_words(name: str, text: str) -> str:
+    """Eight words drawn by (backend, text): every backend alike in distribution, a tie by design."""
+    import random
+
+    return " ".join(random.Random(f"{name}|{text}").choices(_WORDS, k=8))
+
+
+_JUDGE_PROMPT = re.compile(r"\[The request\]\n(.*?)\n\n\[Answer A\]\n(.*?)\n\n\[Answer B\]\n(.*)\Z", re.S)
+
+
+def _author(answer: str, request: str) -> str | None:
+    """Which scripted backend wrote ``answer`` to ``request`` (they answer deterministically)."""
+    for n in "abcdefgh":
+        if answer in (_random_words(n, request), f"{n} says: {request}"):
+            return n
+    return None
+
+
+async def _judge(name: str, text: str) -> Response:
+    """A judge's reply to the gateway's pairwise prompt. ``judge-rank-XYZ``: prefers X to Y to Z
+    (others last); ``judge-first``: always [[A]] (all position bias); ``judge-fail``: HTTP 500;
+    ``judge-hang``: answers after 30 s; ``judge-mute``: no verdict. A backend a..h asked to judge
+    (peers mode) answers by alphabetical order. Each records the authors of what it judged."""
+    request, first, second = _JUDGE_PROMPT.match(text).groups()
+    authors = [_author(first, request), _author(second, request)]
+    stats = STATS.setdefault(name, {"calls": 0, "in_flight": 0, "max_in_flight": 0, "traceparents": []})
+    stats.setdefault("judged", []).append(authors)
+    if name == "judge-fail":
+        return JSONResponse({"error": {"message": "judge down"}}, status_code=500)
+    if name == "judge-hang":
+        await asyncio.sleep(30)
+    rank = name.removeprefix("judge-rank-") if name.startswith("judge-rank-") else "abcdefgh"
+    place = [rank.index(a) if a in rank else len(rank) for a in authors]
+    verdict = "[[A]]" if name == "judge-first" or place[0] < place[1] else "[[B]]" if place[1] < place[0] else "[[C]]"
+    if name == "judge-mute":
+        verdict = "I cannot decide."
+    return JSONResponse(_answer("chat", name, text, f"Compared. {verdict}"))
+
+
 async def _serve(name: str, kind: str, request: Request):
     body = await request.json()
     text = _text(body)
+    if _JUDGE_PROMPT.match(text):
+        STATS.setdefault(name, {"calls": 0, "in_flight": 0, "max_in_flight": 0, "traceparents": []})["calls"] += 1
+        return await _judge(name, text)
     mode = _mode(name, text)
     stats = STATS.setdefault(name, {"calls": 0, "in_flight": 0, "max_in_flight": 0, "traceparents": []})
     stats["calls"] += 1
@@ -97,7 +149,8 @@ async def _serve(name: str, kind: str, request: Request):
             return JSONResponse({"id": "x", "choices": [None]})
         if mode == "notjson":
             return Response("hello, not json", media_type="application/json")
-        content = {"empty": "", "const": "I always say this."}.get(mode, f"{name} says: {text}")
+        content = {"empty": "", "const": "I always say this.", "random": _random_words(name, text)}.get(
+            mode, f"{name} says: {text}")
         if mode == "trickle":
             async def trickle():
                 for ch in json.dumps(_answer(kind, name, text, content)):

@@ -483,3 +483,33 @@ def test_a_budget_above_the_number_of_backends_is_refused_in_one_line():
                                policy="adaptive", budget=5)
     with pytest.raises(UserError, match="--budget 5: more calls per request than there are backends"):
         settings.check()
+
+
+def test_contenders_hold_a_planted_tie_and_shrink_to_one_where_the_data_has_settled():
+    """Planted: a and b equally noisy, c and d far noisier. Over 40 rows neither of a and b can
+    be told from the other: both are contenders, each best in a fair share of the resamples, and
+    c, d never. Settled: a far less noisy than the rest, over 300 rows: a alone."""
+    vecs, inputs = planted(40, seed=3, noise=(0.5, 0.5, 1.5, 2.0))
+    tie = Router(NAMES, policy="select")
+    fill(tie, vecs, inputs)
+    shares = tie.contenders(None, 0.9)
+    assert set(shares) == {"a", "b"}, shares
+    assert all(0.1 <= v <= 0.9 for v in shares.values()) and sum(shares.values()) >= 0.9
+    assert next(iter(shares)) == tie.rank(seq=10**6)[0][0]  # the set starts with today's single call
+    assert tie.contenders(None, 0.0) == {}  # 0: no set, select calls its single best
+
+    vecs, inputs = planted(300, seed=4, noise=(0.1, 0.6, 0.9, 1.2))
+    settled = Router(NAMES, policy="select")
+    fill(settled, vecs, inputs)
+    assert settled.contenders(None, 0.9) == {"a": 1.0}
+
+
+def test_a_draw_among_contenders_follows_the_shares_and_depends_only_on_seed_and_request():
+    from src.gateway.policy import spread_draw
+
+    shares = {"a": 0.75, "b": 0.25}
+    picks = [spread_draw(0, seq, ["a", "b"], shares) for seq in range(4000)]
+    assert abs(picks.count("a") / 4000 - 0.75) < 0.03
+    assert picks == [spread_draw(0, seq, ["a", "b"], shares) for seq in range(4000)]
+    assert picks != [spread_draw(1, seq, ["a", "b"], shares) for seq in range(4000)]
+    assert {spread_draw(0, seq, ["b"], shares) for seq in range(50)} == {"b"}  # only b had a free slot

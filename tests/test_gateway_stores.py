@@ -232,3 +232,20 @@ def test_adaptive_scores_survive_a_restart(opener):
         assert store.scores() == {seq: seq / 7 for seq in range(5)}
     finally:
         store.close()
+
+
+def test_verdicts_survive_a_restart_and_go_with_their_rows(opener):
+    store = opener(max_rows=20)
+    for seq in range(21):
+        store.add(row(seq))
+        if seq in (1, 2, 10):  # rows 0 to 2 are evicted at the 21st row
+            store.add_verdicts(seq, [{"judge": "j", "first": "a", "second": "b", "outcome": "A"},
+                                     {"judge": "j", "first": "b", "second": "a", "outcome": "C"}])
+    store.close()
+    store = opener(max_rows=20)
+    try:
+        assert store.verdicts() == [{"seq": 10, "judge": "j", "first": "a", "second": "b", "outcome": "A"},
+                                    {"seq": 10, "judge": "j", "first": "b", "second": "a", "outcome": "C"}]
+        assert opener(embedder="other").verdicts() == []  # per embedder, as the rows
+    finally:
+        store.close()

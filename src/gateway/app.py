@@ -43,7 +43,8 @@ def open_store(settings: Settings, identity: str):
 def build_core(settings: Settings, embedder, tracing=None) -> Core:
     """The core with the live backend pool and the store at ``--store``; ``tracing``: a
     ``src.gateway.tracing.Tracing`` in place of ``--otel_endpoint``'s (tests)."""
-    pool = BackendPool(settings.backends, timeout=settings.timeout, max_failures=settings.max_failures,
+    judge = settings.judge_backend()  # --judge URL: a backend of the pool that is never routed to
+    pool = BackendPool([*settings.backends, *([judge] if judge else [])], timeout=settings.timeout, max_failures=settings.max_failures,
                        cooldown=settings.cooldown, max_queue_wait=settings.max_queue_wait,
                        redact=Redactor.for_settings(settings))
     return Core(settings, embedder, pool, open_store(settings, embedder.identity), tracing=tracing)

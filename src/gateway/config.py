@@ -59,6 +59,7 @@ class Backend:
 
 
 _BACKEND_OPTIONS = ("model", "key_env", "max_concurrency")
+JUDGE_NAME = "judge"  # --judge URL is called as a backend of this name
 BACKEND_SYNTAX = "NAME=BASE_URL[,model=ID][,key_env=VAR][,max_concurrency=N]"
 
 
@@ -141,6 +142,26 @@ class Settings:
     budget: float = setting(1.5, "adaptive: backend calls per request on average after the warm-up (1 = never "
                             "fan out; the number of backends = always)", type=float,
                             check=_at_least(1), replay=True)
+    contenders: float = setting(0.9, "select and adaptive's single calls go only to the backends that cannot be "
+                                "told apart from Global's best: the fewest that are best in this share of bootstrap "
+                                "resamples of the stored fan-outs (0: the single best, always)", type=float,
+                                check=_between(0, 1), replay=True)
+    contender_spread: str = setting("capacity", "how a single call chooses among several contenders: capacity: the "
+                                    "best unless it has no free slot (in flight plus queued against max_concurrency), "
+                                    "then one with a free slot (or the least loaded), drawn by share; shares: among "
+                                    "those with a free slot, always drawn in proportion to their shares (hedges: a "
+                                    "smaller spread between seeds, at some cost where the best is usually right)",
+                                    choices=("capacity", "shares"), replay=True)
+    judge: str | None = setting(None, "a judge of pairwise answers where agreement cannot decide: a backend's NAME, "
+                                "peers (each backend judges the other contenders' answers, never its own), or "
+                                "URL[,model=ID][,key_env=VAR][,max_concurrency=N] (any OpenAI-compatible endpoint); "
+                                "it judges the contenders' answers of fan-outs with two or more contenders, after "
+                                "the response (default: no judge)", nullable=True, replay=True)
+    judge_budget: float = setting(1.0, "share of the fan-outs with two or more contenders that get judge calls "
+                                  "(a draw keyed by seed and request number): the requests with judge calls are at "
+                                  "most this share of all", type=float, check=_between(0, 1), replay=True)
+    judge_timeout: float = setting(30.0, "seconds a judge call may take; a judge that fails or hangs costs its "
+                                   "verdict, never a response", type=float, check=_positive)
     explore: float = setting(0.1, "share of select/local requests that also fan out, to keep learning", type=float,
                              check=_between(0, 1), replay=True)
     explore_answer: str = setting("policy", "on an explore request, answer with the backend the policy chose, "
@@ -242,6 +263,21 @@ class Settings:
     def backend(self, name: str) -> Backend | None:
         return next((b for b in self.backends if b.name == name), None)
 
+    @property
+    def judge_kind(self) -> str | None:
+        """None, "peers", "backend" (one of --backend) or "url" (an endpoint of its own)."""
+        if not self.judge:
+            return None
+        if self.judge == "peers":
+            return "peers"
+        return "url" if self.judge.split(",")[0].startswith(("http://", "https://")) else "backend"
+
+    def judge_backend(self) -> Backend | None:
+        """--judge URL as a backend named ``judge``: never routed to, called only to judge."""
+        if self.judge_kind != "url":
+            return None
+        return parse_backend(f"{JUDGE_NAME}={self.judge}", "--judge")
+
     def routed_names(self) -> list[str]:
         return [self.router_name, *self.alias]
 
@@ -273,6 +309,13 @@ class Settings:
         for routed in self.routed_names():
             if routed in names:
                 raise UserError(f"--router_name/--alias {routed!r} is also a backend's name")
+        if self.judge_kind == "backend" and not self.backend(self.judge):
+            raise UserError(f"{where.get('judge', '--judge')} {self.judge!r}: not a backend's name, 'peers' or an "
+                            f"http(s):// URL (backends: {', '.join(names)})")
+        if self.judge_kind == "url":
+            self.judge_backend()
+            if JUDGE_NAME in names:
+                raise UserError(f"--judge: a backend is named {JUDGE_NAME!r}, the name a judge URL is called by")
         if self.protect_reports and not self.api_key_env:
             raise UserError(f"{where.get('protect_reports', '--protect_reports')}: needs --api_key_env (the key "
                             "that protects /health and /metrics)")

@@ -36,11 +36,12 @@ from prometheus_client import generate_latest
 
 from src.cleaning import clean_generation
 from src.gateway.backends import BackendError
-from src.gateway.config import Settings
+from src.gateway.config import JUDGE_NAME, Settings
 from src.gateway.dashboard import SAMPLE_SECONDS, Dashboard
 from src.gateway.embedding import EmbeddingChanged, EmbeddingRefused, EmbeddingUnavailable, EmbeddingWorker
+from src.gateway.judge import LiveJudge, Verdict, pairs_to_judge, peer_for
 from src.gateway.metrics import Metrics
-from src.gateway.policy import Router
+from src.gateway.policy import CONTENDER_RESAMPLES, Router, spread_draw
 from src.gateway.ports import Store
 from src.gateway.protocol import (
     CHAT,
@@ -76,6 +77,16 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Seen:
+    """What a server's log line says request ``seq`` was decided by (``src.replay --server_log``):
+    the earlier requests whose fan-outs it did not see, and the contenders with free capacity
+    its draw was among (None: no draw)."""
+
+    unseen: list[int]
+    among: list[str] | None = None
+
+
 @dataclass
 class _Call:
     """One request on its way through the core."""
@@ -87,6 +98,7 @@ class _Call:
     policy: str
     seq: int | None = None
     generation: int = 0  # the embedder generation it started under
+    judging: bool = False  # its fan-out is being judged after the response: it settles when that ends
     faults: dict[str, BackendError] = field(default_factory=dict)
     smoothie: dict = field(default_factory=dict)
 
@@ -97,23 +109,25 @@ class _Call:
 def _smoothie(policy: str, mode: str) -> dict:
     return {"policy": policy, "mode": mode, "seq": None, "chosen": None, "weights": None, "called": [], "failed": {},
             "latency_ms": {}, "usage_by_backend": {}, "passed_over": {}, "degraded": None, "unseen": [],
-            "estimator": None}
+            "estimator": None, "contenders": None, "among": None}
 
 
 class Core:
     """One gateway's routing state and request handling, over a backend pool (``call``,
     ``stream``, health), an embedder (``embed(texts) -> (n, d)``) and a store (``ports.Store``).
 
-    ``recorded`` (replay from a server's log): request number -> the requests it did not see,
-    as that server logged them, in place of what is running here."""
+    ``recorded`` (replay from a server's log): request number -> what it saw there (``Seen``),
+    in place of what is running and which backends are busy here."""
 
-    def __init__(self, settings: Settings, embedder, pool, store: Store, recorded: dict[int, list[int]] | None = None,
-                 tracing: Tracing | None = None):
+    def __init__(self, settings: Settings, embedder, pool, store: Store, recorded: dict[int, Seen] | None = None,
+                 tracing: Tracing | None = None, judge=None):
         s = settings
         self.settings, self.embedder, self.pool, self.store = s, embedder, pool, store
         self.tracing = tracing or Tracing(s.otel_endpoint)
         pool.tracing = self.tracing
         self._spans: dict[str, object] = {}  # request id -> its span, ended with its log line
+        # --judge: compares two answers (src.gateway.judge); replay passes its own (a URL, or simulated)
+        self.judge = judge if judge is not None else (LiveJudge(self._judge_call) if s.judge_kind else None)
         self.names = [b.name for b in s.backends]
         self.router = self._new_router()  # filled from the store by start()
         self._store_threads = ThreadPoolExecutor(store.threads, thread_name_prefix="store")
@@ -188,6 +202,8 @@ class Core:
             self._last_seq = int(self.router.seqs[: self.router.n_rows].max())
         if self.settings.policy == "adaptive":
             self.router.uncertainty.update(await self._db(self.store.scores))
+        if self.judge is not None:
+            self.router.add_verdicts(Verdict(**v) for v in await self._db(self.store.verdicts))
         for seq, rid, job in await self._db(self.store.pending):
             self._late.add(seq)
             self._spawn(self._background(seq, rid, job))
@@ -217,12 +233,15 @@ class Core:
         while True:
             await asyncio.sleep(SAMPLE_SECONDS)
             if self.dashboard.due():
-                self.dashboard.sample(self._view()[1])
+                _, ranking, contenders = self._view()
+                self.dashboard.sample(ranking, {"contenders": contenders})
 
-    def _view(self) -> tuple[int, dict]:
-        """The next request's number and the Global ranking it would follow."""
+    def _view(self) -> tuple[int, dict, dict[str, float] | None]:
+        """The next request's number, the Global ranking it would follow, and the contenders
+        (``--contenders``; None when 0)."""
         with self._next_view() as seq:
-            return seq, self.router.global_ranking(seq)
+            contenders = self.router.contenders(seq, self.settings.contenders) if self.settings.contenders else None
+            return seq, self.router.global_ranking(seq), contenders
 
     async def drain(self) -> None:
         """Wait for every explore fan-out still running (replay's end; a server's shutdown)."""
@@ -254,7 +273,8 @@ class Core:
         fan-outs of earlier requests still running), without waiting for any of them."""
         seq = call.seq
         self._last_seq = max(self._last_seq, seq)
-        unseen = self.recorded.get(seq, []) if self.recorded is not None else self._running_below(seq)
+        unseen = self.recorded[seq].unseen if self.recorded is not None and seq in self.recorded \
+            else ([] if self.recorded is not None else self._running_below(seq))
         self._unsettled.add(seq)
         self.router.pin(seq, unseen)
         call.smoothie["unseen"] = list(unseen)
@@ -313,6 +333,10 @@ class Core:
                 "called": s.get("called"), "calls": len(s.get("called") or []), "failed": s.get("failed") or {},
                 "latency_by_backend": s.get("latency_ms") or {}, "usage": usage_sum((s.get("usage_by_backend") or {}).values())
                 if s.get("usage_by_backend") else None}
+        if s.get("contenders"):
+            line["contenders"] = s["contenders"]
+        if s.get("among"):
+            line["among"] = s["among"]  # what src.replay --server_log draws among
         if policy not in ("direct", "rejected", "error") and self.router.last_agreement() is not None:
             line["agreement"] = self.router.last_agreement()  # as the x-smoothie-agreement header says
         if s.get("degraded"):
@@ -370,6 +394,8 @@ class Core:
         agreement = self.router.last_agreement()
         if agreement is not None and call.policy != "direct":
             headers["x-smoothie-agreement"] = f"{agreement:.4f}"
+        if s.get("contenders"):
+            headers["x-smoothie-contenders"] = ",".join(f"{b}={v:g}" for b, v in s["contenders"].items())
         return headers
 
     def clean(self, data: dict) -> dict:
@@ -452,6 +478,7 @@ class Core:
             else:
                 order, est = self.router.rank(seq, input_vec)
             call.smoothie["weights"] = est.named_weights() if est is not None else None
+            order = self._share_ties(call, order)
             if mode != "explore":
                 self._settle(seq)  # a single call stores nothing: later requests need not wait for it
                 return await self._single(call, order)
@@ -468,8 +495,51 @@ class Core:
             return reply
         finally:
             self.router.unpin(seq)
-            if not handed_over:
+            if not handed_over and not call.judging:
                 self._settle(seq)
+
+    def _share_ties(self, call: _Call, order: list[str]) -> list[str]:
+        """select's (and adaptive's Global) single call when the stored fan-outs cannot tell
+        several backends apart (``--contenders``): one of those contenders, among the ones with a
+        free slot (in flight plus queued below ``max_concurrency``; else the least loaded), so a
+        tie never piles onto one slot-limited backend while the others idle. ``capacity``: the
+        best of them when it is among those, else a draw; ``shares``: always a draw, in
+        proportion to the shares. Draws are keyed by seed and request number; backends outside
+        the set are called only after every contender failed. ``smoothie.among`` records the
+        backends with a free slot, so a replay from the server's log decides the same."""
+        s = self.settings
+        if s.policy not in ("select", "adaptive") or s.contenders <= 0 or call.seq is None:
+            return order
+        if s.policy == "adaptive" and self.router.rule(call.seq).kind != "global":
+            return order
+        shares = self.router.contenders(call.seq, s.contenders)
+        call.smoothie["contenders"] = shares or None
+        self.metrics.contenders.set(len(shares))
+        if len(shares) < 2:
+            return order
+        seen = self.recorded.get(call.seq) if self.recorded is not None else None
+        among = seen.among if seen is not None and seen.among else self._with_capacity(list(shares))
+        best, spread = next(iter(shares)), s.contender_spread  # today's single call
+        if self.judge is not None:
+            judged = self.router.judged(call.seq, list(shares), s.judge_kind == "peers")
+            call.smoothie["decided_by"] = "judge" if judged.separated else "agreement"
+            call.smoothie["judged"] = {"best": judged.best, "separated": judged.separated,
+                                       "verdicts": judged.verdicts}
+            if judged.separated:  # the verdicts separate the contenders: the judged best, where it has room
+                best, spread = judged.best, "capacity"
+        pick = best if spread == "capacity" and best in among else spread_draw(s.seed, call.seq, among, shares)
+        call.smoothie["among"] = among
+        return [pick, *[b for b in shares if b != pick], *[b for b in order if b not in shares]]
+
+    def _with_capacity(self, names: list[str]) -> list[str]:
+        """``names`` with a free slot now (not cooling down), or else the least loaded of them."""
+        pool = self.pool
+        load = {b: (pool.in_flight(b) + pool.waiting.get(b, 0)) / self.settings.backend(b).max_concurrency
+                for b in names if not pool.cooling(b)}
+        if not load:
+            return names
+        free = [b for b in names if b in load and load[b] < 1]
+        return free or [b for b in names if b in load and load[b] == min(load.values())]
 
     def _usable(self, order: list[str], call: _Call) -> list[str]:
         """``order`` without backends cooling down (noted in ``failed``), unless every one is."""
@@ -588,6 +658,11 @@ class Core:
                                       {b: answer_text(req.kind, answers[b]) for b in names}, by_name), call.generation)
         except StoreUnavailable as exc:
             raise self._store_down(exc) from None
+        contenders = self._to_judge(seq)
+        if contenders:
+            call.judging = True  # its row is seen with its verdicts, once judged
+            self._spawn(self._judged_then_settled(seq, call.rid, req.text,
+                                                  {b: answer_text(req.kind, answers[b]) for b in names}, contenders))
         weights = est.named_weights() if est is not None else None
         if weights is not None and len(names) < len(weights):  # the stored Global weights, of those that answered
             weights = {b: w for b, w in weights.items() if b in answers} or None
@@ -608,7 +683,8 @@ class Core:
             call.smoothie["chosen"] = b
             self._explain(call, b)
             others = [o for o in self.names if o != b and o not in call.smoothie["failed"]]
-            job = {"kind": req.kind, "body": req.body, "text": req.text, "answered": {b: data}, "others": others}
+            job = {"kind": req.kind, "body": req.body, "text": req.text, "answered": {b: data}, "others": others,
+                   "judge": self._to_judge(call.seq)}  # decided now, as the request saw the rows
             return self._answer(call, data, b), job
         raise self._no_answer(call)
 
@@ -647,6 +723,9 @@ class Core:
                 input_vec, vecs = vecs[0], vecs[1:]
             await self._record(Fanout(seq, rid, job["text"], input_vec, {b: answer_text(kind, answers[b]) for b in names},
                                       dict(zip(names, vecs)), late=True), generation)
+            if job.get("judge"):
+                await self._judge_fanout(seq, rid, job["text"], {b: answer_text(kind, answers[b]) for b in names},
+                                         job["judge"])
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a lost fan-out must not take the gateway down
@@ -657,6 +736,80 @@ class Core:
         finally:
             self._settle(seq)
             self.metrics.pending.set(len(self._late))
+
+    # -- the judge -------------------------------------------------------------------------------
+    def _to_judge(self, seq: int) -> list[str]:
+        """The contenders whose answers fan-out ``seq`` asks the judge about: none without a
+        judge, outside ``--judge_budget``'s draw, or with fewer than two contenders."""
+        s = self.settings
+        if self.judge is None or s.contenders <= 0:
+            return []
+        if np.random.default_rng([s.seed, seq, 9]).random() >= s.judge_budget:
+            return []
+        shares = self.router.contenders(seq, s.contenders)
+        return list(shares) if len(shares) >= 2 else []
+
+    async def _judge_call(self, name: str, body: dict) -> tuple[dict, float]:
+        """A judge call is a backend call: counted in the metrics, tokens and the dashboard."""
+        try:
+            data, ms = await self._backend(name, CHAT, body, role="judge")
+        except BackendError as exc:
+            self._count(name, _OUTCOME[exc.fault])
+            self.metrics.judge_calls.labels(name, "failed").inc()
+            raise
+        self._count(name, "ok", ms, usage_of(data))
+        self.metrics.judge_calls.labels(name, "ok").inc()
+        return data, ms
+
+    async def _judged_then_settled(self, seq: int, rid: str, text: str, answers: dict[str, str],
+                                   contenders: list[str]) -> None:
+        try:
+            await self._judge_fanout(seq, rid, text, answers, contenders)
+        finally:
+            self._settle(seq)
+
+    async def _judge_fanout(self, seq: int, rid: str, text: str, answers: dict[str, str],
+                            contenders: list[str]) -> None:
+        """Ask the judge about every pair of the contenders that answered (each pair once, the
+        position drawn: ``judge.pairs_to_judge``), store the verdicts with the fan-out and give
+        them to the router. Off the response path: a judge that fails or hangs (past
+        ``--judge_timeout``) costs its verdict and a log line, nothing else."""
+        s = self.settings
+        names = [b for b in contenders if b in answers]
+        jobs = []
+        for a, b in pairs_to_judge(names, s.seed, seq):
+            judge = peer_for((a, b), self.names, names, s.seed, seq) if s.judge_kind == "peers" else \
+                (JUDGE_NAME if s.judge_kind == "url" else s.judge)
+            if judge is not None and judge not in (a, b):
+                jobs.append((judge, a, b))
+
+        async def one(judge: str, a: str, b: str):
+            try:
+                async with asyncio.timeout(s.judge_timeout):
+                    return await self.judge.compare(judge, seq, text, (a, answers[a]), (b, answers[b])), None
+            except (BackendError, TimeoutError) as exc:
+                return (None, None), (str(exc) or f"timed out after {s.judge_timeout:g} s (--judge_timeout)")[:200]
+
+        with self.tracing.span("judge", attributes={"smoothie.seq": seq, "smoothie.pairs": len(jobs)}):
+            results = await asyncio.gather(*(one(*job) for job in jobs))
+        verdicts = [Verdict(seq, judge, a, b, outcome) for (judge, a, b), ((outcome, _), _) in zip(jobs, results)
+                    if outcome is not None]
+        failed = {f"{judge}: {a} vs {b}": why or "no verdict ([[A]], [[B]] or [[C]]) in its reply"
+                  for (judge, a, b), ((outcome, _), why) in zip(jobs, results) if outcome is None}
+        stored = True
+        if verdicts:
+            try:
+                await self._db(self.store.add_verdicts, seq, [v.to_json() for v in verdicts])
+            except StoreUnavailable:
+                stored = False  # kept out of the router too: a restart must see what this process sees
+        if stored:
+            self.router.add_verdicts(verdicts)
+        for v in verdicts:
+            self.metrics.verdicts.labels(v.outcome).inc()
+        usage = [u for (_, u), _ in results if u]
+        log.info(self.redact(json.dumps({"event": "judged", "id": rid, "seq": seq, "judge_calls": len(jobs),
+                                         "verdicts": [v.to_json() for v in verdicts], "failed": failed,
+                                         "stored": stored, "usage": usage_sum(usage) if usage else None})))
 
     async def _single(self, call: _Call, order: list[str]) -> Reply:
         """Ask ``order``'s backends one at a time until one answers (streamed or not). A backend
@@ -820,14 +973,31 @@ class Core:
 
     def health(self) -> dict:
         states = {b: self.pool.state(b) for b in self.names}
+        _, ranking, contenders = self._view()
         with self._next_view() as seq:
-            degenerate, rule, ranking = (self.router.degenerate(seq).to_json(), self._rule_report(seq),
-                                         self.router.global_ranking(seq))
+            degenerate, rule = self.router.degenerate(seq).to_json(), self._rule_report(seq)
         return self.clean({"status": "ok" if all(v == "ok" for v in states.values()) else "degraded",
                 "policy": self.settings.policy, "store_rows": self.router.n_rows,
                 "pending_fanouts": len(self._late), "backends": states,
                 "next_seq": seq, "degenerate": degenerate, "fanout_rule": rule, "global_ranking": ranking,
+                "contenders": self._contender_report(contenders),
                 "embedder": {"identity": self.store.embedder, "changes": self.embedder_changes}})
+
+    def _contender_report(self, shares: dict[str, float] | None) -> dict | None:
+        """/health's ``contenders``: the set the next single call would share, and how."""
+        if shares is None:
+            return None
+        uses = self.settings.policy in ("select", "adaptive")
+        judged = None
+        if self.judge is not None and len(shares) >= 2:
+            with self._next_view() as seq:
+                judged = self.router.judged(seq, list(shares), self.settings.judge_kind == "peers").to_json()
+        return {"shares": shares, "confidence": self.settings.contenders, "resamples": CONTENDER_RESAMPLES,
+                "settled": len(shares) == 1, "judge": judged,
+                "decided_by": "judge" if judged and judged["separated"] else "agreement",
+                "used": ("the single calls go to these backends: free capacity first, then drawn by share"
+                         if uses and len(shares) > 1 else "the single calls go to the best backend" if uses
+                         else f"reported only: the {self.settings.policy} policy fans out")}
 
     def _rule_report(self, seq: int | None = None) -> dict:
         rule = self.router.rule(seq)
@@ -836,17 +1006,19 @@ class Core:
     def dashboard_data(self) -> dict:
         """``/dashboard/data``: the backends now, the router's view over time (now included),
         tokens, and the last decisions (redacted like every report)."""
-        seq, ranking = self._view()
+        seq, ranking, contenders = self._view()
         pool = self.pool
         backends = [{"name": b, "state": pool.state(b), "in_flight": pool.in_flight(b), "queued": pool.waiting.get(b, 0),
                      "max_concurrency": self.settings.backend(b).max_concurrency} for b in self.names]
         header = {"policy": self.settings.policy, "next_seq": seq, "store_rows": self.router.n_rows,
                   "pending_fanouts": len(self._late), "embedder": self.store.embedder, "updated": time.time()}
-        return self.clean(self.dashboard.data(backends, self.dashboard.point(ranking), header))
+        return self.clean(self.dashboard.data(backends, self.dashboard.point(ranking, {"contenders": contenders}),
+                                              header))
 
     def metrics_text(self) -> bytes:
-        with self._next_view() as seq:
-            ranking = self.router.global_ranking(seq)
+        _, ranking, contenders = self._view()
+        for b in self.names:
+            self.metrics.contender_share.labels(b).set((contenders or {}).get(b, 0.0))
         for name, w in ranking["weights"].items():
             self.metrics.weight.labels(name).set(w)
         if ranking["agreement"] is not None:

@@ -36,4 +36,13 @@ class Metrics:
                                           "their retries (each request then got a 503)", registry=r)
         self.store_failures = Counter("smoothie_store_failures", "Store calls that failed or timed out (a database "
                                       "that is down, restarting or locked)", registry=r)
+        self.contenders = Gauge("smoothie_contenders", "Backends the stored fan-outs cannot tell apart from Global's "
+                                "best (--contenders), as the last single call saw them", registry=r)
+        self.contender_share = Gauge("smoothie_contender_share", "Each contender's share of bootstrap resamples in "
+                                     "which it is Global's best (0: not a contender), for the next request",
+                                     ["backend"], registry=r)
+        self.judge_calls = Counter("smoothie_judge_calls", "Judge calls (--judge) by judge and outcome (ok, failed); "
+                                   "also counted in smoothie_backend_calls", ["judge", "outcome"], registry=r)
+        self.verdicts = Counter("smoothie_judge_verdicts", "The judge's verdicts by outcome (A, B, C: a tie)",
+                                ["outcome"], registry=r)
         self.pending = Gauge("smoothie_pending_fanouts", "Explore fan-outs answered but not yet stored", registry=r)

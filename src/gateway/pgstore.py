@@ -50,6 +50,14 @@ CREATE TABLE IF NOT EXISTS smoothie_answers (
     PRIMARY KEY (seq, backend)
 );
 CREATE TABLE IF NOT EXISTS smoothie_scores (seq BIGINT PRIMARY KEY, score DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS smoothie_verdicts (
+    id BIGSERIAL PRIMARY KEY,
+    seq BIGINT NOT NULL REFERENCES smoothie_fanouts(seq) ON DELETE CASCADE,
+    judge TEXT NOT NULL,
+    first TEXT NOT NULL,
+    second TEXT NOT NULL,
+    outcome TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS smoothie_pending (
     seq BIGINT PRIMARY KEY,
     request_id TEXT NOT NULL,
@@ -249,6 +257,23 @@ class PostgresFanoutStore:
     def scores(self) -> dict[int, float]:
         with self.pool.connection() as con:
             return dict(con.execute("SELECT seq, score FROM smoothie_scores").fetchall())
+
+    # -- a judge's verdicts on a fan-out's answers ----------------------------------------------------
+    def add_verdicts(self, seq: int, verdicts: list[dict]) -> None:
+        with self.pool.connection() as con:
+            with con.cursor() as cur:
+                cur.executemany("INSERT INTO smoothie_verdicts (seq, judge, first, second, outcome) "
+                                "VALUES (%s, %s, %s, %s, %s)",
+                                [(seq, v["judge"], v["first"], v["second"], v["outcome"]) for v in verdicts])
+
+    def verdicts(self) -> list[dict]:
+        """Every replica's verdicts on this embedder's fan-outs (read at start: a replica learns
+        the others' verdicts when it restarts; its own as it makes them)."""
+        with self.pool.connection() as con:
+            return [{"seq": seq, "judge": j, "first": f, "second": sec, "outcome": o} for seq, j, f, sec, o in
+                    con.execute("SELECT v.seq, v.judge, v.first, v.second, v.outcome FROM smoothie_verdicts v JOIN "
+                                "smoothie_fanouts f ON f.seq = v.seq WHERE f.embedder = %s ORDER BY v.seq, v.id",
+                                (self.embedder,)).fetchall()]
 
     # -- fan-outs finished after their response ------------------------------------------------------
     def add_pending(self, seq: int, request_id: str, job: dict) -> None:

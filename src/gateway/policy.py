@@ -48,10 +48,12 @@ from __future__ import annotations
 
 import warnings
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from src.gateway.judge import Judged, Verdict, judge_contenders
 from src.gateway.store import Fanout
 from src.smoothie import SmoothieWarning, deltas_from_row_sums, weights_from_deltas
 
@@ -68,6 +70,7 @@ AUTO_KS = (50, 100)  # Local's candidate neighbourhoods, besides --k
 AUTO_Z = 3.0  # Local must beat Global by this many standard errors ...
 AUTO_GAIN = 1 / 3  # ... and cut Global's estimated error by this share
 BOOTSTRAP = 16  # resamples behind the adaptive policy's uncertainty
+CONTENDER_RESAMPLES = 64  # resamples behind the contenders' shares
 RANDOM_SHARE = 0.5  # of the adaptive fan-out chance, the same for every request (as select explores)
 LOCAL_SHARE = 0.3  # the input's own neighbourhood's part in the adaptive uncertainty (Global's: the rest)
 ADAPTIVE_HISTORY = 200  # recent uncertainties the adaptive policy compares a request's with
@@ -171,6 +174,14 @@ class Rule:
         return "global" if self.kind == "global" else f"local k={self.k}"
 
 
+def spread_draw(seed: int, seq: int, among: list[str], shares: dict[str, float]) -> str:
+    """One of ``among``, drawn in proportion to ``shares`` (evenly where they are all 0), keyed
+    by (seed, seq) alone, so that a replay told ``among`` draws the same."""
+    p = np.array([shares.get(b, 0.0) for b in among], dtype=float)
+    p = p / p.sum() if p.sum() > 0 else np.full(len(among), 1 / len(among))
+    return among[int(np.random.default_rng([seed, seq, 6]).choice(len(among), p=p))]
+
+
 def explore_draw(seed: int, seq: int) -> float:
     """A uniform number in [0, 1) that depends only on (seed, seq)."""
     return float(np.random.default_rng([seed, seq]).random())
@@ -205,6 +216,9 @@ class Router:
         self._rule: tuple[tuple, Rule] | None = None
         self._spread: tuple[tuple, float, str | None] | None = None
         self._ranking: tuple[tuple | None, dict] | None = None
+        self._contenders: tuple[tuple, dict[str, float]] | None = None
+        self.verdicts: list[Verdict] = []  # a judge's, on the stored fan-outs' answers
+        self._judged: tuple[tuple, Judged] | None = None
         self.uncertainty: dict[int, float] = {}  # adaptive: request number -> the score it was decided by
         self._in_order = True  # rows added by increasing request number (late fan-outs may break it)
         self.dim: int | None = None
@@ -514,6 +528,53 @@ class Router:
                       "fanouts": int(len(base)), "agreement": round(1.0 - spread, 4), "resamples": BOOTSTRAP}
         self._ranking = (key, report)
         return report
+
+    def contenders(self, seq: int | None, confidence: float) -> dict[str, float]:
+        """The backends Smoothie-Global cannot tell apart from its best at ``confidence``, with
+        their shares: over CONTENDER_RESAMPLES bootstrap resamples of the fan-outs request
+        ``seq`` sees, the share in which each backend is Global's best. The set starts with the
+        best over those fan-outs themselves (the backend select calls today) and adds the others,
+        most often best first, until the set holds the best of ``confidence`` of the resamples.
+        One backend: the data has settled. Empty before there is an estimate. Keyed by the seed
+        and the rows, so a replay draws the same resamples; computed once per change of rows."""
+        base = self.visible(seq)[-self.window:]
+        if not len(base) or confidence <= 0:
+            return {}
+        key = (self._key(base), confidence)
+        if self._contenders is not None and self._contenders[0] == key:
+            return self._contenders[1]
+        est = self._estimate(self.dists[base], self.dim, self.backends, seq)
+        if est is None:
+            return {}
+        best = self.ranked(est)[0]
+        rng = np.random.default_rng([self.seed, len(base), 5])
+        tops = Counter(self.ranked(self._estimate(self.dists[rng.choice(base, len(base))], self.dim, self.backends,
+                                                  seq))[0] for _ in range(CONTENDER_RESAMPLES))
+        shares = {b: tops[b] / CONTENDER_RESAMPLES for b in self.backends}
+        chosen = [best]
+        for b in sorted(self.backends, key=lambda b: (-shares[b], self._index[b])):
+            if sum(shares[c] for c in chosen) >= confidence - 1e-9:
+                break
+            if b not in chosen:
+                chosen.append(b)
+        result = {b: round(shares[b], 4) for b in chosen}
+        self._contenders = (key, result)
+        return result
+
+    def add_verdicts(self, verdicts) -> None:
+        self.verdicts.extend(verdicts)
+
+    def judged(self, seq: int | None, names: list[str], peers: bool = False) -> Judged:
+        """What the verdicts on the fan-outs request ``seq`` sees say of ``names`` (Bradley–Terry
+        with intervals, ``src.gateway.judge``): a fan-out's verdicts are seen with its row."""
+        rows = np.flatnonzero(self._seen(seq))
+        key = (self._key(rows), len(self.verdicts), tuple(names), peers)
+        if self._judged is not None and self._judged[0] == key:
+            return self._judged[1]
+        seen = set(self.seqs[rows].tolist())
+        result = judge_contenders(names, [v for v in self.verdicts if v.seq in seen], peers)
+        self._judged = (key, result)
+        return result
 
     def last_agreement(self) -> float | None:
         """The Global ranking's agreement as last computed (by global_ranking), without computing

@@ -44,10 +44,11 @@ class Redactor:
 
     @classmethod
     def for_settings(cls, settings) -> Redactor:
-        """Every secret ``settings`` can reach: backend keys and URL passwords, the embedding
+        """Every secret ``settings`` can reach: backend (and judge) keys and URL passwords, the embedding
         server's key and URL password, the store's DSN password, the gateway's own API key."""
         found: list[str | None] = []
-        for b in settings.backends:
+        judge = settings.judge_backend() if hasattr(settings, "judge_backend") else None
+        for b in [*settings.backends, *([judge] if judge else [])]:
             found += [b.api_key(), url_password(b.base_url)]
         for env in (settings.embedding_key_env, settings.api_key_env):
             found.append(os.environ.get(env) if env else None)

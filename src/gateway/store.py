@@ -46,6 +46,13 @@ CREATE TABLE IF NOT EXISTS pending (
     job TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS scores (seq INTEGER PRIMARY KEY, score REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS verdicts (
+    seq INTEGER NOT NULL REFERENCES fanouts(seq) ON DELETE CASCADE,
+    judge TEXT NOT NULL,
+    first TEXT NOT NULL,
+    second TEXT NOT NULL,
+    outcome TEXT NOT NULL
+);
 """
 SCORES_KEPT = 1000  # the adaptive policy compares with the last 200 of them (src.gateway.policy)
 
@@ -178,6 +185,20 @@ class FanoutStore:
 
     def scores(self) -> dict[int, float]:
         return dict(self.con.execute("SELECT seq, score FROM scores"))
+
+    # -- a judge's verdicts on a fan-out's answers ----------------------------------------------------
+    def add_verdicts(self, seq: int, verdicts: list[dict]) -> None:
+        """Keep the judge's verdicts on fan-out ``seq`` (dropped with its row), so a restart and
+        a replay see the same verdicts."""
+        with self.con:
+            self.con.executemany("INSERT INTO verdicts (seq, judge, first, second, outcome) VALUES (?, ?, ?, ?, ?)",
+                                 [(seq, v["judge"], v["first"], v["second"], v["outcome"]) for v in verdicts])
+
+    def verdicts(self) -> list[dict]:
+        """The verdicts on the fan-outs of this store's embedder, by fan-out."""
+        return [{"seq": seq, "judge": j, "first": f, "second": sec, "outcome": o} for seq, j, f, sec, o in
+                self.con.execute("SELECT v.seq, v.judge, v.first, v.second, v.outcome FROM verdicts v JOIN fanouts "
+                                 "f ON f.seq = v.seq WHERE f.embedder = ? ORDER BY v.seq, v.rowid", (self.embedder,))]
 
     # -- fan-outs finished after their response ------------------------------------------------------
     def add_pending(self, seq: int, request_id: str, job: dict) -> None:
