@@ -827,9 +827,13 @@ def main() -> None:
     ap.add_argument("--scale_requests", type=int, default=300,
                     help="requests per run in part 4: batching, replicas, embedding server (0: skip)")
     ap.add_argument("--parts", nargs="*", default=["policies", "latency", "overhead", "llama", "scale"],
-                    help="which parts to run: policies, latency, overhead, llama, scale (= agreement, precision, "
-                         "batching, replicas, embedserver)")
+                    help="which parts to run: policies, judge, latency, overhead, llama, scale (= agreement, "
+                         "precision, batching, replicas, embedserver)")
     ap.add_argument("--overhead_requests", type=int, default=100, help="requests per cell of the overhead part")
+    ap.add_argument("--judge_seeds", type=int, default=10, help="seeds of the judge part")
+    ap.add_argument("--judge_plot", default=None, help="where the judge part's plot goes (PNG)")
+    ap.add_argument("--real_judge_rows", type=int, default=120,
+                    help="AlpacaEval rows the real (llama.cpp) judge sees in the judge part (0: skip it)")
     ap.add_argument("--precision", default=SERVE_PRECISION, choices=("fp32", "bf16"),
                     help="the precision the precision part checks against fp32 (default: what auto picks here)")
     ap.add_argument("--plot", default=str(ROOT / "docs" / "img" / "gateway_quality_per_call.png"),
@@ -852,6 +856,22 @@ def main() -> None:
         results = [policy_table(*load(shared), embedder, args.seeds) for load in loaders.values()]
         if args.plot:
             plot(results, args.plot)
+    if "judge" in args.parts:
+        import gateway_judge
+
+        sets = [load(shared) for load in loaders.values()]
+        if "alpaca" in loaders:
+            sets.append(gateway_judge.load_alpaca_hetero(shared))
+        print(f"\n### Contenders and a judge: quality against calls per request, {args.judge_seeds} seeds "
+              f"(replayed through the request core; simulated judges are built from each set's labels)")
+        results = [gateway_judge.judge_table(title, names, inputs, answers, quality,
+                                             embed_set(embedder, inputs, answers), args.judge_seeds)
+                   for title, names, inputs, answers, quality, _ in sets]
+        gateway_judge.goals(results)
+        if args.judge_plot:
+            gateway_judge.plot(results, args.judge_plot)
+        if args.real_judge_rows:
+            gateway_judge.real_judge(shared, lambda i, a: embed_set(embedder, i, a), args.real_judge_rows)
     if args.requests and "latency" in args.parts:
         latency(shared, args.embedding_model, args.requests, args.concurrency)
     if args.overhead_requests and "overhead" in args.parts:

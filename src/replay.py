@@ -151,14 +151,17 @@ def read_server_log(path: str | Path) -> dict[int, Seen]:
 
 
 class CountingJudge:
-    """A judge (``compare``, as ``src.gateway.judge.LiveJudge``) whose calls are counted."""
+    """A judge (``compare``, as ``src.gateway.judge.LiveJudge``) whose calls are counted and
+    whose verdicts are kept: (request number, backend shown first, second, outcome)."""
 
     def __init__(self, judge):
-        self.judge, self.calls = judge, 0
+        self.judge, self.calls, self.verdicts = judge, 0, []
 
-    async def compare(self, *args):
+    async def compare(self, judge: str, seq: int, request: str, a: tuple[str, str], b: tuple[str, str]):
         self.calls += 1
-        return await self.judge.compare(*args)
+        outcome, usage = await self.judge.compare(judge, seq, request, a, b)
+        self.verdicts.append((seq, a[0], b[0], outcome))
+        return outcome, usage
 
 
 def url_judge(settings: Settings):
@@ -249,6 +252,7 @@ def replay(answers: np.ndarray, inputs: Sequence[str], names: list[str], setting
         "timing": "server log" if recorded is not None else ("exact" if concurrency == 1 else "approximate"),
         "backend_calls": int(sum(len(c) for c in pool.calls.values())),  # generation calls only
         "judge_calls": counted.calls if counted is not None else 0,
+        "verdicts": [list(v) for v in counted.verdicts] if counted is not None else [],
         "calls_per_request": (sum(len(c) for c in pool.calls.values()) + (counted.calls if counted else 0)) / n,
         "global_ranking": final,
     }

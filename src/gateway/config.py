@@ -157,9 +157,17 @@ class Settings:
                                 "URL[,model=ID][,key_env=VAR][,max_concurrency=N] (any OpenAI-compatible endpoint); "
                                 "it judges the contenders' answers of fan-outs with two or more contenders, after "
                                 "the response (default: no judge)", nullable=True, replay=True)
-    judge_budget: float = setting(1.0, "share of the fan-outs with two or more contenders that get judge calls "
-                                  "(a draw keyed by seed and request number): the requests with judge calls are at "
-                                  "most this share of all", type=float, check=_between(0, 1), replay=True)
+    judge_budget: float = setting(1.0, "the most requests that get judge calls, as a share of the requests so far "
+                                  "(counted over the verdicts each request sees, so a replay counts the same)",
+                                  type=float, check=_between(0, 1), replay=True)
+    judge_among: int = setting(3, "with a judge, the backends it compares: the contenders and at least this many "
+                               "best by Smoothie-Global (agreement can be confidently wrong: a weak consensus)",
+                               type=int, check=_at_least(2), replay=True)
+    judge_duels: float = setting(1.0, "with a judge, the share of single-call requests that are duels until its "
+                                 "verdicts decide: after the response the backend the verdicts rate likeliest to beat "
+                                 "the one called answers too, and the judge compares the two (a draw keyed by seed "
+                                 "and request number; two calls each). Duels stop once the verdicts decide, or hold "
+                                 "400 verdicts (a tie)", type=float, check=_between(0, 1), replay=True)
     judge_timeout: float = setting(30.0, "seconds a judge call may take; a judge that fails or hangs costs its "
                                    "verdict, never a response", type=float, check=_positive)
     explore: float = setting(0.1, "share of select/local requests that also fan out, to keep learning", type=float,

@@ -39,7 +39,7 @@ from src.gateway.backends import BackendError
 from src.gateway.config import JUDGE_NAME, Settings
 from src.gateway.dashboard import SAMPLE_SECONDS, Dashboard
 from src.gateway.embedding import EmbeddingChanged, EmbeddingRefused, EmbeddingUnavailable, EmbeddingWorker
-from src.gateway.judge import LiveJudge, Verdict, pairs_to_judge, peer_for
+from src.gateway.judge import MAX_VERDICTS, LiveJudge, Verdict, pairs_to_judge, peer_for
 from src.gateway.metrics import Metrics
 from src.gateway.policy import CONTENDER_RESAMPLES, Router, spread_draw
 from src.gateway.ports import Store
@@ -480,8 +480,15 @@ class Core:
             call.smoothie["weights"] = est.named_weights() if est is not None else None
             order = self._share_ties(call, order)
             if mode != "explore":
-                self._settle(seq)  # a single call stores nothing: later requests need not wait for it
-                return await self._single(call, order)
+                duel = self._duel(call)
+                if not duel:
+                    self._settle(seq)  # a single call stores nothing: later requests need not wait for it
+                reply = await self._single(call, order)
+                if duel and call.smoothie["chosen"] in duel and reply.body is not None:
+                    call.judging = True  # the duel's verdicts are seen once judged, like a fan-out's row
+                    self._spawn(self._duel_then_settled(seq, call.rid, call.req, call.smoothie["chosen"],
+                                                        answer_text(call.req.kind, reply.body), duel))
+                return reply
             reply, job = await self._explore(call, order)
             if job is not None:
                 if s.store_text == "on":  # off: the request is written nowhere; a restart loses this fan-out
@@ -515,18 +522,21 @@ class Core:
         shares = self.router.contenders(call.seq, s.contenders)
         call.smoothie["contenders"] = shares or None
         self.metrics.contenders.set(len(shares))
+        if len(shares) < 2 and self.judge is None:
+            return order
+        best, spread = next(iter(shares), order[0]), s.contender_spread  # today's single call
+        if self.judge is not None:
+            among_judged = self._judge_set(call.seq, shares)
+            judged = self.router.judged(call.seq, among_judged, s.judge_kind == "peers")
+            call.smoothie["decided_by"] = "judge" if judged.decides else "agreement"
+            call.smoothie["judged"] = {"among": among_judged, "best": judged.best, "separated": judged.separated,
+                                       "overrules": judged.overrules, "verdicts": judged.verdicts}
+            if judged.decides:  # the verdicts rate one backend above agreement's choice: select follows them
+                return [judged.best, *[b for b in order if b != judged.best]]
         if len(shares) < 2:
             return order
         seen = self.recorded.get(call.seq) if self.recorded is not None else None
         among = seen.among if seen is not None and seen.among else self._with_capacity(list(shares))
-        best, spread = next(iter(shares)), s.contender_spread  # today's single call
-        if self.judge is not None:
-            judged = self.router.judged(call.seq, list(shares), s.judge_kind == "peers")
-            call.smoothie["decided_by"] = "judge" if judged.separated else "agreement"
-            call.smoothie["judged"] = {"best": judged.best, "separated": judged.separated,
-                                       "verdicts": judged.verdicts}
-            if judged.separated:  # the verdicts separate the contenders: the judged best, where it has room
-                best, spread = judged.best, "capacity"
         pick = best if spread == "capacity" and best in among else spread_draw(s.seed, call.seq, among, shares)
         call.smoothie["among"] = among
         return [pick, *[b for b in shares if b != pick], *[b for b in order if b not in shares]]
@@ -738,16 +748,31 @@ class Core:
             self.metrics.pending.set(len(self._late))
 
     # -- the judge -------------------------------------------------------------------------------
+    def _judge_set(self, seq: int, shares: dict[str, float]) -> list[str]:
+        """The backends the judge compares for request ``seq``: the contenders, and at least
+        ``--judge_among`` best by Smoothie-Global (best first). Agreement's bootstrap measures
+        how settled its ranking is, not whether it is right: a weak consensus can be settled."""
+        ranking = self.router.ranked(self.router.global_estimate(seq))
+        return [*shares, *[b for b in ranking[: self.settings.judge_among] if b not in shares]]
+
+    def _judge_budget_left(self, seq: int) -> bool:
+        """``--judge_budget``: the requests whose verdicts request ``seq`` sees stay below that
+        share of the requests before it (what it sees, so a replay decides the same)."""
+        budget = self.settings.judge_budget
+        if budget >= 1:
+            return True
+        judged = len({v.seq for v in self.router.seen_verdicts(seq)})
+        return judged < budget * max(seq - self.settings.lag, 1)
+
     def _to_judge(self, seq: int) -> list[str]:
-        """The contenders whose answers fan-out ``seq`` asks the judge about: none without a
-        judge, outside ``--judge_budget``'s draw, or with fewer than two contenders."""
+        """The backends whose answers fan-out ``seq`` asks the judge about (the first is the
+        one select would call): none without a judge, outside ``--judge_budget``'s draw, or
+        before there is a Global estimate."""
         s = self.settings
-        if self.judge is None or s.contenders <= 0:
+        if self.judge is None or self.router.global_estimate(seq) is None or not self._judge_budget_left(seq):
             return []
-        if np.random.default_rng([s.seed, seq, 9]).random() >= s.judge_budget:
-            return []
-        shares = self.router.contenders(seq, s.contenders)
-        return list(shares) if len(shares) >= 2 else []
+        judged = self._judge_set(seq, self.router.contenders(seq, s.contenders or 1e-9))
+        return judged if len(judged) >= 2 else []
 
     async def _judge_call(self, name: str, body: dict) -> tuple[dict, float]:
         """A judge call is a backend call: counted in the metrics, tokens and the dashboard."""
@@ -761,6 +786,59 @@ class Core:
         self.metrics.judge_calls.labels(name, "ok").inc()
         return data, ms
 
+    def _duel(self, call: _Call) -> list[str]:
+        """The backends the judge compares (``_judge_set``) when a single call's request is a
+        duel: after its response one other of them answers it too, drawn by seed and request
+        number, and the judge compares the two. With a judge, while its verdicts do not single
+        out one backend, for a non-streamed request, on ``--judge_duels``' draw."""
+        s = self.settings
+        judged = call.smoothie.get("judged") or {}
+        if self.judge is None or len(judged.get("among") or []) < 2 or call.req.stream:
+            return []
+        if judged.get("separated") or judged.get("overrules"):  # decided: calls there would change nothing
+            return []
+        if judged.get("verdicts", 0) >= MAX_VERDICTS or not self._judge_budget_left(call.seq):
+            return []
+        if np.random.default_rng([s.seed, call.seq, 10]).random() >= s.judge_duels:
+            return []
+        return list(judged["among"])
+
+    def _opponent(self, seq: int, chosen: str, among: list[str]) -> str:
+        """Whom a duel sets against ``chosen``: the other backend the verdicts request ``seq``
+        sees rate strongest (the likeliest to beat it; before any verdict, the next by Global),
+        so calls go where they can change the decision."""
+        rest = [b for b in among if b != chosen]
+        judged = self.router.judged(seq, among, self.settings.judge_kind == "peers")
+        if not judged.strengths:
+            return rest[0]
+        return max(rest, key=lambda b: (judged.strengths[b], -rest.index(b)))
+
+    async def _duel_then_settled(self, seq: int, rid: str, req: Request, chosen: str, answer: str,
+                                 contenders: list[str]) -> None:
+        """A duel: the other contenders answer the request too (off the response path), and the
+        judge compares every pair. No row is stored: nothing is embedded."""
+        try:
+            answers = {chosen: answer}
+            others = [self._opponent(seq, chosen, contenders)]
+            results = await asyncio.gather(*(self._backend(b, req.kind, req.body, role="duel") for b in others),
+                                           return_exceptions=True)
+            for b, result in zip(others, results):
+                if isinstance(result, BackendError):
+                    self._count(b, _OUTCOME[result.fault])
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    self._count(b, "ok", result[1], usage_of(result[0]))
+                    answers[b] = answer_text(req.kind, result[0])
+            await self._judge_fanout(seq, rid, req.text, answers, [chosen, *others], duel=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a lost duel must not take the gateway down
+            log.error(self.redact(json.dumps({"event": "duel_failed", "id": rid, "seq": seq,
+                                              "error": f"{type(exc).__name__}: {exc}"[:300]})))
+        finally:
+            self._settle(seq)
+
     async def _judged_then_settled(self, seq: int, rid: str, text: str, answers: dict[str, str],
                                    contenders: list[str]) -> None:
         try:
@@ -769,15 +847,15 @@ class Core:
             self._settle(seq)
 
     async def _judge_fanout(self, seq: int, rid: str, text: str, answers: dict[str, str],
-                            contenders: list[str]) -> None:
-        """Ask the judge about every pair of the contenders that answered (each pair once, the
-        position drawn: ``judge.pairs_to_judge``), store the verdicts with the fan-out and give
-        them to the router. Off the response path: a judge that fails or hangs (past
+                            contenders: list[str], duel: bool = False) -> None:
+        """Ask the judge about the first of ``contenders`` that answered against each other one
+        (the position drawn: ``judge.pairs_to_judge``), store the verdicts with the request and
+        give them to the router. Off the response path: a judge that fails or hangs (past
         ``--judge_timeout``) costs its verdict and a log line, nothing else."""
         s = self.settings
         names = [b for b in contenders if b in answers]
         jobs = []
-        for a, b in pairs_to_judge(names, s.seed, seq):
+        for a, b in (pairs_to_judge(names[0], names[1:], s.seed, seq) if names else []):
             judge = peer_for((a, b), self.names, names, s.seed, seq) if s.judge_kind == "peers" else \
                 (JUDGE_NAME if s.judge_kind == "url" else s.judge)
             if judge is not None and judge not in (a, b):
@@ -807,7 +885,8 @@ class Core:
         for v in verdicts:
             self.metrics.verdicts.labels(v.outcome).inc()
         usage = [u for (_, u), _ in results if u]
-        log.info(self.redact(json.dumps({"event": "judged", "id": rid, "seq": seq, "judge_calls": len(jobs),
+        log.info(self.redact(json.dumps({"event": "judged", "id": rid, "seq": seq, "duel": duel,
+                                         "judge_calls": len(jobs),
                                          "verdicts": [v.to_json() for v in verdicts], "failed": failed,
                                          "stored": stored, "usage": usage_sum(usage) if usage else None})))
 
@@ -989,12 +1068,14 @@ class Core:
             return None
         uses = self.settings.policy in ("select", "adaptive")
         judged = None
-        if self.judge is not None and len(shares) >= 2:
+        if self.judge is not None and shares:
             with self._next_view() as seq:
-                judged = self.router.judged(seq, list(shares), self.settings.judge_kind == "peers").to_json()
+                among = self._judge_set(seq, shares)
+                judged = {"among": among, **self.router.judged(seq, among, self.settings.judge_kind == "peers")
+                          .to_json()}
         return {"shares": shares, "confidence": self.settings.contenders, "resamples": CONTENDER_RESAMPLES,
                 "settled": len(shares) == 1, "judge": judged,
-                "decided_by": "judge" if judged and judged["separated"] else "agreement",
+                "decided_by": "judge" if judged and (judged["separated"] or judged["overrules"]) else "agreement",
                 "used": ("the single calls go to these backends: free capacity first, then drawn by share"
                          if uses and len(shares) > 1 else "the single calls go to the best backend" if uses
                          else f"reported only: the {self.settings.policy} policy fans out")}

@@ -4,14 +4,16 @@ answers of a fan-out's contenders, aggregated by Bradley–Terry with intervals.
 The prompt follows the convention of MT-Bench's pairwise judge (Zheng et al., 2023): the user's
 request, then two answers labelled A and B (A's text first), and a verdict ``[[A]]``, ``[[B]]``
 or ``[[C]]`` (a tie) on the reply's last line. Which contender is shown as A alternates with a
-draw keyed by seed, request and pair, so a judge that favours one position adds as many wins to
-each side and separates nothing.
+draw keyed by seed, request and pair, and the fit below gives the first position an advantage of
+its own, so a judge that favours one position separates nothing.
 
 Verdicts become a ranking with uncertainty: Bradley–Terry strengths (P(i beats j) =
-sigmoid(s_i - s_j); a tie is half a win each) fitted by Newton's method with a weak Gaussian
-prior, and their covariance from the curvature at the fit. The verdicts *separate* the
+sigmoid(s_i - s_j + h) with i shown as A, h the judge's position advantage, fitted beside them; a
+tie is half a win each) by Newton's method with a weak Gaussian prior, and their covariance from
+the curvature at the fit. The verdicts *separate* the
 contenders when the best one's strength exceeds every other's by more than Z standard errors
-of their difference; then select follows the judge, otherwise agreement decides. In ``peers``
+of their difference (which the fit's covariance gives for pairs never compared directly, through
+the others); then select follows the judge, otherwise agreement decides. In ``peers``
 mode each judge's verdicts are weighted by its reliability, in the spirit of Dawid–Skene: how
 often it agrees with what the other judges' verdicts predict (a judge no better than a coin
 counts for nothing).
@@ -36,7 +38,8 @@ JUDGE_SYSTEM = (
 MAX_ANSWER_CHARS = 4000  # each answer shown to the judge is cut here: a judge call stays bounded
 JUDGE_MAX_TOKENS = 256
 Z = 1.645  # standard errors by which the judged best must lead each other contender
-MIN_VERDICTS = 4  # verdicts between the best and another contender before they can separate
+MIN_VERDICTS = 4  # verdicts on the best's answers before it can be separated
+MAX_VERDICTS = 400  # verdicts among the compared backends past which duels stop: what they cannot separate is a tie
 PRIOR = 0.1  # the Gaussian prior's precision on each strength (keeps a clean sweep finite)
 _VERDICT = re.compile(r"\[\[\s*([ABC])\s*\]\]")
 
@@ -78,35 +81,34 @@ class Verdict:
 
 def bradley_terry(names: list[str], verdicts: list[Verdict], weights: dict[str, float] | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Strengths of ``names`` (mean 0) and their covariance from the verdicts among them;
-    ``weights``: judge -> how much its verdicts count (default 1)."""
+    """Strengths of ``names`` (mean 0) and their covariance from the verdicts among them, with
+    a position advantage fitted beside them: P(the answer shown as A wins) = sigmoid(s_A - s_B
+    + h). A judge that favours A (or B) is explained by h, not by whoever happened to be shown
+    first more often. ``weights``: judge -> how much its verdicts count (default 1)."""
     index = {b: i for i, b in enumerate(names)}
     used = [v for v in verdicts if v.first in index and v.second in index and v.first != v.second]
     m = len(names)
-    s = np.zeros(m)
     if not used:
-        return s, np.eye(m) / PRIOR
-    i = np.array([index[v.first] for v in used])
-    j = np.array([index[v.second] for v in used])
+        return np.zeros(m), np.eye(m) / PRIOR
+    x = np.zeros((len(used), m + 1))
+    rows = np.arange(len(used))
+    x[rows, [index[v.first] for v in used]] = 1.0
+    x[rows, [index[v.second] for v in used]] = -1.0
+    x[:, m] = 1.0  # the position advantage
     y = np.array([v.score() for v in used])
     w = np.array([(weights or {}).get(v.judge, 1.0) for v in used])
-    hessian = np.eye(m) * PRIOR
+    theta = np.zeros(m + 1)
+    hessian = np.eye(m + 1) * PRIOR
     for _ in range(50):
-        p = 1.0 / (1.0 + np.exp(-(s[i] - s[j])))
-        grad = -PRIOR * s
-        np.add.at(grad, i, w * (y - p))
-        np.add.at(grad, j, -w * (y - p))
-        curv = w * p * (1 - p)
-        hessian = np.eye(m) * PRIOR
-        np.add.at(hessian, (i, i), curv)
-        np.add.at(hessian, (j, j), curv)
-        np.add.at(hessian, (i, j), -curv)
-        np.add.at(hessian, (j, i), -curv)
+        p = 1.0 / (1.0 + np.exp(-(x @ theta)))
+        grad = x.T @ (w * (y - p)) - PRIOR * theta
+        hessian = (x * (w * p * (1 - p))[:, None]).T @ x + np.eye(m + 1) * PRIOR
         step = np.linalg.solve(hessian, grad)
-        s = s + step
+        theta = theta + step
         if np.abs(step).max() < 1e-9:
             break
-    return s - s.mean(), np.linalg.inv(hessian)
+    cov = np.linalg.inv(hessian)[:m, :m]
+    return theta[:m] - theta[:m].mean(), cov
 
 
 def reliabilities(verdicts: list[Verdict], names: list[str]) -> dict[str, float]:
@@ -143,17 +145,27 @@ class Judged:
     best: str | None
     separated: bool
     weights: dict[str, float] | None = None
+    overrules: bool = False  # the best leads the backend agreement would call (``anchor``) by Z standard errors
+
+    @property
+    def decides(self) -> bool:
+        """select follows the verdicts: they separate the best from every other, or at least
+        from the backend agreement would call."""
+        return self.separated or self.overrules
 
     def to_json(self) -> dict:
-        return {"best": self.best, "separated": self.separated, "verdicts": self.verdicts,
+        return {"best": self.best, "separated": self.separated, "overrules": self.overrules,
+                "verdicts": self.verdicts,
                 "strengths": {b: round(v, 3) for b, v in self.strengths.items()},
                 "leads": {b: {"lead": round(d, 3), "se": round(se, 3)} for b, (d, se) in self.leads.items()},
                 **({"judge_weights": {k: round(v, 3) for k, v in self.weights.items()}} if self.weights else {})}
 
 
-def judge_contenders(names: list[str], verdicts: list[Verdict], peers: bool = False) -> Judged:
-    """Bradley–Terry over the verdicts among ``names``: the best, and whether it leads every
-    other by Z standard errors with at least MIN_VERDICTS verdicts between them."""
+def judge_contenders(names: list[str], verdicts: list[Verdict], peers: bool = False, anchor: str | None = None
+                     ) -> Judged:
+    """Bradley–Terry over the verdicts among ``names``: the best, whether it leads every other
+    by Z standard errors (direct or through a third) with MIN_VERDICTS verdicts on it, and
+    whether it leads ``anchor`` (the backend agreement would call) so."""
     among = [v for v in verdicts if v.first in names and v.second in names]
     weights = reliabilities(among, names) if peers and among else None
     strengths, cov = bradley_terry(names, among, weights)
@@ -161,28 +173,27 @@ def judge_contenders(names: list[str], verdicts: list[Verdict], peers: bool = Fa
         return Judged(names, {}, {}, 0, None, False, weights)
     b = int(np.argmax(strengths))
     best = names[b]
-    leads, separated = {}, True
+    leads = {}
     for o, other in enumerate(names):
         if o == b:
             continue
         lead = float(strengths[b] - strengths[o])
+        # the covariance carries indirect evidence: best > x > other separates best from other too
         se = float(np.sqrt(max(cov[b, b] + cov[o, o] - 2 * cov[b, o], 1e-12)))
-        between = sum(1 for v in among if {v.first, v.second} == {best, other})
         leads[other] = (lead, se)
-        separated &= lead > Z * se and between >= MIN_VERDICTS
-    return Judged(names, dict(zip(names, map(float, strengths))), leads, len(among), best, separated, weights)
+    enough = sum(1 for v in among if best in (v.first, v.second)) >= MIN_VERDICTS
+    separated = enough and all(lead > Z * se for lead, se in leads.values())
+    overrules = enough and anchor in leads and leads[anchor][0] > Z * leads[anchor][1]
+    return Judged(names, dict(zip(names, map(float, strengths))), leads, len(among), best, separated, weights,
+                  overrules)
 
 
-def pairs_to_judge(contenders: list[str], seed: int, seq: int) -> list[tuple[str, str]]:
-    """Every pair of ``contenders``, each in the order it is shown (A first): alternated by a
+def pairs_to_judge(anchor: str, others: list[str], seed: int, seq: int) -> list[tuple[str, str]]:
+    """``anchor`` (the backend select would call) against each of ``others``: what separation
+    needs, one judge call each. Each pair in the order it is shown (A first), alternated by a
     draw keyed by (seed, seq, pair), so each position gets half of a pair's judgements."""
     rng = np.random.default_rng([seed, seq, 7])
-    out = []
-    for x in range(len(contenders)):
-        for y in range(x + 1, len(contenders)):
-            a, b = contenders[x], contenders[y]
-            out.append((a, b) if rng.random() < 0.5 else (b, a))
-    return out
+    return [(anchor, b) if rng.random() < 0.5 else (b, anchor) for b in others if b != anchor]
 
 
 def peer_for(pair: tuple[str, str], backends: list[str], contenders: list[str], seed: int, seq: int) -> str | None:

@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS smoothie_answers (
 CREATE TABLE IF NOT EXISTS smoothie_scores (seq BIGINT PRIMARY KEY, score DOUBLE PRECISION NOT NULL);
 CREATE TABLE IF NOT EXISTS smoothie_verdicts (
     id BIGSERIAL PRIMARY KEY,
-    seq BIGINT NOT NULL REFERENCES smoothie_fanouts(seq) ON DELETE CASCADE,
+    seq BIGINT NOT NULL,
     judge TEXT NOT NULL,
     first TEXT NOT NULL,
     second TEXT NOT NULL,
@@ -181,6 +181,7 @@ class PostgresFanoutStore:
                     keep = self.max_rows - self.max_rows // 10
                     con.execute("DELETE FROM smoothie_fanouts WHERE seq IN (SELECT seq FROM smoothie_fanouts "
                                 "ORDER BY seq LIMIT %s)", (n - keep,))
+                    con.execute("DELETE FROM smoothie_verdicts WHERE seq < (SELECT MIN(seq) FROM smoothie_fanouts)")
         with self._mirror:
             self._known[row.seq] = row.request_id
         return self._forget_evicted()
@@ -267,13 +268,12 @@ class PostgresFanoutStore:
                                 [(seq, v["judge"], v["first"], v["second"], v["outcome"]) for v in verdicts])
 
     def verdicts(self) -> list[dict]:
-        """Every replica's verdicts on this embedder's fan-outs (read at start: a replica learns
-        the others' verdicts when it restarts; its own as it makes them)."""
+        """Every replica's verdicts (read at start: a replica learns the others' verdicts when it
+        restarts; its own as it makes them)."""
         with self.pool.connection() as con:
             return [{"seq": seq, "judge": j, "first": f, "second": sec, "outcome": o} for seq, j, f, sec, o in
-                    con.execute("SELECT v.seq, v.judge, v.first, v.second, v.outcome FROM smoothie_verdicts v JOIN "
-                                "smoothie_fanouts f ON f.seq = v.seq WHERE f.embedder = %s ORDER BY v.seq, v.id",
-                                (self.embedder,)).fetchall()]
+                    con.execute("SELECT seq, judge, first, second, outcome FROM smoothie_verdicts "
+                                "ORDER BY seq, id").fetchall()]
 
     # -- fan-outs finished after their response ------------------------------------------------------
     def add_pending(self, seq: int, request_id: str, job: dict) -> None:

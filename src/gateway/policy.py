@@ -217,7 +217,9 @@ class Router:
         self._spread: tuple[tuple, float, str | None] | None = None
         self._ranking: tuple[tuple | None, dict] | None = None
         self._contenders: tuple[tuple, dict[str, float]] | None = None
-        self.verdicts: list[Verdict] = []  # a judge's, on the stored fan-outs' answers
+        self.verdicts: list[tuple[int, Verdict]] = []  # (when added, a judge's verdict), oldest first
+        self._vadds = 0
+        self._vpins: dict[int, int] = {}  # request -> verdicts added before it was pinned
         self._judged: tuple[tuple, Judged] | None = None
         self.uncertainty: dict[int, float] = {}  # adaptive: request number -> the score it was decided by
         self._in_order = True  # rows added by increasing request number (late fan-outs may break it)
@@ -278,6 +280,8 @@ class Router:
             arr[:m] = arr[:n][keep].copy()
         self.dists[m:n] = np.nan
         self.ids = [rid for rid, k in zip(self.ids, keep) if k]
+        if m:  # verdicts older than every row kept go too, as in the store
+            self.verdicts = [(a, v) for a, v in self.verdicts if v.seq >= int(self.seqs[:m].min())]
         self._degenerate = self._rule = self._spread = self._ranking = None
 
     # -- what a request sees -----------------------------------------------------------------------
@@ -285,12 +289,14 @@ class Router:
         """Fix what request ``seq`` is decided by: the rows stored now, less those of the
         requests ``unseen`` (still running when it was numbered). Until :meth:`unpin`."""
         self._pins[seq] = (self._adds, frozenset(int(q) for q in unseen))
+        self._vpins[seq] = self._vadds
 
     def is_pinned(self, seq: int) -> bool:
         return seq in self._pins
 
     def unpin(self, seq: int) -> None:
         self._pins.pop(seq, None)
+        self._vpins.pop(seq, None)
 
     def unseen(self, seq: int) -> list[int]:
         return sorted(self._pins[seq][1]) if seq in self._pins else []
@@ -562,17 +568,28 @@ class Router:
         return result
 
     def add_verdicts(self, verdicts) -> None:
-        self.verdicts.extend(verdicts)
+        for v in verdicts:
+            self.verdicts.append((self._vadds, v))
+            self._vadds += 1
+
+    def seen_verdicts(self, seq: int | None) -> list[Verdict]:
+        """The verdicts request ``seq`` sees: those on requests numbered below ``seq - lag``,
+        added before it was pinned, less those of the requests it did not see (``unseen``: a
+        fan-out or duel being judged when it was numbered)."""
+        if seq is None:
+            return [v for _, v in self.verdicts]
+        limit = self._vpins.get(seq, self._vadds)
+        unseen = self._pins[seq][1] if seq in self._pins else frozenset()
+        return [v for added, v in self.verdicts if added < limit and v.seq < seq - self.lag and v.seq not in unseen]
 
     def judged(self, seq: int | None, names: list[str], peers: bool = False) -> Judged:
-        """What the verdicts on the fan-outs request ``seq`` sees say of ``names`` (Bradley–Terry
-        with intervals, ``src.gateway.judge``): a fan-out's verdicts are seen with its row."""
-        rows = np.flatnonzero(self._seen(seq))
-        key = (self._key(rows), len(self.verdicts), tuple(names), peers)
+        """What the verdicts request ``seq`` sees say of ``names`` (Bradley–Terry with
+        intervals, ``src.gateway.judge``), the first of ``names`` being agreement's choice."""
+        seen = self.seen_verdicts(seq)
+        key = (hash(tuple(seen)), len(seen), tuple(names), peers)
         if self._judged is not None and self._judged[0] == key:
             return self._judged[1]
-        seen = set(self.seqs[rows].tolist())
-        result = judge_contenders(names, [v for v in self.verdicts if v.seq in seen], peers)
+        result = judge_contenders(names, seen, peers, anchor=names[0] if names else None)
         self._judged = (key, result)
         return result
 

@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS pending (
 );
 CREATE TABLE IF NOT EXISTS scores (seq INTEGER PRIMARY KEY, score REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS verdicts (
-    seq INTEGER NOT NULL REFERENCES fanouts(seq) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
     judge TEXT NOT NULL,
     first TEXT NOT NULL,
     second TEXT NOT NULL,
@@ -146,6 +146,7 @@ class FanoutStore:
             oldest = self.con.execute("SELECT seq, request_id FROM fanouts ORDER BY seq LIMIT ?",
                                       (n - keep,)).fetchall()
             self.con.execute("DELETE FROM fanouts WHERE seq <= ?", (oldest[-1][0],))
+            self.con.execute("DELETE FROM verdicts WHERE seq <= ?", (oldest[-1][0],))
             return [rid for _, rid in oldest]
 
     def rows(self) -> list[Fanout]:
@@ -188,17 +189,17 @@ class FanoutStore:
 
     # -- a judge's verdicts on a fan-out's answers ----------------------------------------------------
     def add_verdicts(self, seq: int, verdicts: list[dict]) -> None:
-        """Keep the judge's verdicts on fan-out ``seq`` (dropped with its row), so a restart and
-        a replay see the same verdicts."""
+        """Keep the judge's verdicts on request ``seq``'s answers (a fan-out's or a duel's), so
+        a restart and a replay see the same verdicts. Evicted with the rows of their age; a
+        verdict is on texts, so it holds whatever the embedder."""
         with self.con:
             self.con.executemany("INSERT INTO verdicts (seq, judge, first, second, outcome) VALUES (?, ?, ?, ?, ?)",
                                  [(seq, v["judge"], v["first"], v["second"], v["outcome"]) for v in verdicts])
 
     def verdicts(self) -> list[dict]:
-        """The verdicts on the fan-outs of this store's embedder, by fan-out."""
+        """Every verdict kept, by request."""
         return [{"seq": seq, "judge": j, "first": f, "second": sec, "outcome": o} for seq, j, f, sec, o in
-                self.con.execute("SELECT v.seq, v.judge, v.first, v.second, v.outcome FROM verdicts v JOIN fanouts "
-                                 "f ON f.seq = v.seq WHERE f.embedder = ? ORDER BY v.seq, v.rowid", (self.embedder,))]
+                self.con.execute("SELECT seq, judge, first, second, outcome FROM verdicts ORDER BY seq, rowid")]
 
     # -- fan-outs finished after their response ------------------------------------------------------
     def add_pending(self, seq: int, request_id: str, job: dict) -> None:
