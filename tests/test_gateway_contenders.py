@@ -97,6 +97,7 @@ def test_a_judge_that_prefers_one_backend_makes_select_settle_on_it(scripted, tm
             time.sleep(0.1)
         time.sleep(0.5)
         metrics = httpx.get(gw.url + "/metrics").text
+        page = httpx.get(gw.url + "/dashboard/data").json()
     finally:
         gw.stop()
     contenders = health["contenders"]
@@ -108,6 +109,8 @@ def test_a_judge_that_prefers_one_backend_makes_select_settle_on_it(scripted, tm
     lines = judged_lines(gw)
     assert lines and sum(line["judge_calls"] for line in lines) == int(float(re.search(
         r'smoothie_judge_calls_total\{judge="judge",outcome="ok"\} (\S+)', metrics).group(1)))
+    outcomes = Counter(v["outcome"] for line in lines for v in line["verdicts"])
+    assert page["judge"]["verdicts"] == dict(outcomes) and page["judge"]["decided_by"] == "judge"  # /dashboard
     # judge calls are backend calls: in smoothie_backend_calls and its tokens
     assert re.search(r'smoothie_backend_calls_total\{backend="judge",outcome="ok"\} [1-9]', metrics)
 

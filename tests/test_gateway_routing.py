@@ -513,3 +513,51 @@ def test_a_draw_among_contenders_follows_the_shares_and_depends_only_on_seed_and
     assert picks == [spread_draw(0, seq, ["a", "b"], shares) for seq in range(4000)]
     assert picks != [spread_draw(1, seq, ["a", "b"], shares) for seq in range(4000)]
     assert {spread_draw(0, seq, ["b"], shares) for seq in range(50)} == {"b"}  # only b had a free slot
+
+
+def test_the_judges_verdict_is_read_from_the_last_marker_of_its_reply():
+    from src.gateway.judge import judge_messages, parse_verdict
+
+    assert parse_verdict("A is terse; B explains. [[B]]") == "B"
+    assert parse_verdict("Compared to [[A]] earlier text, final: [[ C ]]") == "C"
+    assert parse_verdict("no verdict here, [A] is not one") is None
+    system, user = judge_messages("What is 2+2?", "four", "5" * 5000)
+    assert user["content"].index("[Answer A]\nfour") < user["content"].index("[Answer B]")  # A's text first
+    assert "[[A]]" in system["content"] and "[[C]]" in system["content"] and len(user["content"]) < 4200
+
+
+def test_bradley_terry_recovers_a_planted_order_and_its_position_term_absorbs_a_judge_that_favours_A():
+    from src.gateway.judge import Verdict, judge_contenders
+
+    rng = np.random.default_rng(0)
+    true = {"a": 1.0, "b": 0.0, "c": -1.0}
+    verdicts = []
+    for i in range(600):
+        x, y = rng.choice(list(true), 2, replace=False)
+        p = 1 / (1 + np.exp(-(true[x] - true[y])))
+        verdicts.append(Verdict(i, "j", x, y, "A" if rng.random() < p else "B"))
+    judged = judge_contenders(["b", "a", "c"], verdicts, anchor="b")
+    assert judged.best == "a" and judged.separated and judged.overrules
+    assert judged.strengths["a"] > judged.strengths["b"] > judged.strengths["c"]
+    assert abs(judged.strengths["a"] - judged.strengths["c"] - 2.0) < 0.4  # the planted gap, within noise
+    # always "A", and b shown first twice as often as a: a position advantage, not b's strength
+    biased = [Verdict(i, "j", *(("b", "a") if i % 3 else ("a", "b")), "A") for i in range(300)]
+    judged = judge_contenders(["a", "b"], biased, anchor="a")
+    assert not judged.separated and not judged.overrules, judged.to_json()
+    assert abs(judged.strengths["a"] - judged.strengths["b"]) < 0.5  # without the position term: log 2, separated
+
+
+def test_peers_weights_count_a_judge_that_contradicts_the_others_for_nothing():
+    from src.gateway.judge import Verdict, judge_contenders
+
+    verdicts = []
+    for i in range(100):
+        first, second = ("a", "b") if i % 2 else ("b", "a")
+        right = "A" if first == "a" else "B"  # a is better
+        verdicts += [Verdict(i, judge, first, second, right) for judge in ("h1", "h2", "h3")]
+        verdicts.append(Verdict(i, "contrarian", first, second, "B" if right == "A" else "A"))
+    judged = judge_contenders(["a", "b"], verdicts, peers=True, anchor="b")
+    assert judged.weights["contrarian"] == 0.0 and min(judged.weights[h] for h in ("h1", "h2", "h3")) > 0.9
+    assert judged.best == "a" and judged.overrules
+    unweighted = judge_contenders(["a", "b"], verdicts, anchor="b")
+    assert judged.leads["b"][0] > 1.5 * unweighted.leads["b"][0]  # the contrarian no longer pulls a back

@@ -39,7 +39,7 @@ from src.gateway.backends import BackendError
 from src.gateway.config import JUDGE_NAME, Settings
 from src.gateway.dashboard import SAMPLE_SECONDS, Dashboard
 from src.gateway.embedding import EmbeddingChanged, EmbeddingRefused, EmbeddingUnavailable, EmbeddingWorker
-from src.gateway.judge import MAX_VERDICTS, LiveJudge, Verdict, pairs_to_judge, peer_for
+from src.gateway.judge import MAX_VERDICTS, NO_VERDICT, LiveJudge, Verdict, pairs_to_judge, peer_for
 from src.gateway.metrics import Metrics
 from src.gateway.policy import CONTENDER_RESAMPLES, Router, spread_draw
 from src.gateway.ports import Store
@@ -530,7 +530,8 @@ class Core:
             judged = self.router.judged(call.seq, among_judged, s.judge_kind == "peers")
             call.smoothie["decided_by"] = "judge" if judged.decides else "agreement"
             call.smoothie["judged"] = {"among": among_judged, "best": judged.best, "separated": judged.separated,
-                                       "overrules": judged.overrules, "verdicts": judged.verdicts}
+                                       "overrules": judged.overrules, "verdicts": judged.verdicts,
+                                       "attempts": judged.attempts}
             if judged.decides:  # the verdicts rate one backend above agreement's choice: select follows them
                 return [judged.best, *[b for b in order if b != judged.best]]
         if len(shares) < 2:
@@ -797,8 +798,10 @@ class Core:
             return []
         if judged.get("separated") or judged.get("overrules"):  # decided: calls there would change nothing
             return []
-        if judged.get("verdicts", 0) >= MAX_VERDICTS or not self._judge_budget_left(call.seq):
+        if judged.get("attempts", 0) >= MAX_VERDICTS or not self._judge_budget_left(call.seq):
             return []
+        if judged.get("attempts", 0) >= 20 and judged.get("verdicts", 0) < judged["attempts"] / 2:
+            return []  # a judge that answers fewer than half of its judgements without a verdict: not worth calls
         if np.random.default_rng([s.seed, call.seq, 10]).random() >= s.judge_duels:
             return []
         return list(judged["among"])
@@ -870,19 +873,21 @@ class Core:
 
         with self.tracing.span("judge", attributes={"smoothie.seq": seq, "smoothie.pairs": len(jobs)}):
             results = await asyncio.gather(*(one(*job) for job in jobs))
-        verdicts = [Verdict(seq, judge, a, b, outcome) for (judge, a, b), ((outcome, _), _) in zip(jobs, results)
-                    if outcome is not None]
+        # a judgement that gave no verdict is kept too, as NO_VERDICT: duels stop for a judge that cannot answer
+        made = [Verdict(seq, judge, a, b, outcome or NO_VERDICT) for (judge, a, b), ((outcome, _), _)
+                in zip(jobs, results)]
+        verdicts = [v for v in made if v.outcome != NO_VERDICT]
         failed = {f"{judge}: {a} vs {b}": why or "no verdict ([[A]], [[B]] or [[C]]) in its reply"
                   for (judge, a, b), ((outcome, _), why) in zip(jobs, results) if outcome is None}
         stored = True
-        if verdicts:
+        if made:
             try:
-                await self._db(self.store.add_verdicts, seq, [v.to_json() for v in verdicts])
+                await self._db(self.store.add_verdicts, seq, [v.to_json() for v in made])
             except StoreUnavailable:
                 stored = False  # kept out of the router too: a restart must see what this process sees
         if stored:
-            self.router.add_verdicts(verdicts)
-        for v in verdicts:
+            self.router.add_verdicts(made)
+        for v in made:
             self.metrics.verdicts.labels(v.outcome).inc()
         usage = [u for (_, u), _ in results if u]
         log.info(self.redact(json.dumps({"event": "judged", "id": rid, "seq": seq, "duel": duel,
@@ -1092,7 +1097,15 @@ class Core:
         backends = [{"name": b, "state": pool.state(b), "in_flight": pool.in_flight(b), "queued": pool.waiting.get(b, 0),
                      "max_concurrency": self.settings.backend(b).max_concurrency} for b in self.names]
         header = {"policy": self.settings.policy, "next_seq": seq, "store_rows": self.router.n_rows,
-                  "pending_fanouts": len(self._late), "embedder": self.store.embedder, "updated": time.time()}
+                  "pending_fanouts": len(self._late), "embedder": self.store.embedder, "updated": time.time(),
+                  "judge": None}
+        if self.judge is not None:
+            report = self._contender_report(contenders) or {}
+            header["judge"] = {"verdicts": dict(Counter(v.outcome for _, v in self.router.verdicts
+                                                        if v.outcome != NO_VERDICT)),
+                               "no_verdict": sum(v.outcome == NO_VERDICT for _, v in self.router.verdicts),
+                               "decided_by": report.get("decided_by", "agreement"),
+                               "best": (report.get("judge") or {}).get("best")}
         return self.clean(self.dashboard.data(backends, self.dashboard.point(ranking, {"contenders": contenders}),
                                               header))
 

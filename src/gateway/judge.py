@@ -41,6 +41,7 @@ Z = 1.645  # standard errors by which the judged best must lead each other conte
 MIN_VERDICTS = 4  # verdicts on the best's answers before it can be separated
 MAX_VERDICTS = 400  # verdicts among the compared backends past which duels stop: what they cannot separate is a tie
 PRIOR = 0.1  # the Gaussian prior's precision on each strength (keeps a clean sweep finite)
+NO_VERDICT = "X"  # a judgement that gave no verdict (a failed call, or no marker in the reply): kept, not counted
 _VERDICT = re.compile(r"\[\[\s*([ABC])\s*\]\]")
 
 
@@ -142,6 +143,7 @@ class Judged:
     strengths: dict[str, float]
     leads: dict[str, tuple[float, float]]  # other -> (best's lead over it, its standard error)
     verdicts: int
+    attempts: int
     best: str | None
     separated: bool
     weights: dict[str, float] | None = None
@@ -155,7 +157,7 @@ class Judged:
 
     def to_json(self) -> dict:
         return {"best": self.best, "separated": self.separated, "overrules": self.overrules,
-                "verdicts": self.verdicts,
+                "verdicts": self.verdicts, "attempts": self.attempts,
                 "strengths": {b: round(v, 3) for b, v in self.strengths.items()},
                 "leads": {b: {"lead": round(d, 3), "se": round(se, 3)} for b, (d, se) in self.leads.items()},
                 **({"judge_weights": {k: round(v, 3) for k, v in self.weights.items()}} if self.weights else {})}
@@ -166,11 +168,12 @@ def judge_contenders(names: list[str], verdicts: list[Verdict], peers: bool = Fa
     """Bradley–Terry over the verdicts among ``names``: the best, whether it leads every other
     by Z standard errors (direct or through a third) with MIN_VERDICTS verdicts on it, and
     whether it leads ``anchor`` (the backend agreement would call) so."""
-    among = [v for v in verdicts if v.first in names and v.second in names]
+    tried = [v for v in verdicts if v.first in names and v.second in names]
+    among = [v for v in tried if v.outcome != NO_VERDICT]
     weights = reliabilities(among, names) if peers and among else None
     strengths, cov = bradley_terry(names, among, weights)
     if not among:
-        return Judged(names, {}, {}, 0, None, False, weights)
+        return Judged(names, {}, {}, 0, len(tried), None, False, weights)
     b = int(np.argmax(strengths))
     best = names[b]
     leads = {}
@@ -184,8 +187,8 @@ def judge_contenders(names: list[str], verdicts: list[Verdict], peers: bool = Fa
     enough = sum(1 for v in among if best in (v.first, v.second)) >= MIN_VERDICTS
     separated = enough and all(lead > Z * se for lead, se in leads.values())
     overrules = enough and anchor in leads and leads[anchor][0] > Z * leads[anchor][1]
-    return Judged(names, dict(zip(names, map(float, strengths))), leads, len(among), best, separated, weights,
-                  overrules)
+    return Judged(names, dict(zip(names, map(float, strengths))), leads, len(among), len(tried), best, separated,
+                  weights, overrules)
 
 
 def pairs_to_judge(anchor: str, others: list[str], seed: int, seq: int) -> list[tuple[str, str]]:

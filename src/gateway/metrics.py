@@ -43,6 +43,6 @@ class Metrics:
                                      ["backend"], registry=r)
         self.judge_calls = Counter("smoothie_judge_calls", "Judge calls (--judge) by judge and outcome (ok, failed); "
                                    "also counted in smoothie_backend_calls", ["judge", "outcome"], registry=r)
-        self.verdicts = Counter("smoothie_judge_verdicts", "The judge's verdicts by outcome (A, B, C: a tie)",
+        self.verdicts = Counter("smoothie_judge_verdicts", "The judge's verdicts by outcome (A, B, C: a tie, X: none given)",
                                 ["outcome"], registry=r)
         self.pending = Gauge("smoothie_pending_fanouts", "Explore fan-outs answered but not yet stored", registry=r)
