@@ -108,10 +108,10 @@ def goals(results: list[dict]) -> None:
         for explore in (0.02, 0.05):
             s = rows[("select (--contenders 0: the single best)", None, explore)]
             c = rows[("contender-spread select (--contender_spread shares)", None, explore)]
+            ratio = f"{c[2] / s[2]:.2f}x" if s[2] > 1e-9 else "select's is 0: every seed picks the same backend"
             print(f"- {res['title']}, explore {explore}: contender-spread select {c[1]:.3f} ± {c[2]:.3f} against "
                   f"select {s[1]:.3f} ± {s[2]:.3f} at {c[0]:.2f} calls: mean "
-                  f"{'at least' if c[1] >= s[1] - 1e-9 else 'BELOW'} select's, spread {c[2] / max(s[2], 1e-12):.2f}x "
-                  f"(goal: at most 0.5x)")
+                  f"{'at least' if c[1] >= s[1] - 1e-9 else 'BELOW'} select's, spread {ratio} (goal: at most 0.5x)")
         j = rows[("select + judge (defaults: --judge_duels 1)", 0.8, 0.0)]
         print(f"- {res['title']}: select with a simulated judge right 80%: {(j[1] - res['random']) / gap:+.2f} of the "
               f"gap at {j[0]:.2f} calls per request (goal on AlpacaEval and the heterogeneous ensemble: at least "

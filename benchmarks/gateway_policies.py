@@ -612,7 +612,7 @@ def _llama_load(ports: dict[str, int], n_requests: int, embedding_model: str) ->
             Path(f"{store}{suffix}").unlink(missing_ok=True)
 
 
-def select_load(n_requests: int, embedding_model: str, warmup_requests: int = 26) -> None:
+def select_load(n_requests: int, embedding_model: str, warmup_requests: int = 40) -> None:
     """The tie trial: ``--policy select`` behind the README's three llama.cpp servers (one slot
     each), a store warmed by ``warmup_requests`` requests one after another, then ``n_requests``
     SDK requests at once (the SDK's default two retries on 503). Before: ``--contenders 0``

@@ -508,8 +508,8 @@ class Core:
     def _share_ties(self, call: _Call, order: list[str]) -> list[str]:
         """select's (and adaptive's Global) single call when the stored fan-outs cannot tell
         several backends apart (``--contenders``): one of those contenders, among the ones with a
-        free slot (in flight plus queued below ``max_concurrency``; else the least loaded), so a
-        tie never piles onto one slot-limited backend while the others idle. ``capacity``: the
+        free slot (in flight plus queued below ``max_concurrency``; else the one whose call would
+        end first), so a tie never piles onto one slot-limited backend while the others idle. ``capacity``: the
         best of them when it is among those, else a draw; ``shares``: always a draw, in
         proportion to the shares. Draws are keyed by seed and request number; backends outside
         the set are called only after every contender failed. ``smoothie.among`` records the
@@ -543,14 +543,18 @@ class Core:
         return [pick, *[b for b in shares if b != pick], *[b for b in order if b not in shares]]
 
     def _with_capacity(self, names: list[str]) -> list[str]:
-        """``names`` with a free slot now (not cooling down), or else the least loaded of them."""
+        """``names`` with a free slot now (not cooling down); when none has, the one whose call
+        would end first: its calls in flight and queued, plus this one, over its slots, times
+        its recent call time (a fast backend's queue can beat a slow backend's)."""
         pool = self.pool
-        load = {b: (pool.in_flight(b) + pool.waiting.get(b, 0)) / self.settings.backend(b).max_concurrency
-                for b in names if not pool.cooling(b)}
-        if not load:
-            return names
-        free = [b for b in names if b in load and load[b] < 1]
-        return free or [b for b in names if b in load and load[b] == min(load.values())]
+        usable = [b for b in names if not pool.cooling(b)] or list(names)
+        busy = {b: pool.in_flight(b) + pool.waiting.get(b, 0) for b in usable}
+        slots = {b: self.settings.backend(b).max_concurrency for b in usable}
+        free = [b for b in usable if busy[b] < slots[b]]
+        if free:
+            return free
+        recent = getattr(pool, "recent_ms", {})
+        return [min(usable, key=lambda b: ((busy[b] + 1) / slots[b] * recent.get(b, 1000.0), usable.index(b)))]
 
     def _usable(self, order: list[str], call: _Call) -> list[str]:
         """``order`` without backends cooling down (noted in ``failed``), unless every one is."""
@@ -770,7 +774,9 @@ class Core:
         one select would call): none without a judge, outside ``--judge_budget``'s draw, or
         before there is a Global estimate."""
         s = self.settings
-        if self.judge is None or self.router.global_estimate(seq) is None or not self._judge_budget_left(seq):
+        if self.judge is None or s.policy not in ("select", "adaptive"):  # only their single calls follow verdicts
+            return []
+        if self.router.global_estimate(seq) is None or not self._judge_budget_left(seq):
             return []
         judged = self._judge_set(seq, self.router.contenders(seq, s.contenders or 1e-9))
         return judged if len(judged) >= 2 else []
