@@ -196,5 +196,5 @@ def real_judge(shared, table_for, rows: int) -> None:
     print("|---|---|---|---|---|---|---|")
     print(f"| none | {plain['calls_per_request']:.2f} (0) | | | | {q(plain):.3f} | |")
     print(f"| SmolLM2-135M-Instruct | {judged['calls_per_request']:.2f} ({judged['judge_calls']}) | {len(verdicts)} "
-          f"({judged['judge_calls'] - len(verdicts)}) | {agree / max(len(verdicts), 1):.0%} | "
-          f"{first / max(len(verdicts), 1):.0%} | {q(judged):.3f} | {seconds:.0f} |", flush=True)
+          f"({judged['judge_calls'] - len(verdicts)}) | {f'{agree / len(verdicts):.0%}' if verdicts else '–'} | "
+          f"{f'{first / len(verdicts):.0%}' if verdicts else '–'} | {q(judged):.3f} | {seconds:.0f} |", flush=True)

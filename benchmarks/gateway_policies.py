@@ -677,7 +677,9 @@ def select_load(n_requests: int, embedding_model: str, warmup_requests: int = 40
                                 return exc.status_code, None, time.perf_counter() - start
                         start = time.perf_counter()
                         results = await asyncio.gather(*(one(i) for i in range(n_requests)))
-                        return results, time.perf_counter() - start
+                        seconds = time.perf_counter() - start
+                        await client.close()
+                        return results, seconds
                     results, seconds = asyncio.run(load())
                 finally:
                     proc.terminate()
