@@ -778,7 +778,7 @@ class Core:
             return []
         if self.router.global_estimate(seq) is None or not self._judge_budget_left(seq):
             return []
-        judged = self._judge_set(seq, self.router.contenders(seq, s.contenders or 1e-9))
+        judged = self._judge_set(seq, self.router.contenders(seq, s.contenders))  # {} at 0: Global's top alone
         return judged if len(judged) >= 2 else []
 
     async def _judge_call(self, name: str, body: dict) -> tuple[dict, float]:
