@@ -19,7 +19,8 @@ chunks), ``slowN`` (answer after N tenths of a second), ``const`` (always the sa
 
 Asked the gateway's pairwise judge prompt (``--judge``), a backend answers with a verdict instead:
 ``/judge-rank-XYZ/v1`` prefers X to Y to Z, ``/judge-first/v1`` always says [[A]], ``/judge-fail/v1``
-fails, ``/judge-hang/v1`` takes 30 s, ``/judge-mute/v1`` gives no verdict, and a..h (``--judge peers``)
+fails, ``/judge-hang/v1`` takes 30 s, ``/judge-mute/v1`` gives no verdict, ``/judge-leak/v1`` answers 401
+echoing keys, and a..h (``--judge peers``)
 rank alphabetically; each records in its stats whose answers it judged.
 
 It also plays an OpenAI-compatible embedding server, ``/emb/v1/embeddings``: a bag-of-words
@@ -97,10 +98,11 @@ def _author(answer: str, request: str) -> str | None:
     return None
 
 
-async def _judge(name: str, text: str) -> Response:
+async def _judge(name: str, text: str, authorization: str | None = None) -> Response:
     """A judge's reply to the gateway's pairwise prompt. ``judge-rank-XYZ``: prefers X to Y to Z
     (others last); ``judge-first``: always [[A]] (all position bias); ``judge-fail``: HTTP 500;
-    ``judge-hang``: answers after 30 s; ``judge-mute``: no verdict. A backend a..h asked to judge
+    ``judge-hang``: answers after 30 s; ``judge-mute``: no verdict; ``judge-leak``: 401 whose body echoes
+    the key it was sent and another. A backend a..h asked to judge
     (peers mode) answers by alphabetical order. Each records the authors of what it judged."""
     request, first, second = _JUDGE_PROMPT.match(text).groups()
     authors = [_author(first, request), _author(second, request)]
@@ -108,6 +110,9 @@ async def _judge(name: str, text: str) -> Response:
     stats.setdefault("judged", []).append(authors)
     if name == "judge-fail":
         return JSONResponse({"error": {"message": "judge down"}}, status_code=500)
+    if name == "judge-leak":
+        return JSONResponse({"error": {"message": f"rejected {authorization}; try Bearer {LEAKED_KEY}"}},
+                            status_code=401)
     if name == "judge-hang":
         await asyncio.sleep(30)
     rank = name.removeprefix("judge-rank-") if name.startswith("judge-rank-") else "abcdefgh"
@@ -123,7 +128,7 @@ async def _serve(name: str, kind: str, request: Request):
     text = _text(body)
     if _JUDGE_PROMPT.match(text):
         STATS.setdefault(name, {"calls": 0, "in_flight": 0, "max_in_flight": 0, "traceparents": []})["calls"] += 1
-        return await _judge(name, text)
+        return await _judge(name, text, request.headers.get("authorization"))
     mode = _mode(name, text)
     stats = STATS.setdefault(name, {"calls": 0, "in_flight": 0, "max_in_flight": 0, "traceparents": []})
     stats["calls"] += 1

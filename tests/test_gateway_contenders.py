@@ -15,6 +15,7 @@ from collections import Counter
 
 import httpx
 from gateway_servers import ROOT, Gateway
+from scripted_backends import LEAKED_KEY
 
 NAMES = ["a", "b", "c"]
 
@@ -148,6 +149,30 @@ def test_a_judge_that_fails_hangs_or_says_nothing_costs_no_response(scripted, tm
         lines = judged_lines(gw)
         assert lines and all(line["verdicts"] == [] and line["failed"] for line in lines), (judge, lines[:2])
         assert health["status"] == "ok" and health["contenders"]["decided_by"] == "agreement"
+
+
+def test_a_judges_key_and_url_password_reach_no_client_log_or_report(scripted, tmp_path):
+    """The judge is a backend too: its key (``key_env``), the password in its URL and keys its
+    error body echoes are redacted like any backend's (old: only the routed backends' secrets
+    were known to the redactor)."""
+    key, password = "judgekey-7f31c9", "judgepass-4e2d8a"
+    judge = f"http://user:{password}@127.0.0.1:{scripted.port}/judge-leak/v1,key_env=JUDGE_KEY"
+    gw = Gateway(tmp_path, "judgeleak", flags(scripted, slots=4), "--store", str(tmp_path / "j.sqlite"),
+                 "--policy", "select", "--warmup", "12", "--lag", "0", "--explore", "0.3", "--judge", judge,
+                 "--judge_timeout", "2", env={"PYTHONUNBUFFERED": "1", "JUDGE_KEY": key}).start()
+    try:
+        emitted = [r.text for r in ask(gw, 16)]
+        emitted += [httpx.get(gw.url + path).text for path in ("/health", "/metrics", "/dashboard/data")]
+        lines = judged_lines(gw)
+    finally:
+        gw.stop()
+    emitted.append(gw.log.read_text())
+    assert lines and all(line["failed"] for line in lines), lines[:2]  # the judge was asked, and refused
+    assert stats(scripted, "judge-leak")["calls"] > 0
+    assert "[redacted]" in emitted[-1]  # its echo of the keys reached the log, redacted
+    for text in emitted:
+        for secret in (key, password, LEAKED_KEY):
+            assert secret not in text
 
 
 def test_peers_never_judge_their_own_answer(scripted, tmp_path):
