@@ -132,3 +132,43 @@ def test_a_store_that_cannot_be_reached_is_one_line(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2 and len(lines) == 1 and "--store" in lines[0] and "secret" not in lines[0], r.stderr
+
+
+def test_a_judges_verdicts_reach_the_other_replicas(cluster, scripted, tmp_path):
+    """Old: a replica read the other replicas' verdicts only at start, so a judge's evidence
+    decided the ties of the replica that asked it and no other until a restart; and a replica that
+    had served nothing reported in /health what request 0 would see (no rows), not its next request."""
+    dsn = cluster.create_database("judged_replicas")
+    backends = [f"{b}=http://127.0.0.1:{scripted.port}/{b}/v1,max_concurrency=4" for b in NAMES]
+    flags = ["--store", dsn, "--policy", "select", "--warmup", "12", "--lag", "0", "--explore", "0.3",
+             "--judge", f"http://127.0.0.1:{scripted.port}/judge-rank-abc/v1", "--store_poll_interval", "0.2"]
+    one = Gateway(tmp_path, "judged_one", backends, *flags, env={"PYTHONUNBUFFERED": "1"}).start()
+    two = Gateway(tmp_path, "judged_two", backends, *flags, env={"PYTHONUNBUFFERED": "1"}).start()
+    try:
+        before = httpx.get(two.url + "/health").json()["contenders"]
+        for i in range(30):  # every request to the first replica: only its judge is asked
+            assert httpx.post(one.url + "/v1/chat/completions", timeout=60, json={"messages": [
+                {"role": "user", "content": f"[[all:random]] question {i}"}]}).status_code == 200
+
+        def decided(gw: Gateway) -> dict:
+            return httpx.get(gw.url + "/health").json()["contenders"]
+
+        assert wait_for(lambda: decided(one).get("decided_by") == "judge", 20), decided(one)
+        assert wait_for(lambda: decided(two).get("decided_by") == "judge", 10), decided(two)
+        assert wait_for(lambda: not httpx.get(one.url + "/health").json()["pending_fanouts"], 20)
+        time.sleep(1.0)  # the last judging, after the last fan-out
+
+        def stored() -> int:
+            with psycopg.connect(dsn) as con:
+                return con.execute("SELECT COUNT(*) FROM smoothie_verdicts").fetchone()[0]
+
+        # every verdict, each once: none lost, none counted twice (the replica's own are never handed back)
+        assert wait_for(lambda: decided(two)["judge"]["verdicts"] == decided(one)["judge"]["verdicts"] == stored(),
+                        10), (decided(two)["judge"], decided(one)["judge"], stored())
+        theirs, mine = decided(two), decided(one)
+    finally:
+        one.stop()
+        two.stop()
+    assert before.get("decided_by") != "judge"
+    assert len(theirs["shares"]) >= 2, theirs  # a tie by agreement, which the verdicts decide
+    assert theirs["judge"]["best"] == mine["judge"]["best"] == "a", (theirs, mine)  # the judge ranks a > b > c

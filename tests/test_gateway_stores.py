@@ -143,11 +143,17 @@ def test_two_writers_number_and_store_without_collisions(opener):
         for seq in b.result()[:5]:
             two.add(row(seq))
         assert sorted(r.seq for r in one.rows()) == sorted(a.result()[:5] + b.result()[:5])
-        if two.shared:  # a replica learns the other's rows by polling, and only those
+        verdict = {"judge": "j", "first": "a", "second": "b", "outcome": "A"}
+        one.add_verdicts(a.result()[0], [verdict])
+        two.add_verdicts(b.result()[0], [{**verdict, "outcome": "B"}])
+        if two.shared:  # a replica learns the other's rows and verdicts by polling, and only those
             got, _ = two.poll()
             assert {r.seq for r in got} == set(a.result()[:5])
+            assert two.new_verdicts() == [{"seq": a.result()[0], **verdict}]
+            assert two.new_verdicts() == [] and one.new_verdicts() == [{"seq": b.result()[0], **verdict,
+                                                                        "outcome": "B"}]
         else:
-            assert two.poll() == ([], [])
+            assert two.poll() == ([], []) and two.new_verdicts() == []
     finally:
         one.close()
         two.close()

@@ -214,7 +214,8 @@ class Core:
 
     async def _poll_store(self) -> None:
         """Every ``--store_poll_interval`` seconds: add the fan-outs other replicas stored, and drop
-        the rows any replica evicted, in this replica's mirror."""
+        the rows any replica evicted, in this replica's mirror; with a judge, add the verdicts
+        other replicas' judges gave."""
         while True:
             await asyncio.sleep(self.settings.store_poll_interval)
             try:
@@ -226,7 +227,16 @@ class Core:
             self.router.drop(dropped)
             for row in rows:
                 self.router.add(row)
+                self._last_seq = max(self._last_seq, row.seq)  # reports look past the others' numbers too
             self.metrics.stored.set(self.router.n_rows)
+            if self.judge is not None:
+                try:
+                    theirs = await self._db(self.store.new_verdicts)
+                except Exception as exc:  # noqa: BLE001 - as above
+                    log.error(self.redact(json.dumps({"event": "store_poll_failed",
+                                                      "error": f"{type(exc).__name__}: {exc}"[:300]})))
+                    continue
+                self.router.add_verdicts(Verdict(**v) for v in theirs)
 
     async def _sample_view(self) -> None:
         """The dashboard's history: the router's view every few seconds while requests come in."""

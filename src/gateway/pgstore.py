@@ -134,6 +134,9 @@ class PostgresFanoutStore:
         self._known: dict[int, str] = {}  # seq -> request id of the rows in this replica's mirror
         self._last_id = 0
         self._recent: deque[tuple[float, int]] = deque()  # (when seen, highest id then), for the rescan
+        self._verdict_ids: set[int] = set()  # verdicts this replica made or has seen
+        self._last_verdict = 0
+        self._verdicts_recent: deque[tuple[float, int]] = deque()
 
     def close(self) -> None:
         self.pool.close()
@@ -262,18 +265,52 @@ class PostgresFanoutStore:
     # -- a judge's verdicts on a fan-out's answers ----------------------------------------------------
     def add_verdicts(self, seq: int, verdicts: list[dict]) -> None:
         with self.pool.connection() as con:
-            with con.cursor() as cur:
-                cur.executemany("INSERT INTO smoothie_verdicts (seq, judge, first, second, outcome) "
-                                "VALUES (%s, %s, %s, %s, %s)",
-                                [(seq, v["judge"], v["first"], v["second"], v["outcome"]) for v in verdicts])
+            with con.transaction():
+                ids = [con.execute("INSERT INTO smoothie_verdicts (seq, judge, first, second, outcome) "
+                                   "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                                   (seq, v["judge"], v["first"], v["second"], v["outcome"])).fetchone()[0]
+                       for v in verdicts]
+                with self._mirror:  # before the commit: the poller never sees them unmarked
+                    self._verdict_ids.update(ids)  # this replica's own: never handed back by new_verdicts
+
+    @staticmethod
+    def _as_verdicts(found) -> list[dict]:
+        return [{"seq": seq, "judge": j, "first": f, "second": sec, "outcome": o} for _, seq, j, f, sec, o in found]
 
     def verdicts(self) -> list[dict]:
-        """Every replica's verdicts (read at start: a replica learns the others' verdicts when it
-        restarts; its own as it makes them)."""
+        """Every replica's verdicts, by request (read at start; later ones come by new_verdicts)."""
         with self.pool.connection() as con:
-            return [{"seq": seq, "judge": j, "first": f, "second": sec, "outcome": o} for seq, j, f, sec, o in
-                    con.execute("SELECT seq, judge, first, second, outcome FROM smoothie_verdicts "
-                                "ORDER BY seq, id").fetchall()]
+            self._last_verdict = self._mark_verdicts(con)
+            found = con.execute("SELECT id, seq, judge, first, second, outcome FROM smoothie_verdicts "
+                                "ORDER BY seq, id").fetchall()
+        with self._mirror:
+            self._verdict_ids.update(row[0] for row in found)
+        return self._as_verdicts(found)
+
+    def _mark_verdicts(self, con) -> int:
+        """As _mark, for verdict ids: the id below which every verdict has been seen."""
+        now = time.monotonic()
+        top = con.execute("SELECT COALESCE(MAX(id), 0) FROM smoothie_verdicts").fetchone()[0]
+        with self._mirror:
+            self._verdicts_recent.append((now, top))
+            while len(self._verdicts_recent) > 1 and self._verdicts_recent[1][0] < now - RESCAN_SECONDS:
+                self._verdicts_recent.popleft()
+            return self._verdicts_recent[0][1]
+
+    def new_verdicts(self) -> list[dict]:
+        """The verdicts other replicas stored since the last look (the poller's, every few seconds),
+        so a judge's evidence reaches every replica, not only the one that asked. Ids are drawn
+        before commit, so recent ids are looked at again; those already seen are skipped."""
+        with self.pool.connection() as con:
+            since = self._last_verdict
+            self._last_verdict = self._mark_verdicts(con)
+            found = con.execute("SELECT id, seq, judge, first, second, outcome FROM smoothie_verdicts WHERE id > %s "
+                                "ORDER BY seq, id", (since,)).fetchall()
+        with self._mirror:
+            fresh = [row for row in found if row[0] not in self._verdict_ids]
+            # ids at or below ``since`` are never fetched again: only the window above it is remembered
+            self._verdict_ids = {i for i in self._verdict_ids if i > since} | {row[0] for row in fresh}
+        return self._as_verdicts(fresh)
 
     # -- fan-outs finished after their response ------------------------------------------------------
     def add_pending(self, seq: int, request_id: str, job: dict) -> None:

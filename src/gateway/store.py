@@ -201,6 +201,10 @@ class FanoutStore:
         return [{"seq": seq, "judge": j, "first": f, "second": sec, "outcome": o} for seq, j, f, sec, o in
                 self.con.execute("SELECT seq, judge, first, second, outcome FROM verdicts ORDER BY seq, rowid")]
 
+    def new_verdicts(self) -> list[dict]:
+        """Verdicts other writers stored since the last look: none, this store has one writer."""
+        return []
+
     # -- fan-outs finished after their response ------------------------------------------------------
     def add_pending(self, seq: int, request_id: str, job: dict) -> None:
         with self.con:
