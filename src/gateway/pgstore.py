@@ -133,10 +133,11 @@ class PostgresFanoutStore:
         self._mirror = threading.Lock()
         self._known: dict[int, str] = {}  # seq -> request id of the rows in this replica's mirror
         self._last_id = 0
-        self._recent: deque[tuple[float, int]] = deque()  # (when seen, highest id then), for the rescan
+        # per table: (when seen, highest id then), for the rescan
+        self._recent: dict[str, deque[tuple[float, int]]] = {t: deque() for t in ("smoothie_fanouts",
+                                                                                 "smoothie_verdicts")}
         self._verdict_ids: set[int] = set()  # verdicts this replica made or has seen
         self._last_verdict = 0
-        self._verdicts_recent: deque[tuple[float, int]] = deque()
 
     def close(self) -> None:
         self.pool.close()
@@ -218,15 +219,17 @@ class PostgresFanoutStore:
             self._known.update((r.seq, r.request_id) for r in rows)
         return rows
 
-    def _mark(self, con) -> int:
-        """Note the highest id now; return the id below which every row has been seen."""
+    def _mark(self, con, table: str = "smoothie_fanouts") -> int:
+        """Note the highest id of ``table`` now; return the id below which every one has been seen
+        (the highest id of RESCAN_SECONDS ago: ids are drawn before commit)."""
         now = time.monotonic()
-        top = con.execute("SELECT COALESCE(MAX(id), 0) FROM smoothie_fanouts").fetchone()[0]
+        top = con.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]
+        recent = self._recent[table]
         with self._mirror:
-            self._recent.append((now, top))
-            while len(self._recent) > 1 and self._recent[1][0] < now - RESCAN_SECONDS:
-                self._recent.popleft()
-            return self._recent[0][1]
+            recent.append((now, top))
+            while len(recent) > 1 and recent[1][0] < now - RESCAN_SECONDS:
+                recent.popleft()
+            return recent[0][1]
 
     def poll(self) -> tuple[list[Fanout], list[str]]:
         """(rows other replicas stored since the last look, request ids evicted since). Ids are
@@ -280,22 +283,12 @@ class PostgresFanoutStore:
     def verdicts(self) -> list[dict]:
         """Every replica's verdicts, by request (read at start; later ones come by new_verdicts)."""
         with self.pool.connection() as con:
-            self._last_verdict = self._mark_verdicts(con)
+            self._last_verdict = self._mark(con, "smoothie_verdicts")
             found = con.execute("SELECT id, seq, judge, first, second, outcome FROM smoothie_verdicts "
                                 "ORDER BY seq, id").fetchall()
         with self._mirror:
             self._verdict_ids.update(row[0] for row in found)
         return self._as_verdicts(found)
-
-    def _mark_verdicts(self, con) -> int:
-        """As _mark, for verdict ids: the id below which every verdict has been seen."""
-        now = time.monotonic()
-        top = con.execute("SELECT COALESCE(MAX(id), 0) FROM smoothie_verdicts").fetchone()[0]
-        with self._mirror:
-            self._verdicts_recent.append((now, top))
-            while len(self._verdicts_recent) > 1 and self._verdicts_recent[1][0] < now - RESCAN_SECONDS:
-                self._verdicts_recent.popleft()
-            return self._verdicts_recent[0][1]
 
     def new_verdicts(self) -> list[dict]:
         """The verdicts other replicas stored since the last look (the poller's, every few seconds),
@@ -303,7 +296,7 @@ class PostgresFanoutStore:
         before commit, so recent ids are looked at again; those already seen are skipped."""
         with self.pool.connection() as con:
             since = self._last_verdict
-            self._last_verdict = self._mark_verdicts(con)
+            self._last_verdict = self._mark(con, "smoothie_verdicts")
             found = con.execute("SELECT id, seq, judge, first, second, outcome FROM smoothie_verdicts WHERE id > %s "
                                 "ORDER BY seq, id", (since,)).fetchall()
         with self._mirror:
