@@ -118,6 +118,31 @@ def goals(results: list[dict]) -> None:
               f"0.80 at no more than 1.6)")
 
 
+def spread_study(title, names, inputs, answers, quality, table, seeds: int) -> None:
+    """Why hedging cannot halve select's spread between seeds at its mean: select against
+    contender-spread at several confidences, with each seed's request order as recorded and
+    shuffled (traffic that arrives in another order fans out on other rows)."""
+    n = len(inputs)
+    col = {b: j for j, b in enumerate(names)}
+    print(f"\n#### {title}: mean ± sd over {seeds} seeds, explore 0.02 (order as recorded / shuffled per seed)\n")
+    print("| policy | order as recorded | shuffled per seed |")
+    print("|---|---|---|")
+    for label, values in (("select (--contenders 0)", {"contenders": 0}),
+                          *((f"contender-spread select, --contenders {c}", {"contenders": c,
+                                                                            "contender_spread": "shares"})
+                            for c in (0.5, 0.7, 0.9))):
+        cells = []
+        for shuffle in (False, True):
+            qs = []
+            for seed in range(seeds):
+                order = np.random.default_rng([seed, 5]).permutation(n) if shuffle else np.arange(n)
+                r = replay(answers[order], [inputs[i] for i in order], names,
+                           replay_settings(names, policy="select", seed=seed, explore=0.02, **values), table)
+                qs.append(float(np.mean([quality[order[i], col[b]] for i, b in enumerate(r["selected"])])))
+            cells.append(f"{np.mean(qs):.3f} ± {np.std(qs):.3f}")
+        print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+
+
 def plot(results: list[dict], path: str) -> None:
     import matplotlib
 

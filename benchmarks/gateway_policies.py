@@ -35,8 +35,10 @@ stay the same on every held set; then fanout requests/s and added time at 8, 16 
 flight), 1 against 2 gateway replicas on one PostgreSQL store (a throwaway cluster, requests
 alternating between the replicas), and the embedder in process against an Infinity embedding
 server; ``precision`` checks bf16's routing decisions against fp32's (what ``--embedding_precision
-auto`` rests on). Every part names the CPU. ``--parts`` runs a subset (policies, latency, overhead,
-llama, scale, or one part of scale by name).
+auto`` rests on). Part ``judge`` (in gateway_judge.py): contenders and a judge, quality against calls
+per request; part ``spread``: select against contender-spread select at several confidences, each
+seed's request order as recorded and shuffled. Every part names the CPU. ``--parts`` runs a subset
+(policies, judge, spread, latency, overhead, llama, tie, scale, or one part of scale by name).
 """
 
 from __future__ import annotations
@@ -908,7 +910,7 @@ def main() -> None:
     ap.add_argument("--scale_requests", type=int, default=300,
                     help="requests per run in part 4: batching, replicas, embedding server (0: skip)")
     ap.add_argument("--parts", nargs="*", default=["policies", "latency", "overhead", "llama", "scale"],
-                    help="which parts to run: policies, judge (realjudge: its real-model part alone), latency, overhead, "
+                    help="which parts to run: policies, judge (realjudge: its real-model part alone), spread, latency, overhead, "
                          "llama, tie, scale (= agreement, "
                          "precision, batching, replicas, embedserver)")
     ap.add_argument("--overhead_requests", type=int, default=100, help="requests per cell of the overhead part")
@@ -952,6 +954,14 @@ def main() -> None:
         gateway_judge.goals(results)
         if args.judge_plot:
             gateway_judge.plot(results, args.judge_plot)
+    if "spread" in args.parts:
+        import gateway_judge
+
+        print(f"\n### Hedging against the spread between seeds: select and contender-spread select, "
+              f"{args.judge_seeds} seeds (replayed through the request core)")
+        for title, names, inputs, answers, quality, _ in [load(shared) for load in loaders.values()]:
+            gateway_judge.spread_study(title, names, inputs, answers, quality, embed_set(embedder, inputs, answers),
+                                       args.judge_seeds)
     if "judge" in args.parts or "realjudge" in args.parts:
         if args.real_judge_rows:
             import gateway_judge
