@@ -80,6 +80,57 @@ def test_a_slow_request_delays_no_other_request(scripted, tmp_path, case):
 
 
 # -- 4. secrets and prompts stay private ------------------------------------------------------------------
+def test_work_after_a_response_queues_behind_the_calls_clients_wait_for(scripted):
+    """Old: one first-come queue per backend, so on a one-slot backend (llama.cpp) that was also
+    the judge, a user's request waited behind judge calls, and behind other requests' late
+    explore fan-outs. Now background calls wait while any foreground call waits; and a
+    background call that gives up waiting (queued out) leaves no slot taken."""
+    import asyncio
+
+    from src.gateway.backends import BackendError, BackendPool
+    from src.gateway.config import parse_backend
+
+    def body(text: str) -> dict:
+        return {"messages": [{"role": "user", "content": text}]}
+
+    async def main() -> tuple[list[str], str, int, float]:
+        pool = BackendPool([parse_backend(f"a=http://127.0.0.1:{scripted.port}/a/v1,max_concurrency=1")],
+                           timeout=30, max_failures=3, cooldown=1, max_queue_wait=2)
+        done: list[str] = []
+
+        async def one(tag: str, background: bool, text: str) -> None:
+            await pool.call("a", "chat", body(text), background=background)
+            done.append(tag)
+
+        try:
+            first = asyncio.create_task(one("first", False, "[[a:slow5]] holds the slot"))
+            await asyncio.sleep(0.1)
+            judge = asyncio.create_task(one("judge", True, "[[a:slow2]] a judge call"))
+            await asyncio.sleep(0.1)
+            user = asyncio.create_task(one("user", False, "[[a:slow2]] a user's request, later"))
+            await asyncio.gather(first, judge, user)
+            # a background call that queues out while the slot is held: nothing is left taken
+            pool.max_queue_wait = 0.2
+            hold = asyncio.create_task(pool.call("a", "chat", body("[[a:slow5]] holds it again")))
+            await asyncio.sleep(0.05)
+            try:
+                await pool.call("a", "chat", body("late work"), background=True)
+                why = "answered"
+            except BackendError as exc:
+                why = str(exc)
+            await hold
+            busy = pool.in_flight("a")
+            start = time.perf_counter()
+            await pool.call("a", "chat", body("next"))
+            return done, why, busy, time.perf_counter() - start
+        finally:
+            await pool.aclose()
+
+    done, why, busy, took = asyncio.run(main())
+    assert done == ["first", "user", "judge"]
+    assert why.startswith("queued out") and busy == 0 and took < 1.0
+
+
 def test_the_repository_tracks_no_database_or_stray_output():
     """Old: the repository tracked smoothie_gateway.sqlite (11 users' requests) and two stray
     outputs holding a machine path, and ignored none of a SQLite store's files."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -49,6 +50,44 @@ class _Health:
     unreachable: str | None = None  # why, while no call has succeeded since a probe or call failed to connect
 
 
+class Slots:
+    """A backend's ``max_concurrency`` slots, where a call made for a waiting client (foreground)
+    always goes before work done after a response (background: the rest of an explore fan-out, a
+    duel's second answer, a judge's call). Why: a one-slot backend (llama.cpp) that is also the
+    judge would otherwise queue users' requests behind judge calls, and one request's late
+    fan-out would hold another's answer. A background call already holding the slot finishes."""
+
+    def __init__(self, limit: int):
+        self.limit, self.busy = limit, 0
+        self._waiters: dict[bool, deque[asyncio.Future]] = {False: deque(), True: deque()}  # background?
+
+    async def acquire(self, background: bool = False) -> None:
+        if self.busy < self.limit and not self._waiters[False] and (not background or not self._waiters[True]):
+            self.busy += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[background].append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # handed the slot just as it stopped waiting
+                self.release()
+            elif waiter in self._waiters[background]:  # (a release may have dropped it already)
+                self._waiters[background].remove(waiter)
+            raise
+
+    def release(self) -> None:
+        """Hand the slot to the first foreground waiter, else the first background one."""
+        for background in (False, True):
+            queue = self._waiters[background]
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)  # the slot passes on: ``busy`` stays
+                    return
+        self.busy -= 1
+
+
 class BackendPool:
     """The backends as the core sees them: ``call`` and ``stream`` (both raise BackendError),
     health, and queue state. ``src.replay`` has its own class with the same methods."""
@@ -59,7 +98,7 @@ class BackendPool:
         self.timeout, self.max_failures, self.cooldown, self.max_queue_wait = (timeout, max_failures, cooldown,
                                                                                max_queue_wait)
         self.health = {b.name: _Health() for b in backends}
-        self.slots = {b.name: asyncio.Semaphore(b.max_concurrency) for b in backends}
+        self.slots = {b.name: Slots(b.max_concurrency) for b in backends}
         self.waiting = {b.name: 0 for b in backends}
         self.recent_ms = {b.name: 1000.0 for b in backends}  # a running mean, for Retry-After
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout),
@@ -119,7 +158,7 @@ class BackendPool:
 
     def in_flight(self, name: str) -> int:
         """Calls of ``name`` holding one of its ``max_concurrency`` slots now."""
-        return self.backends[name].max_concurrency - self.slots[name]._value
+        return self.slots[name].busy
 
     def retry_after(self, name: str) -> int:
         """Seconds until a slot of ``name`` is likely free: its queue times its recent call time."""
@@ -156,19 +195,21 @@ class BackendPool:
         return BackendError(self.redact(f"HTTP {status}: {message}"[:300]), fault, status)
 
     @asynccontextmanager
-    async def _slot(self, name: str):
-        """A slot of ``name``'s concurrency limit, waited for at most ``max_queue_wait``."""
+    async def _slot(self, name: str, background: bool = False):
+        """A slot of ``name``'s concurrency limit, waited for at most ``max_queue_wait``;
+        ``background`` work waits while any foreground call waits (:class:`Slots`)."""
         slots = self.slots[name]
-        self.waiting[name] += 1
+        ahead = 0 if background else 1  # ``waiting``: the calls a new client call would queue behind
+        self.waiting[name] += ahead
         try:
             with self.tracing.span("queue wait", attributes={"smoothie.backend": name,
-                                                             "smoothie.queued_behind": self.waiting[name] - 1}):
-                await asyncio.wait_for(slots.acquire(), self.max_queue_wait)
+                                                             "smoothie.queued_behind": self.waiting[name] - ahead}):
+                await asyncio.wait_for(slots.acquire(background), self.max_queue_wait)
         except TimeoutError:
             raise BackendError(f"queued out: no free slot within {self.max_queue_wait:g} s (--max_queue_wait)",
                                "queue") from None
         finally:
-            self.waiting[name] -= 1
+            self.waiting[name] -= ahead
         try:
             yield
         finally:
@@ -177,9 +218,10 @@ class BackendPool:
     def _took(self, name: str, ms: float) -> None:
         self.recent_ms[name] = 0.8 * self.recent_ms[name] + 0.2 * ms
 
-    async def call(self, name: str, kind: str, body: dict) -> tuple[dict, float]:
-        """The backend's JSON response and its latency in ms (from dispatch); raises BackendError."""
-        async with self._slot(name):
+    async def call(self, name: str, kind: str, body: dict, background: bool = False) -> tuple[dict, float]:
+        """The backend's JSON response and its latency in ms (from dispatch); raises BackendError.
+        ``background``: no client waits for it, so it yields its place in the queue."""
+        async with self._slot(name, background):
             start = time.perf_counter()
             try:
                 async with asyncio.timeout(self.timeout):

@@ -579,11 +579,12 @@ class Core:
 
     async def _backend(self, name: str, kind: str, body: dict, role: str = "answer") -> tuple[dict, float]:
         """``pool.call`` in a span of its own (the queue wait is its child; the backend gets its
-        ``traceparent``)."""
+        ``traceparent``). Every role but ``answer`` is made after its response: it queues behind
+        the calls clients wait for."""
         with self.tracing.span(f"backend {name}", CLIENT, {"smoothie.backend": name,
                                                                         "smoothie.role": role}) as span:
             try:
-                data, ms = await self.pool.call(name, kind, body)
+                data, ms = await self.pool.call(name, kind, body, background=role != "answer")
             except BackendError as exc:
                 set_attributes(span, {"smoothie.outcome": exc.fault, "error.type": str(exc)[:200],
                                       "http.response.status_code": exc.status})
@@ -730,7 +731,8 @@ class Core:
             self.metrics.pending.set(len(self._late))
             answers = dict(job["answered"])
             smoothie = _smoothie(self.settings.policy, "explore")
-            results = await asyncio.gather(*(self._backend(b, kind, job["body"]) for b in job["others"]),
+            results = await asyncio.gather(*(self._backend(b, kind, job["body"], role="explore")
+                                             for b in job["others"]),
                                            return_exceptions=True)
             for b, result in zip(job["others"], results):
                 if isinstance(result, BackendError):
