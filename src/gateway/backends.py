@@ -50,6 +50,9 @@ class _Health:
     unreachable: str | None = None  # why, while no call has succeeded since a probe or call failed to connect
 
 
+OUTCOME = {"backend": "error", "request": "rejected", "empty": "empty", "queue": "queued_out"}  # fault -> metric label
+
+
 class Slots:
     """A backend's ``max_concurrency`` slots, where a call made for a waiting client (foreground)
     always goes before work done after a response (background: the rest of an explore fan-out, a

@@ -4,6 +4,11 @@
 ``src.replay`` drives it with backends that answer from files, with N requests in flight as the
 server would have. Both therefore route with the same code and the same defaults.
 
+``Core`` keeps the life cycle (start, the store poller, close) and the orchestration of a request
+(decide, call, embed, choose, record); its other jobs live in files named for them and are mixed
+in: numbering and visibility (``sequencing``), the judge's work (``judging``), answers and streams
+(``relay``), and ``/health``, ``/dashboard/data`` and ``/metrics`` (``reports``).
+
 The invariants it keeps (SPEC 9):
 - No request waits for another request's backend calls. A routed request's decision depends
   only on the stored rows it sees (those of requests numbered below its own minus ``--lag``,
@@ -26,65 +31,38 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
-from prometheus_client import generate_latest
 
 from src.cleaning import clean_generation
-from src.gateway.backends import BackendError
-from src.gateway.config import JUDGE_NAME, Settings
-from src.gateway.dashboard import SAMPLE_SECONDS, Dashboard
+from src.gateway.backends import OUTCOME, BackendError
+from src.gateway.config import Settings
+from src.gateway.dashboard import Dashboard
 from src.gateway.embedding import EmbeddingChanged, EmbeddingRefused, EmbeddingUnavailable, EmbeddingWorker
-from src.gateway.judge import MAX_VERDICTS, NO_VERDICT, LiveJudge, Verdict, pairs_to_judge, peer_for
+from src.gateway.judge import LiveJudge, Verdict
+from src.gateway.judging import Judging
 from src.gateway.metrics import Metrics
-from src.gateway.policy import CONTENDER_RESAMPLES, Router, spread_draw
+from src.gateway.policy import Router, spread_draw
 from src.gateway.ports import Store
 from src.gateway.protocol import (
     CHAT,
-    USAGE_COUNTED,
     ApiError,
     Request,
     answer_text,
-    counted_usage,
-    delta_text,
-    error_event,
     parse,
-    sse,
-    stream_chunks,
-    usage_chunk,
     usage_of,
     usage_sum,
 )
 from src.gateway.redact import Redactor
+from src.gateway.relay import Relay, Reply
+from src.gateway.reports import Reports
+from src.gateway.sequencing import Seen, Sequencing
 from src.gateway.store import Fanout, StoreUnavailable, store_errors, without_text
 from src.gateway.tracing import CLIENT, Tracing, error_status, set_attributes
 
 log = logging.getLogger("src.serve")
-_OUTCOME = {"backend": "error", "request": "rejected", "empty": "empty", "queue": "queued_out"}
-
-
-@dataclass
-class Reply:
-    """What the HTTP layer sends: a JSON body, or server-sent events (already framed)."""
-
-    status: int
-    body: dict | None = None
-    events: AsyncIterator[bytes] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Seen:
-    """What a server's log line says request ``seq`` was decided by (``src.replay --server_log``):
-    the earlier requests whose fan-outs it did not see, and the contenders with free capacity
-    its draw was among (None: no draw)."""
-
-    unseen: list[int]
-    among: list[str] | None = None
 
 
 @dataclass
@@ -112,7 +90,7 @@ def _smoothie(policy: str, mode: str) -> dict:
             "estimator": None, "contenders": None, "among": None}
 
 
-class Core:
+class Core(Sequencing, Judging, Relay, Reports):
     """One gateway's routing state and request handling, over a backend pool (``call``,
     ``stream``, health), an embedder (``embed(texts) -> (n, d)``) and a store (``ports.Store``).
 
@@ -238,21 +216,6 @@ class Core:
                     continue
                 self.router.add_verdicts(Verdict(**v) for v in theirs)
 
-    async def _sample_view(self) -> None:
-        """The dashboard's history: the router's view every few seconds while requests come in."""
-        while True:
-            await asyncio.sleep(SAMPLE_SECONDS)
-            if self.dashboard.due():
-                _, ranking, contenders = self._view()
-                self.dashboard.sample(ranking, {"contenders": contenders})
-
-    def _view(self) -> tuple[int, dict, dict[str, float] | None]:
-        """The next request's number, the Global ranking it would follow, and the contenders
-        (``--contenders``; None when 0)."""
-        with self._next_view() as seq:
-            contenders = self.router.contenders(seq, self.settings.contenders) if self.settings.contenders else None
-            return seq, self.router.global_ranking(seq), contenders
-
     async def drain(self) -> None:
         """Wait for every explore fan-out still running (replay's end; a server's shutdown)."""
         while self._tasks:
@@ -276,47 +239,6 @@ class Core:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    # -- sequence and visibility -------------------------------------------------------------------
-    def _pin(self, call: _Call) -> None:
-        """Number-time: fix the rows request ``seq`` is decided by (those stored now, less the
-        fan-outs of earlier requests still running), without waiting for any of them."""
-        seq = call.seq
-        self._last_seq = max(self._last_seq, seq)
-        unseen = self.recorded[seq].unseen if self.recorded is not None and seq in self.recorded \
-            else ([] if self.recorded is not None else self._running_below(seq))
-        self._unsettled.add(seq)
-        self.router.pin(seq, unseen)
-        call.smoothie["unseen"] = list(unseen)
-
-    def _running_below(self, seq: int) -> list[int]:
-        """The fan-outs request ``seq`` would see if they were stored, still running now."""
-        s = self.settings
-        return sorted([q for q in self._unsettled if q < seq - s.lag] +
-                      [q for q in self._late if q < seq - s.explore_lag])
-
-    @contextlib.contextmanager
-    def _next_view(self):
-        """The request number the next request would get, pinned as it would be, for reports:
-        /health's ranking is what the next single call follows, not an estimate over other rows."""
-        seq = self._last_seq + 1
-        mine = not self.router.is_pinned(seq)
-        if mine:
-            self.router.pin(seq, self._running_below(seq))
-        try:
-            yield seq
-        finally:
-            if mine:
-                self.router.unpin(seq)
-
-    def _settle(self, seq: int) -> None:
-        self._unsettled.discard(seq)
-        self._late.discard(seq)
-
-    def _hand_over(self, seq: int) -> None:
-        """Request ``seq`` was answered; its fan-out goes on as a late one."""
-        self._late.add(seq)
-        self._unsettled.discard(seq)
 
     # -- bookkeeping -----------------------------------------------------------------------------
     def _count(self, name: str, outcome: str, ms: float | None = None, usage: dict | None = None) -> None:
@@ -602,7 +524,7 @@ class Core:
         except BackendError as exc:
             call.faults[name] = exc
             call.failed(name, str(exc))
-            self._count(name, _OUTCOME[exc.fault])
+            self._count(name, OUTCOME[exc.fault])
             return None
         self._took(call.smoothie, name, ms, data)
         return data
@@ -736,7 +658,7 @@ class Core:
                                            return_exceptions=True)
             for b, result in zip(job["others"], results):
                 if isinstance(result, BackendError):
-                    self._count(b, _OUTCOME[result.fault])
+                    self._count(b, OUTCOME[result.fault])
                 elif isinstance(result, BaseException):
                     raise result
                 else:
@@ -763,155 +685,6 @@ class Core:
         finally:
             self._settle(seq)
             self.metrics.pending.set(len(self._late))
-
-    # -- the judge -------------------------------------------------------------------------------
-    def _judge_set(self, seq: int, shares: dict[str, float]) -> list[str]:
-        """The backends the judge compares for request ``seq``: the contenders, and at least
-        ``--judge_among`` best by Smoothie-Global (best first). Agreement's bootstrap measures
-        how settled its ranking is, not whether it is right: a weak consensus can be settled."""
-        ranking = self.router.ranked(self.router.global_estimate(seq))
-        return [*shares, *[b for b in ranking[: self.settings.judge_among] if b not in shares]]
-
-    def _judge_budget_left(self, seq: int) -> bool:
-        """``--judge_budget``: the requests whose verdicts request ``seq`` sees stay below that
-        share of the requests before it (what it sees, so a replay decides the same)."""
-        budget = self.settings.judge_budget
-        if budget >= 1:
-            return True
-        judged = len({v.seq for v in self.router.seen_verdicts(seq)})
-        return judged < budget * max(seq - self.settings.lag, 1)
-
-    def _to_judge(self, seq: int) -> list[str]:
-        """The backends whose answers fan-out ``seq`` asks the judge about (the first is the
-        one select would call): none without a judge, outside ``--judge_budget``'s draw, or
-        before there is a Global estimate."""
-        s = self.settings
-        if self.judge is None or s.policy not in ("select", "adaptive"):  # only their single calls follow verdicts
-            return []
-        if self.router.global_estimate(seq) is None or not self._judge_budget_left(seq):
-            return []
-        judged = self._judge_set(seq, self.router.contenders(seq, s.contenders))  # {} at 0: Global's top alone
-        return judged if len(judged) >= 2 else []
-
-    async def _judge_call(self, name: str, body: dict) -> tuple[dict, float]:
-        """A judge call is a backend call: counted in the metrics, tokens and the dashboard."""
-        try:
-            data, ms = await self._backend(name, CHAT, body, role="judge")
-        except BackendError as exc:
-            self._count(name, _OUTCOME[exc.fault])
-            self.metrics.judge_calls.labels(name, "failed").inc()
-            raise
-        self._count(name, "ok", ms, usage_of(data))
-        self.metrics.judge_calls.labels(name, "ok").inc()
-        return data, ms
-
-    def _duel(self, call: _Call) -> list[str]:
-        """The backends the judge compares (``_judge_set``) when a single call's request is a
-        duel: after its response one other of them answers it too, drawn by seed and request
-        number, and the judge compares the two. With a judge, while its verdicts do not single
-        out one backend, for a non-streamed request, on ``--judge_duels``' draw."""
-        s = self.settings
-        judged = call.smoothie.get("judged") or {}
-        if self.judge is None or len(judged.get("among") or []) < 2 or call.req.stream:
-            return []
-        if judged.get("separated") or judged.get("overrules"):  # decided: calls there would change nothing
-            return []
-        if judged.get("attempts", 0) >= MAX_VERDICTS or not self._judge_budget_left(call.seq):
-            return []
-        if judged.get("attempts", 0) >= 20 and judged.get("verdicts", 0) < judged["attempts"] / 2:
-            return []  # a judge that answers fewer than half of its judgements without a verdict: not worth calls
-        if np.random.default_rng([s.seed, call.seq, 10]).random() >= s.judge_duels:
-            return []
-        return list(judged["among"])
-
-    def _opponent(self, seq: int, chosen: str, among: list[str]) -> str:
-        """Whom a duel sets against ``chosen``: the other backend the verdicts request ``seq``
-        sees rate strongest (the likeliest to beat it; before any verdict, the next by Global),
-        so calls go where they can change the decision."""
-        rest = [b for b in among if b != chosen]
-        judged = self.router.judged(seq, among, self.settings.judge_kind == "peers")
-        if not judged.strengths:
-            return rest[0]
-        return max(rest, key=lambda b: (judged.strengths[b], -rest.index(b)))
-
-    async def _duel_then_settled(self, seq: int, rid: str, req: Request, chosen: str, answer: str,
-                                 contenders: list[str]) -> None:
-        """A duel: the other contenders answer the request too (off the response path), and the
-        judge compares every pair. No row is stored: nothing is embedded."""
-        try:
-            answers = {chosen: answer}
-            others = [self._opponent(seq, chosen, contenders)]
-            results = await asyncio.gather(*(self._backend(b, req.kind, req.body, role="duel") for b in others),
-                                           return_exceptions=True)
-            for b, result in zip(others, results):
-                if isinstance(result, BackendError):
-                    self._count(b, _OUTCOME[result.fault])
-                elif isinstance(result, BaseException):
-                    raise result
-                else:
-                    self._count(b, "ok", result[1], usage_of(result[0]))
-                    answers[b] = answer_text(req.kind, result[0])
-            await self._judge_fanout(seq, rid, req.text, answers, [chosen, *others], duel=True)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a lost duel must not take the gateway down
-            log.error(self.redact(json.dumps({"event": "duel_failed", "id": rid, "seq": seq,
-                                              "error": f"{type(exc).__name__}: {exc}"[:300]})))
-        finally:
-            self._settle(seq)
-
-    async def _judged_then_settled(self, seq: int, rid: str, text: str, answers: dict[str, str],
-                                   contenders: list[str]) -> None:
-        try:
-            await self._judge_fanout(seq, rid, text, answers, contenders)
-        finally:
-            self._settle(seq)
-
-    async def _judge_fanout(self, seq: int, rid: str, text: str, answers: dict[str, str],
-                            contenders: list[str], duel: bool = False) -> None:
-        """Ask the judge about the first of ``contenders`` that answered against each other one
-        (the position drawn: ``judge.pairs_to_judge``), store the verdicts with the request and
-        give them to the router. Off the response path: a judge that fails or hangs (past
-        ``--judge_timeout``) costs its verdict and a log line, nothing else."""
-        s = self.settings
-        names = [b for b in contenders if b in answers]
-        jobs = []
-        for a, b in (pairs_to_judge(names[0], names[1:], s.seed, seq) if names else []):
-            judge = peer_for((a, b), self.names, names, s.seed, seq) if s.judge_kind == "peers" else \
-                (JUDGE_NAME if s.judge_kind == "url" else s.judge)
-            if judge is not None and judge not in (a, b):
-                jobs.append((judge, a, b))
-
-        async def one(judge: str, a: str, b: str):
-            try:
-                async with asyncio.timeout(s.judge_timeout):
-                    return await self.judge.compare(judge, seq, text, (a, answers[a]), (b, answers[b])), None
-            except (BackendError, TimeoutError) as exc:
-                return (None, None), (str(exc) or f"timed out after {s.judge_timeout:g} s (--judge_timeout)")[:200]
-
-        with self.tracing.span("judge", attributes={"smoothie.seq": seq, "smoothie.pairs": len(jobs)}):
-            results = await asyncio.gather(*(one(*job) for job in jobs))
-        # a judgement that gave no verdict is kept too, as NO_VERDICT: duels stop for a judge that cannot answer
-        made = [Verdict(seq, judge, a, b, outcome or NO_VERDICT) for (judge, a, b), ((outcome, _), _)
-                in zip(jobs, results)]
-        verdicts = [v for v in made if v.outcome != NO_VERDICT]
-        failed = {f"{judge}: {a} vs {b}": why or "no verdict ([[A]], [[B]] or [[C]]) in its reply"
-                  for (judge, a, b), ((outcome, _), why) in zip(jobs, results) if outcome is None}
-        stored = True
-        if made:
-            try:
-                await self._db(self.store.add_verdicts, seq, [v.to_json() for v in made])
-            except StoreUnavailable:
-                stored = False  # kept out of the router too: a restart must see what this process sees
-        if stored:
-            self.router.add_verdicts(made)
-        for v in made:
-            self.metrics.verdicts.labels(v.outcome).inc()
-        usage = [u for (_, u), _ in results if u]
-        log.info(self.redact(json.dumps({"event": "judged", "id": rid, "seq": seq, "duel": duel,
-                                         "judge_calls": len(jobs),
-                                         "verdicts": [v.to_json() for v in verdicts], "failed": failed,
-                                         "stored": stored, "usage": usage_sum(usage) if usage else None})))
 
     async def _single(self, call: _Call, order: list[str]) -> Reply:
         """Ask ``order``'s backends one at a time until one answers (streamed or not). A backend
@@ -953,101 +726,6 @@ class Core:
             call.smoothie["degraded"] = (f"{chosen} is ranked {ranking.index(chosen) + 1} of {len(ranking)} by the "
                                          f"stored Global estimate; every better-ranked backend gave no answer")
 
-    def _usage(self, call: _Call) -> dict | None:
-        by_backend = call.smoothie["usage_by_backend"]
-        return usage_sum(by_backend.values()) if by_backend else None
-
-    def _answer(self, call: _Call, data: dict, chosen: str) -> Reply:
-        """The chosen answer as JSON, or as a buffered stream of chunks (a fan-out's answer is
-        known only once every backend has answered; an explore request's pick is not streamed)."""
-        out = {**data, "id": call.rid, "model": chosen, "smoothie": call.smoothie}
-        usage = self._usage(call)
-        if usage is not None:
-            out["usage"] = usage
-        self.finish(call.rid, call.path, call.policy, 200, call.start, call.smoothie)
-        if not call.req.stream:
-            return Reply(200, out, headers=self._decision_headers(call))
-        chunks = stream_chunks(call.req.kind, out, call.smoothie, call.req.include_usage)
-
-        async def events():
-            for chunk in chunks:
-                yield sse(chunk)
-            yield sse("[DONE]")
-
-        return Reply(200, events=events(), headers=self._decision_headers(call))
-
-    async def _open_stream(self, call: _Call, name: str) -> Reply | None:
-        """A backend's stream relayed as it comes, once its first event has arrived (before
-        that, a failure falls back to the next backend). A break later ends the stream with an
-        error event, as OpenAI's API sends one, so SDKs raise; it is logged and counted as 502."""
-        stack = AsyncExitStack()
-        span = self.tracing.start_child(f"backend {name}", CLIENT, {"smoothie.backend": name, "smoothie.role": "answer",
-                                                                   "smoothie.stream": True})
-        token = self.tracing.activate(span) if span is not None else None
-        try:
-            upstream = await stack.enter_async_context(self.pool.stream(name, call.req.kind, call.req.body))
-            events = upstream.events()
-            first = await anext(events, None)
-        except BackendError as exc:
-            await stack.aclose()
-            call.faults[name] = exc
-            call.failed(name, str(exc))
-            self._count(name, _OUTCOME[exc.fault])
-            self.tracing.end(span, {"smoothie.outcome": exc.fault, "error.type": str(exc)[:200]})
-            return None
-        except BaseException:
-            await stack.aclose()
-            self.tracing.end(span, {"smoothie.outcome": "error"})
-            raise
-        finally:
-            if token is not None:
-                self.tracing.deactivate(token)
-        call.smoothie["chosen"] = name
-        self._explain(call, name)
-
-        async def relay():
-            status, error, usage, pieces = 200, None, None, 0
-            try:
-                event = first
-                head = True
-                while event is not None:
-                    event.update(id=call.rid, model=name)
-                    if head:
-                        event["smoothie"] = call.smoothie
-                        head = False
-                    if isinstance(event.get("usage"), dict):
-                        usage = usage_of(event)
-                    pieces += bool(delta_text(event))
-                    yield sse(event)
-                    event = await anext(events, None)
-                if usage is None:  # the backend sent none (llama.cpp does not): count what was streamed
-                    usage = counted_usage(pieces)
-                    call.smoothie["usage_counted"] = USAGE_COUNTED
-                self._took(call.smoothie, name, upstream.ms or 0.0, {"usage": usage})
-                if call.req.include_usage and call.smoothie.get("usage_counted"):
-                    yield sse(usage_chunk(call.req.kind, call.rid, name, usage, call.smoothie))
-                yield sse("[DONE]")
-            except BackendError as exc:
-                status, error = 502, f"{name} broke off mid-stream ({exc})"
-                call.failed(name, str(exc))
-                self._count(name, "broken")
-                yield sse(error_event(error))
-            except (GeneratorExit, asyncio.CancelledError):  # the client went away mid-stream
-                status, error = 499, "client_closed: the client closed the stream before its end"
-                call.smoothie["usage_by_backend"][name] = counted_usage(pieces)
-                self._count(name, "client_closed", usage=counted_usage(pieces))
-                raise
-            finally:
-                await stack.aclose()
-                used = call.smoothie["usage_by_backend"].get(name) or {}
-                self.tracing.end(span, {"smoothie.outcome": "ok" if status == 200 else error,
-                                        "smoothie.latency_ms": call.smoothie["latency_ms"].get(name),
-                                        "gen_ai.usage.input_tokens": used.get("prompt_tokens"),
-                                        "gen_ai.usage.output_tokens": used.get("completion_tokens")})
-                self.finish(call.rid, call.path, call.policy, status, call.start, call.smoothie, error=error)
-
-        return Reply(200, events=relay(), headers=self._decision_headers(call))
-
     def _no_answer(self, call: _Call) -> ApiError:
         """The error when no backend answered: the backends' own 4xx when every one rejected the
         request, 503 with Retry-After when a queue was full, else 502."""
@@ -1067,75 +745,4 @@ class Core:
         return ApiError(502, f"no backend answered ({detail})", type_="upstream_error", code="backends_failed",
                         extra=extra)
 
-    # -- reports ---------------------------------------------------------------------------------
-    def models(self) -> dict:
-        names = [*self.settings.routed_names(), *self.names]
-        return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "smoothie"}
-                                           for n in names]}
 
-    def health(self) -> dict:
-        states = {b: self.pool.state(b) for b in self.names}
-        _, ranking, contenders = self._view()
-        with self._next_view() as seq:
-            degenerate, rule = self.router.degenerate(seq).to_json(), self._rule_report(seq)
-        return self.clean({"status": "ok" if all(v == "ok" for v in states.values()) else "degraded",
-                "policy": self.settings.policy, "store_rows": self.router.n_rows,
-                "pending_fanouts": len(self._late), "backends": states,
-                "next_seq": seq, "degenerate": degenerate, "fanout_rule": rule, "global_ranking": ranking,
-                "contenders": self._contender_report(contenders),
-                "embedder": {"identity": self.store.embedder, "changes": self.embedder_changes}})
-
-    def _contender_report(self, shares: dict[str, float] | None) -> dict | None:
-        """/health's ``contenders``: the set the next single call would share, and how."""
-        if shares is None:
-            return None
-        uses = self.settings.policy in ("select", "adaptive")
-        judged = None
-        if self.judge is not None and shares:
-            with self._next_view() as seq:
-                among = self._judge_set(seq, shares)
-                judged = {"among": among, **self.router.judged(seq, among, self.settings.judge_kind == "peers")
-                          .to_json()}
-        return {"shares": shares, "confidence": self.settings.contenders, "resamples": CONTENDER_RESAMPLES,
-                "settled": len(shares) == 1, "judge": judged,
-                "decided_by": "judge" if judged and (judged["separated"] or judged["overrules"]) else "agreement",
-                "used": ("the single calls go to these backends: free capacity first, then drawn by share"
-                         if uses and len(shares) > 1 else "the single calls go to the best backend" if uses
-                         else f"reported only: the {self.settings.policy} policy fans out")}
-
-    def _rule_report(self, seq: int | None = None) -> dict:
-        rule = self.router.rule(seq)
-        return {"setting": self.settings.fanout_rule, "estimator": rule.label, "measured": rule.why}
-
-    def dashboard_data(self) -> dict:
-        """``/dashboard/data``: the backends now, the router's view over time (now included),
-        tokens, and the last decisions (redacted like every report)."""
-        seq, ranking, contenders = self._view()
-        pool = self.pool
-        backends = [{"name": b, "state": pool.state(b), "in_flight": pool.in_flight(b), "queued": pool.waiting.get(b, 0),
-                     "max_concurrency": self.settings.backend(b).max_concurrency} for b in self.names]
-        header = {"policy": self.settings.policy, "next_seq": seq, "store_rows": self.router.n_rows,
-                  "pending_fanouts": len(self._late), "embedder": self.store.embedder, "updated": time.time(),
-                  "judge": None}
-        if self.judge is not None:
-            report = self._contender_report(contenders) or {}
-            header["judge"] = {"verdicts": dict(Counter(v.outcome for _, v in self.router.verdicts
-                                                        if v.outcome != NO_VERDICT)),
-                               "no_verdict": sum(v.outcome == NO_VERDICT for _, v in self.router.verdicts),
-                               "decided_by": report.get("decided_by", "agreement"),
-                               "best": (report.get("judge") or {}).get("best")}
-        return self.clean(self.dashboard.data(backends, self.dashboard.point(ranking, {"contenders": contenders}),
-                                              header))
-
-    def metrics_text(self) -> bytes:
-        _, ranking, contenders = self._view()
-        for b in self.names:
-            self.metrics.contender_share.labels(b).set((contenders or {}).get(b, 0.0))
-        for name, w in ranking["weights"].items():
-            self.metrics.weight.labels(name).set(w)
-        if ranking["agreement"] is not None:
-            self.metrics.agreement.set(ranking["agreement"])
-        self.metrics.stored.set(self.router.n_rows)
-        for b in self.names:
-            self.metrics.queued.labels(b).set(self.pool.waiting.get(b, 0))
-        return generate_latest(self.metrics.registry)
