@@ -21,7 +21,9 @@ class Store(Protocol):
     it on the event loop). Failures the database causes raise ``store_errors()``.
     ``add`` stores a row under ``embedder`` (default: the store's, which changes when the embedding
     model does; a row embedded by the old model names the old one) and returns the request ids it evicted, so the caller's in-memory copy drops the same
-    rows; ``next_sequence`` numbers requests, never reusing a number across restarts (or replicas)."""
+    rows; ``next_sequence`` numbers requests, never reusing a number across restarts (or replicas);
+    ``poll`` and ``new_verdicts`` return what other writers stored since the last call (nothing
+    when the store has one writer), never this process's own."""
 
     shared: bool
     threads: int
