@@ -618,7 +618,9 @@ def select_load(n_requests: int, embedding_model: str, warmup_requests: int = 40
     """The tie trial: ``--policy select`` behind the README's three llama.cpp servers (one slot
     each), a store warmed by ``warmup_requests`` requests one after another, then ``n_requests``
     SDK requests at once (the SDK's default two retries on 503). Before: ``--contenders 0``
-    (every single call to Global's best, as before contenders); after: the defaults."""
+    (every single call to Global's best, as before contenders); after: the defaults; and the
+    defaults with ``--judge smol``, a one-slot backend that also judges (its judge calls and
+    duels' second answers queue behind the users' requests)."""
     import shutil as _shutil
 
     import httpx
@@ -657,10 +659,11 @@ def select_load(n_requests: int, embedding_model: str, warmup_requests: int = 40
                   f"{health['global_ranking']['weights']}, agreement {health['global_ranking']['agreement']}, "
                   f"contenders {health['contenders']['shares']})\n")
             print("| select | statuses (after the SDK's retries) | chosen | latency p50 / p99 (s) | wall (s) | "
-                  "requests/s |")
-            print("|---|---|---|---|---|---|")
+                  "requests/s | backend calls (judge calls) by then |")
+            print("|---|---|---|---|---|---|---|")
             for label, extra in (("--contenders 0 (before: the single best)", ["--contenders", "0"]),
-                                 ("defaults (contenders, --contender_spread capacity)", [])):
+                                 ("defaults (contenders, --contender_spread capacity)", []),
+                                 ("defaults + --judge smol (a backend that also judges)", ["--judge", "smol"])):
                 store = folder / f"{extra[-1] if extra else 'default'}.sqlite"
                 for suffix in ("", "-wal", "-shm"):
                     if Path(f"{folder / 'warm.sqlite'}{suffix}").exists():
@@ -683,14 +686,20 @@ def select_load(n_requests: int, embedding_model: str, warmup_requests: int = 40
                         await client.close()
                         return results, seconds
                     results, seconds = asyncio.run(load())
+                    time.sleep(2.0)  # background work still queued is counted as far as it got
+                    metrics = httpx.get(url + "/metrics").text
                 finally:
                     proc.terminate()
                     proc.wait(30)
+                calls = {kind: sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                                   if line.startswith(f"smoothie_{kind}_calls_total{{"))
+                         for kind in ("backend", "judge")}
                 statuses = {c: sum(r[0] == c for r in results) for c in sorted({r[0] for r in results})}
                 chosen = {n: sum(r[1] == n for r in results) for n in ports}
                 took = np.array([r[2] for r in results])
                 print(f"| {label} | {statuses} | {chosen} | {np.percentile(took, 50):.1f} / "
-                      f"{np.percentile(took, 99):.1f} | {seconds:.1f} | {n_requests / seconds:.2f} |", flush=True)
+                      f"{np.percentile(took, 99):.1f} | {seconds:.1f} | {n_requests / seconds:.2f} | "
+                      f"{calls['backend']:.0f} ({calls['judge']:.0f}) |", flush=True)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 

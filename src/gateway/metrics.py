@@ -25,7 +25,8 @@ class Metrics:
                                  buckets=_BUCKETS, registry=r)
         self.backend_latency = Histogram("smoothie_backend_latency_seconds", "Backend call latency from dispatch",
                                          ["backend"], buckets=_BUCKETS, registry=r)
-        self.queued = Gauge("smoothie_backend_queued", "Calls waiting for a free slot of the backend", ["backend"],
+        self.queued = Gauge("smoothie_backend_queued", "Calls clients wait for, waiting for a free slot of the backend "
+                            "(work after a response, which queues behind them, is not counted)", ["backend"],
                             registry=r)
         self.weight = Gauge("smoothie_global_weight", "Current Smoothie-Global weight over the stored window",
                             ["backend"], registry=r)
