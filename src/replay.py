@@ -56,7 +56,8 @@ class FileBackends:
         self.waiting = dict.fromkeys(names, 0)
         self.calls: dict[int, list[str]] = {}
 
-    async def call(self, name: str, kind: str, body: dict, background: bool = False) -> tuple[dict, float]:
+    async def call(self, name: str, kind: str, body: dict, background: bool = False,
+                   deadline: float | None = None) -> tuple[dict, float]:
         row = _ROW.get()
         self.calls.setdefault(row, []).append(name)
         text = str(self.answers[row, self._col[name]])

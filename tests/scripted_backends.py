@@ -20,7 +20,7 @@ chunks), ``slowN`` (answer after N tenths of a second), ``const`` (always the sa
 Asked the gateway's pairwise judge prompt (``--judge``), a backend answers with a verdict instead:
 ``/judge-rank-XYZ/v1`` prefers X to Y to Z, ``/judge-first/v1`` always says [[A]], ``/judge-fail/v1``
 fails, ``/judge-hang/v1`` takes 30 s, ``/judge-mute/v1`` gives no verdict, ``/judge-leak/v1`` answers 401
-echoing keys, and a..h (``--judge peers``)
+echoing keys, ``/judge-slow/v1`` ranks alphabetically after 1 s, and a..h (``--judge peers``)
 rank alphabetically; each records in its stats whose answers it judged.
 
 It also plays an OpenAI-compatible embedding server, ``/emb/v1/embeddings``: a bag-of-words
@@ -115,6 +115,8 @@ async def _judge(name: str, text: str, authorization: str | None = None) -> Resp
                             status_code=401)
     if name == "judge-hang":
         await asyncio.sleep(30)
+    if name == "judge-slow":  # a judge that takes 1 s per judgement, ranking alphabetically
+        await asyncio.sleep(1)
     rank = name.removeprefix("judge-rank-") if name.startswith("judge-rank-") else "abcdefgh"
     place = [rank.index(a) if a in rank else len(rank) for a in authors]
     verdict = "[[A]]" if name == "judge-first" or place[0] < place[1] else "[[B]]" if place[1] < place[0] else "[[C]]"

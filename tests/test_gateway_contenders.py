@@ -175,6 +175,32 @@ def test_a_judges_key_and_url_password_reach_no_client_log_or_report(scripted, t
             assert secret not in text
 
 
+def test_a_busy_judge_is_not_taken_for_one_that_cannot_judge(scripted, tmp_path):
+    """A judge call that never got a slot judged nothing (old: it was stored as a judgement
+    without a verdict, so a judge busy behind other calls looked like one that cannot judge,
+    and after 20 such its duels stopped for good)."""
+    judge = f"http://127.0.0.1:{scripted.port}/judge-slow/v1,max_concurrency=1"
+    gw = Gateway(tmp_path, "busyjudge", flags(scripted, slots=4), "--store", str(tmp_path / "busy.sqlite"),
+                 "--policy", "select", "--warmup", "12", "--lag", "0", "--explore", "0", "--judge", judge,
+                 "--max_queue_wait", "0.3", env={"PYTHONUNBUFFERED": "1"}).start()
+    try:
+        ask(gw, 14)  # each warm-up fan-out after the first asks for two judgements at once: one waits, and queues out
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sum(len(line["failed"]) + len(line["verdicts"])
+                                                  for line in judged_lines(gw)) < 2:
+            time.sleep(0.5)
+        time.sleep(1.5)
+        lines = judged_lines(gw)
+        page = httpx.get(gw.url + "/dashboard/data").json()
+    finally:
+        gw.stop()
+    queued = [why for line in lines for why in line["failed"].values() if why.startswith("queued")]
+    verdicts = [v for line in lines for v in line["verdicts"]]
+    assert queued and verdicts, lines  # both happened: the test means something
+    assert page["judge"]["no_verdict"] == 0, page["judge"]  # no queued-out call was kept as a judgement
+    assert sum(page["judge"]["verdicts"].values()) == len(verdicts)
+
+
 def test_peers_never_judge_their_own_answer(scripted, tmp_path):
     gw = judged_gateway(scripted, tmp_path, "peers", "peers")
     try:

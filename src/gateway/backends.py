@@ -9,6 +9,8 @@ Who is at fault decides what a failure does (``BackendError.fault``):
   refuses). Never counts toward cool-down; when every backend says so, the client gets that 4xx.
 - ``empty``: a 200 whose answer has no text. A failed answer for this request, not a sick backend.
 - ``queue``: no slot of the backend freed within ``max_queue_wait``. Not the backend's fault either.
+- ``deadline``: the call outlived the caller's own bound (``deadline``, shorter than the pool's
+  timeout: a judge call's ``--judge_timeout``). The caller gave up; the backend is not sick.
 
 Nothing a client sends can change a backend's health. Error texts never contain an API key.
 """
@@ -50,7 +52,8 @@ class _Health:
     unreachable: str | None = None  # why, while no call has succeeded since a probe or call failed to connect
 
 
-OUTCOME = {"backend": "error", "request": "rejected", "empty": "empty", "queue": "queued_out"}  # fault -> metric label
+OUTCOME = {"backend": "error", "request": "rejected", "empty": "empty", "queue": "queued_out",  # fault -> metric label
+           "deadline": "deadline"}
 
 
 class Slots:
@@ -221,13 +224,17 @@ class BackendPool:
     def _took(self, name: str, ms: float) -> None:
         self.recent_ms[name] = 0.8 * self.recent_ms[name] + 0.2 * ms
 
-    async def call(self, name: str, kind: str, body: dict, background: bool = False) -> tuple[dict, float]:
+    async def call(self, name: str, kind: str, body: dict, background: bool = False,
+                   deadline: float | None = None) -> tuple[dict, float]:
         """The backend's JSON response and its latency in ms (from dispatch); raises BackendError.
-        ``background``: no client waits for it, so it yields its place in the queue."""
+        ``background``: no client waits for it, so it yields its place in the queue. ``deadline``:
+        the caller's own bound from dispatch (the queue wait is not in it); past it, fault
+        ``deadline``, which leaves the backend's health alone."""
+        own = deadline is not None and deadline < self.timeout
         async with self._slot(name, background):
             start = time.perf_counter()
             try:
-                async with asyncio.timeout(self.timeout):
+                async with asyncio.timeout(deadline if own else self.timeout):
                     response = await self.client.send(self._request(name, kind, body, stream=False), stream=True)
                     try:
                         if response.status_code >= 400:
@@ -240,7 +247,12 @@ class BackendPool:
                 if exc.fault == "backend":
                     self._failed(name)
                 raise
-            except (httpx.HTTPError, TimeoutError) as exc:
+            except TimeoutError:
+                if own:
+                    raise BackendError(f"no answer within {deadline:g} s of dispatch", "deadline") from None
+                self._failed(name, TimeoutError())
+                raise BackendError(self.redact(self._describe(TimeoutError()))) from None
+            except httpx.HTTPError as exc:
                 self._failed(name, exc)
                 raise BackendError(self.redact(self._describe(exc))) from None
             except ValueError as exc:  # not an OpenAI response

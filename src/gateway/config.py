@@ -168,8 +168,9 @@ class Settings:
                                  "the one called answers too, and the judge compares the two (a draw keyed by seed "
                                  "and request number; two calls each). Duels stop once the verdicts decide, or hold "
                                  "400 verdicts (a tie)", type=float, check=_between(0, 1), replay=True)
-    judge_timeout: float = setting(30.0, "seconds a judge call may take; a judge that fails or hangs costs its "
-                                   "verdict, never a response", type=float, check=_positive)
+    judge_timeout: float = setting(30.0, "seconds a judge call may take from dispatch (its wait for a slot is "
+                                   "--max_queue_wait's); a judge that fails or hangs costs its verdict, never a "
+                                   "response", type=float, check=_positive)
     explore: float = setting(0.1, "share of select/local requests that also fan out, to keep learning", type=float,
                              check=_between(0, 1), replay=True)
     explore_answer: str = setting("policy", "on an explore request, answer with the backend the policy chose, "

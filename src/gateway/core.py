@@ -499,14 +499,15 @@ class Core(Sequencing, Judging, Relay, Reports):
                 self._count(b, "skipped")
         return usable
 
-    async def _backend(self, name: str, kind: str, body: dict, role: str = "answer") -> tuple[dict, float]:
+    async def _backend(self, name: str, kind: str, body: dict, role: str = "answer",
+                       deadline: float | None = None) -> tuple[dict, float]:
         """``pool.call`` in a span of its own (the queue wait is its child; the backend gets its
         ``traceparent``). Every role but ``answer`` is made after its response: it queues behind
         the calls clients wait for."""
         with self.tracing.span(f"backend {name}", CLIENT, {"smoothie.backend": name,
                                                                         "smoothie.role": role}) as span:
             try:
-                data, ms = await self.pool.call(name, kind, body, background=role != "answer")
+                data, ms = await self.pool.call(name, kind, body, background=role != "answer", deadline=deadline)
             except BackendError as exc:
                 set_attributes(span, {"smoothie.outcome": exc.fault, "error.type": str(exc)[:200],
                                       "http.response.status_code": exc.status})

@@ -60,7 +60,7 @@ class Judging:
     async def _judge_call(self, name: str, body: dict) -> tuple[dict, float]:
         """A judge call is a backend call: counted in the metrics, tokens and the dashboard."""
         try:
-            data, ms = await self._backend(name, CHAT, body, role="judge")
+            data, ms = await self._backend(name, CHAT, body, role="judge", deadline=self.settings.judge_timeout)
         except BackendError as exc:
             self._count(name, OUTCOME[exc.fault])
             self.metrics.judge_calls.labels(name, "failed").inc()
@@ -136,7 +136,9 @@ class Judging:
         """Ask the judge about the first of ``contenders`` that answered against each other one
         (the position drawn: ``judge.pairs_to_judge``), store the verdicts with the request and
         give them to the router. Off the response path: a judge that fails or hangs (past
-        ``--judge_timeout``) costs its verdict and a log line, nothing else."""
+        ``--judge_timeout`` from dispatch) costs its verdict and a log line, nothing else. A judge
+        call that never got a slot (it queues behind users' calls) judged nothing: it is logged
+        but kept out of the judgements, so a busy judge is not taken for one that cannot judge."""
         s = self.settings
         names = [b for b in contenders if b in answers]
         jobs = []
@@ -147,17 +149,21 @@ class Judging:
                 jobs.append((judge, a, b))
 
         async def one(judge: str, a: str, b: str):
+            bound = s.judge_timeout + s.max_queue_wait  # a judge that does not call through the pool, too
             try:
-                async with asyncio.timeout(s.judge_timeout):
+                async with asyncio.timeout(bound):
                     return await self.judge.compare(judge, seq, text, (a, answers[a]), (b, answers[b])), None
-            except (BackendError, TimeoutError) as exc:
-                return (None, None), (str(exc) or f"timed out after {s.judge_timeout:g} s (--judge_timeout)")[:200]
+            except BackendError as exc:
+                return (None, None), f"{'queued: ' if exc.fault == 'queue' else ''}{exc}"[:200]
+            except TimeoutError:
+                return (None, None), f"timed out after {bound:g} s (--judge_timeout and --max_queue_wait)"
 
         with self.tracing.span("judge", attributes={"smoothie.seq": seq, "smoothie.pairs": len(jobs)}):
             results = await asyncio.gather(*(one(*job) for job in jobs))
-        # a judgement that gave no verdict is kept too, as NO_VERDICT: duels stop for a judge that cannot answer
-        made = [Verdict(seq, judge, a, b, outcome or NO_VERDICT) for (judge, a, b), ((outcome, _), _)
-                in zip(jobs, results)]
+        # a judgement that gave no verdict is kept too, as NO_VERDICT: duels stop for a judge that cannot answer;
+        # a call that never got a slot is no judgement at all
+        made = [Verdict(seq, judge, a, b, outcome or NO_VERDICT) for (judge, a, b), ((outcome, _), why)
+                in zip(jobs, results) if not (why or "").startswith("queued: ")]
         verdicts = [v for v in made if v.outcome != NO_VERDICT]
         failed = {f"{judge}: {a} vs {b}": why or "no verdict ([[A]], [[B]] or [[C]]) in its reply"
                   for (judge, a, b), ((outcome, _), why) in zip(jobs, results) if outcome is None}

@@ -66,7 +66,8 @@ class Backends(Protocol):
     waiting: dict[str, int]
     tracing: object  # a src.gateway.tracing.Tracing, set by the core: queue-wait spans and traceparent
 
-    async def call(self, name: str, kind: str, body: dict, background: bool = False) -> tuple[dict, float]: ...
+    async def call(self, name: str, kind: str, body: dict, background: bool = False,
+                   deadline: float | None = None) -> tuple[dict, float]: ...
 
     def stream(self, name: str, kind: str, body: dict) -> AbstractAsyncContextManager: ...
 
