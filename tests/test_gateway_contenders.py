@@ -194,7 +194,7 @@ def test_a_busy_judge_is_not_taken_for_one_that_cannot_judge(scripted, tmp_path)
         page = httpx.get(gw.url + "/dashboard/data").json()
     finally:
         gw.stop()
-    queued = [why for line in lines for why in line["failed"].values() if why.startswith("queued")]
+    queued = [why for line in lines for why in line["failed"].values() if why.startswith("queued out")]
     verdicts = [v for line in lines for v in line["verdicts"]]
     assert queued and verdicts, lines  # both happened: the test means something
     assert page["judge"]["no_verdict"] == 0, page["judge"]  # no queued-out call was kept as a judgement

@@ -149,24 +149,25 @@ class Judging:
                 jobs.append((judge, a, b))
 
         async def one(judge: str, a: str, b: str):
+            """((outcome, usage), why it gave none, whether the judge was asked at all)."""
             bound = s.judge_timeout + s.max_queue_wait  # a judge that does not call through the pool, too
             try:
                 async with asyncio.timeout(bound):
-                    return await self.judge.compare(judge, seq, text, (a, answers[a]), (b, answers[b])), None
+                    return await self.judge.compare(judge, seq, text, (a, answers[a]), (b, answers[b])), None, True
             except BackendError as exc:
-                return (None, None), f"{'queued: ' if exc.fault == 'queue' else ''}{exc}"[:200]
+                return (None, None), str(exc)[:200], exc.fault != "queue"
             except TimeoutError:
-                return (None, None), f"timed out after {bound:g} s (--judge_timeout and --max_queue_wait)"
+                return (None, None), f"timed out after {bound:g} s (--judge_timeout and --max_queue_wait)", True
 
         with self.tracing.span("judge", attributes={"smoothie.seq": seq, "smoothie.pairs": len(jobs)}):
             results = await asyncio.gather(*(one(*job) for job in jobs))
         # a judgement that gave no verdict is kept too, as NO_VERDICT: duels stop for a judge that cannot answer;
         # a call that never got a slot is no judgement at all
-        made = [Verdict(seq, judge, a, b, outcome or NO_VERDICT) for (judge, a, b), ((outcome, _), why)
-                in zip(jobs, results) if not (why or "").startswith("queued: ")]
+        made = [Verdict(seq, judge, a, b, outcome or NO_VERDICT) for (judge, a, b), ((outcome, _), _, asked)
+                in zip(jobs, results) if asked]
         verdicts = [v for v in made if v.outcome != NO_VERDICT]
         failed = {f"{judge}: {a} vs {b}": why or "no verdict ([[A]], [[B]] or [[C]]) in its reply"
-                  for (judge, a, b), ((outcome, _), why) in zip(jobs, results) if outcome is None}
+                  for (judge, a, b), ((outcome, _), why, _) in zip(jobs, results) if outcome is None}
         stored = True
         if made:
             try:
@@ -177,7 +178,7 @@ class Judging:
             self.router.add_verdicts(made)
         for v in made:
             self.metrics.verdicts.labels(v.outcome).inc()
-        usage = [u for (_, u), _ in results if u]
+        usage = [u for (_, u), _, _ in results if u]
         log.info(self.redact(json.dumps({"event": "judged", "id": rid, "seq": seq, "duel": duel,
                                          "judge_calls": len(jobs),
                                          "verdicts": [v.to_json() for v in verdicts], "failed": failed,
