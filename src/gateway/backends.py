@@ -247,12 +247,9 @@ class BackendPool:
                 if exc.fault == "backend":
                     self._failed(name)
                 raise
-            except TimeoutError:
-                if own:
+            except (httpx.HTTPError, TimeoutError) as exc:
+                if own and isinstance(exc, TimeoutError):  # the caller's bound, not the backend's fault
                     raise BackendError(f"no answer within {deadline:g} s of dispatch", "deadline") from None
-                self._failed(name, TimeoutError())
-                raise BackendError(self.redact(self._describe(TimeoutError()))) from None
-            except httpx.HTTPError as exc:
                 self._failed(name, exc)
                 raise BackendError(self.redact(self._describe(exc))) from None
             except ValueError as exc:  # not an OpenAI response

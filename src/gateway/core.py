@@ -196,25 +196,18 @@ class Core(Sequencing, Judging, Relay, Reports):
         other replicas' judges gave."""
         while True:
             await asyncio.sleep(self.settings.store_poll_interval)
-            try:
+            try:  # each read applied as soon as it is in: a failed verdict read loses no rows
                 rows, dropped = await self._db(self.store.poll)
+                self.router.drop(dropped)
+                for row in rows:
+                    self.router.add(row)
+                    self._last_seq = max(self._last_seq, row.seq)  # reports look past the others' numbers too
+                self.metrics.stored.set(self.router.n_rows)
+                if self.judge is not None:
+                    self.router.add_verdicts(Verdict(**v) for v in await self._db(self.store.new_verdicts))
             except Exception as exc:  # noqa: BLE001 - a database hiccup must not end the polling
                 log.error(self.redact(json.dumps({"event": "store_poll_failed",
                                                   "error": f"{type(exc).__name__}: {exc}"[:300]})))
-                continue
-            self.router.drop(dropped)
-            for row in rows:
-                self.router.add(row)
-                self._last_seq = max(self._last_seq, row.seq)  # reports look past the others' numbers too
-            self.metrics.stored.set(self.router.n_rows)
-            if self.judge is not None:
-                try:
-                    theirs = await self._db(self.store.new_verdicts)
-                except Exception as exc:  # noqa: BLE001 - as above
-                    log.error(self.redact(json.dumps({"event": "store_poll_failed",
-                                                      "error": f"{type(exc).__name__}: {exc}"[:300]})))
-                    continue
-                self.router.add_verdicts(Verdict(**v) for v in theirs)
 
     async def drain(self) -> None:
         """Wait for every explore fan-out still running (replay's end; a server's shutdown)."""
